@@ -1,0 +1,115 @@
+"""The engine contract over SGLang's native HTTP API: a real SGLang server or router, or `latr-sglang serve`.
+
+Each request is its own POST /generate (with ``input_ids``), sent concurrently: the server batches them, and
+a branch's continuation is answered as soon as it is done rather than with the slowest of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from latr_sglang.engines.base import GenerateOutput, GenerateRequest, RequestError
+from latr_sglang.engines.wire import output_from_sglang, request_to_sglang
+
+
+class EngineHTTPError(RuntimeError):
+    def __init__(self, status: int, message: str, url: str) -> None:
+        super().__init__(f"{url} answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class SGLangHTTPEngine:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        max_connections: int = 256,
+        timeout_s: float = 3600.0,
+        retries: int = 2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.max_connections = max_connections
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._session = None
+        self._session_loop = None
+
+    async def _client(self):
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers=self.headers,
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        import aiohttp
+
+        session = await self._client()
+        url = self.base_url + path
+        for attempt in range(self.retries + 1):
+            try:
+                async with session.request(method, url, json=payload) as resp:
+                    if resp.status >= 400:
+                        text = await resp.text()
+                        try:
+                            import json
+
+                            text = json.loads(text)["error"]["message"]
+                        except Exception:
+                            pass
+                        if resp.status < 500:
+                            raise RequestError(f"{url}: {text}")
+                        raise EngineHTTPError(resp.status, text, url)
+                    if resp.content_type == "application/json":
+                        return await resp.json()
+                    return await resp.text()
+            except (TimeoutError, aiohttp.ClientConnectionError):
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def generate_one(self, request: GenerateRequest) -> GenerateOutput:
+        return output_from_sglang(await self._request("POST", "/generate", request_to_sglang(request)))
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
+        for r in requests:
+            if not r.input_ids:
+                raise RequestError("input_ids is empty: a request needs at least one token")
+            r.sampling.validate()
+        return list(await asyncio.gather(*(self.generate_one(r) for r in requests)))
+
+    async def get_model_info(self) -> dict[str, Any]:
+        return await self._request("GET", "/get_model_info")
+
+    async def get_server_info(self) -> dict[str, Any]:
+        return await self._request("GET", "/get_server_info")
+
+    async def update_weights(self, named_tensors: Any) -> None:
+        """From a folder path (/update_weights_from_disk). Tensors go through the distributed weight sync."""
+        if not isinstance(named_tensors, str):
+            raise TypeError(
+                "over HTTP, update_weights takes a local folder path; tensors are pushed through SGLang's "
+                "distributed weight-update group"
+            )
+        result = await self._request("POST", "/update_weights_from_disk", {"model_path": named_tensors})
+        if isinstance(result, dict) and not result.get("success", True):
+            raise RuntimeError(f"update_weights_from_disk failed: {result.get('message')}")
+
+    async def flush_cache(self) -> None:
+        await self._request("POST", "/flush_cache")
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

@@ -1,0 +1,495 @@
+"""The torch reference engine: continuous batching over a ragged forward, with a prefix cache.
+
+A scheduler thread owns the model. Each step it admits waiting requests (matching their input against the
+prefix cache and copying the shared KV), feeds every active sequence's pending tokens in one ragged forward
+(prefill chunks and decode tokens together, so a continuation never waits for unrelated requests to finish),
+samples one token per sequence that has consumed its input, and retires finished sequences into the prefix
+cache. Control operations (weight updates, cache flushes) run between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from latr_sglang.engines.base import FinishReason, GenerateOutput, GenerateRequest, RequestError
+from latr_sglang.engines.prefix_cache import PrefixCache
+from latr_sglang.engines.ragged_model import KVBuffer, RaggedCausalLM, RaggedItem
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sequence:
+    request: GenerateRequest
+    on_done: Callable[[GenerateOutput], None]
+    generator: torch.Generator
+    stop_ids: frozenset[int]
+    tokens: list[int] = field(default_factory=list)  # input + output so far
+    pending: list[int] = field(default_factory=list)  # tokens fed to the model next (no KV yet)
+    kv: KVBuffer | None = None
+    cached_tokens: int = 0
+    output_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    input_logprobs: list[tuple[int, float | None]] = field(default_factory=list)
+    input_top_logprobs: list[list[tuple[int, float]] | None] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.input_ids)
+
+    def input_logit_positions(self) -> range:
+        """Absolute positions whose logits give the requested input log-probs."""
+        start = self.request.logprob_start_len
+        if start < 0:
+            return range(0)
+        return range(max(start - 1, 0), self.prompt_len - 1)
+
+
+class RequestHandle:
+    def __init__(self, seq: _Sequence) -> None:
+        self._seq = seq
+
+    def cancel(self) -> None:
+        self._seq.cancelled = True
+
+
+class TorchEngine:
+    """Reference engine over a Hugging Face Llama-family model on CPU or one GPU."""
+
+    def __init__(
+        self,
+        hf_model: torch.nn.Module,
+        tokenizer: Any = None,
+        *,
+        max_batch_size: int = 64,
+        max_prefill_tokens: int = 4096,
+        prefix_cache_mb: float = 1024.0,
+        context_length: int | None = None,
+        seed: int = 0,
+        model_path: str | None = None,
+    ) -> None:
+        self.model = RaggedCausalLM(hf_model)
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
+        self.context_length = context_length or int(getattr(hf_model.config, "max_position_embeddings", 2048))
+        self.vocab_size = self.model.vocab_size
+        cache_tokens = int(prefix_cache_mb * 2**20 // self.model.kv_bytes_per_token())
+        self.prefix_cache = PrefixCache(cache_tokens)
+        self.eos_ids = self._eos_ids(hf_model, tokenizer)
+        self._seed_rng = random.Random(seed)
+        self._inbox: queue.Queue = queue.Queue()
+        self._waiting: deque[_Sequence] = deque()
+        self._active: list[_Sequence] = []
+        self._closed = False
+        self.stats = {
+            "steps": 0,
+            "prefill_tokens": 0,
+            "decode_tokens": 0,
+            "cached_tokens": 0,
+            "requests": 0,
+            "forward_seconds": 0.0,
+        }
+        self._thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        *,
+        dtype: str | torch.dtype = "auto",
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> TorchEngine:
+        from latr_sglang.models import load_model_and_tokenizer
+
+        hf_model, tokenizer, path = load_model_and_tokenizer(model, dtype=dtype, device=device)
+        return cls(hf_model, tokenizer, model_path=str(path), **kwargs)
+
+    @staticmethod
+    def _eos_ids(hf_model: torch.nn.Module, tokenizer: Any) -> frozenset[int]:
+        ids: set[int] = set()
+        for source in (getattr(hf_model, "generation_config", None), hf_model.config):
+            eos = getattr(source, "eos_token_id", None)
+            ids.update([eos] if isinstance(eos, int) else (eos or []))
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        return frozenset(ids)
+
+    # ---- public API -------------------------------------------------------------------------------------
+    def validate(self, request: GenerateRequest) -> None:
+        request.validate(self.vocab_size, self.context_length)
+        if request.sampling.stop and self.tokenizer is None:
+            raise RequestError("sampling_params.stop needs a tokenizer; this engine has none")
+
+    def submit(self, request: GenerateRequest, on_done: Callable[[GenerateOutput], None]) -> RequestHandle:
+        """Thread-safe. `on_done` is called from the engine thread."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        self.validate(request)
+        seed = request.sampling.sampling_seed
+        if seed is None:
+            seed = self._seed_rng.getrandbits(63)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        stop_ids = frozenset(request.sampling.stop_token_ids) | (
+            frozenset() if request.sampling.ignore_eos else self.eos_ids
+        )
+        seq = _Sequence(request=request, on_done=on_done, generator=generator, stop_ids=stop_ids)
+        self._inbox.put(("submit", seq))
+        return RequestHandle(seq)
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
+        for r in requests:
+            self.validate(r)
+        loop = asyncio.get_running_loop()
+        futures, handles = [], []
+        for r in requests:
+            fut = loop.create_future()
+
+            def deliver(out: GenerateOutput, fut: asyncio.Future = fut) -> None:
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(out))
+
+            handles.append(self.submit(r, deliver))
+            futures.append(fut)
+        try:
+            return list(await asyncio.gather(*futures))
+        except asyncio.CancelledError:
+            for h in handles:
+                h.cancel()
+            raise
+
+    def generate_sync(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
+        for r in requests:
+            self.validate(r)
+        results: list[GenerateOutput | None] = [None] * len(requests)
+        done = threading.Semaphore(0)
+
+        def deliver_to(i: int) -> Callable[[GenerateOutput], None]:
+            def deliver(out: GenerateOutput) -> None:
+                results[i] = out
+                done.release()
+
+            return deliver
+
+        for i, r in enumerate(requests):
+            self.submit(r, deliver_to(i))
+        for _ in requests:
+            done.acquire()
+        return results  # type: ignore[return-value]
+
+    def call_in_engine_thread(self, fn: Callable[[], Any]) -> Any:
+        """Runs `fn` between two steps and returns its result (or raises its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._inbox.put(("control", fn, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def update_weights_sync(
+        self, named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+    ):
+        items = list(named_tensors.items()) if isinstance(named_tensors, Mapping) else list(named_tensors)
+        params = dict(self.hf_model.named_parameters())
+        params.update(dict(self.hf_model.named_buffers()))
+        for name, tensor in items:
+            if name not in params:
+                raise KeyError(f"update_weights: no parameter named {name!r} in the model")
+            if tuple(tensor.shape) != tuple(params[name].shape):
+                raise ValueError(
+                    f"update_weights: {name!r} has shape {tuple(tensor.shape)}, "
+                    f"the model expects {tuple(params[name].shape)}"
+                )
+
+        def apply() -> int:
+            with torch.no_grad():
+                for name, tensor in items:
+                    params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+            self.prefix_cache.clear()  # cached KV was computed with the old weights
+            return len(items)
+
+        return self.call_in_engine_thread(apply)
+
+    async def update_weights(self, named_tensors: Any) -> None:
+        await asyncio.to_thread(self.update_weights_sync, named_tensors)
+
+    def load_weights_from_disk(self, path: str) -> int:
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors files in {path!r}")
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        return self.update_weights_sync(state)
+
+    def flush_cache_sync(self) -> None:
+        self.call_in_engine_thread(self.prefix_cache.clear)
+
+    async def flush_cache(self) -> None:
+        await asyncio.to_thread(self.flush_cache_sync)
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(("close",))
+        self._thread.join(timeout=30)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    def __enter__(self) -> TorchEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close_sync()
+
+    # ---- engine thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                block = not self._active and not self._waiting
+                message = self._inbox.get(block=block, timeout=None) if block else self._inbox.get_nowait()
+            except queue.Empty:
+                message = None
+            if message is not None:
+                kind = message[0]
+                if kind == "submit":
+                    self._waiting.append(message[1])
+                elif kind == "control":
+                    _, fn, box, done = message
+                    try:
+                        box["result"] = fn()
+                    except BaseException as e:
+                        box["error"] = e
+                    done.set()
+                elif kind == "close":
+                    for seq in [*self._active, *self._waiting]:
+                        self._finish(seq, FinishReason.ABORT, error="engine closed")
+                    return
+                continue  # drain the inbox before stepping
+            try:
+                self._step()
+            except Exception as e:  # a failed step aborts its sequences; the engine keeps serving
+                logger.exception("engine step failed")
+                for seq in self._active:
+                    self._finish(seq, FinishReason.ABORT, error=f"{type(e).__name__}: {e}")
+                self._active = []
+
+    def _admit(self, seq: _Sequence) -> None:
+        req = seq.request
+        ids = np.asarray(req.input_ids, dtype=np.int64)
+        entry, usable = self.prefix_cache.match(ids)
+        usable = min(usable, len(ids) - 1)  # the last input token is always fed: its logits start the output
+        if req.logprob_start_len >= 0:
+            usable = min(usable, max(req.logprob_start_len - 1, 0))
+        capacity = len(ids) + min(req.sampling.max_new_tokens, 256)
+        if entry is not None and usable > 0:
+            seq.kv = entry.kv.copy_prefix(usable, capacity)
+        else:
+            usable = 0
+            seq.kv = self.model.new_kv(capacity)
+        seq.cached_tokens = usable
+        seq.tokens = list(req.input_ids)
+        seq.pending = list(req.input_ids[usable:])
+        self.stats["cached_tokens"] += usable
+        self.stats["requests"] += 1
+
+    def _step(self) -> None:
+        self._active = [s for s in self._active if not self._drop_if_cancelled(s)]
+        while self._waiting and len(self._active) < self.max_batch_size:
+            seq = self._waiting.popleft()
+            if self._drop_if_cancelled(seq):
+                continue
+            self._admit(seq)
+            self._active.append(seq)
+        if not self._active:
+            return
+
+        items: list[RaggedItem] = []
+        completes: list[bool] = []
+        budget = self.max_prefill_tokens
+        for seq in self._active:
+            if len(seq.pending) == 1:
+                feed = seq.pending
+            else:
+                feed = seq.pending[: max(budget, 1)]
+                budget -= len(feed)
+            done_input = len(feed) == len(seq.pending)
+            start = seq.kv.length
+            wanted = seq.input_logit_positions()
+            offsets = [i for i in range(len(feed)) if start + i in wanted]
+            if done_input and seq.request.sampling.max_new_tokens > 0:
+                offsets.append(len(feed) - 1)
+            items.append(RaggedItem(seq.kv, list(feed), offsets))
+            completes.append(done_input)
+
+        t0 = time.perf_counter()
+        logits = self.model.forward(items)
+        self.stats["forward_seconds"] += time.perf_counter() - t0
+        self.stats["steps"] += 1
+
+        still_active = []
+        rows, row_seqs = [], []
+        for seq, item, done_input, seq_logits in zip(self._active, items, completes, logits):
+            fed = len(item.token_ids)
+            start = seq.kv.length - fed
+            if fed > 1 or seq.output_ids == []:
+                self.stats["prefill_tokens"] += fed
+            else:
+                self.stats["decode_tokens"] += fed
+            seq.pending = seq.pending[fed:]
+            n_input = sum(1 for i in range(fed) if start + i in seq.input_logit_positions())
+            if n_input:
+                self._record_input_logprobs(seq, start, item.logit_offsets[:n_input], seq_logits[:n_input])
+            if not done_input:
+                still_active.append(seq)
+            elif seq.request.sampling.max_new_tokens == 0:
+                self._finish(seq, FinishReason.LENGTH)
+            else:
+                rows.append(seq_logits[-1])
+                row_seqs.append(seq)
+        if rows:
+            for seq, finished in zip(row_seqs, self._sample(row_seqs, torch.stack(rows))):
+                if not finished:
+                    still_active.append(seq)
+        self._active = still_active
+
+    def _record_input_logprobs(self, seq: _Sequence, start: int, offsets: list[int], logits: torch.Tensor):
+        req = seq.request
+        logp = torch.log_softmax(logits, dim=-1)  # [n, vocab]
+        if req.logprob_start_len == 0 and not seq.input_logprobs:
+            seq.input_logprobs.append((req.input_ids[0], None))
+            seq.input_top_logprobs.append(None)
+        for row, off in enumerate(offsets):
+            target = req.input_ids[start + off + 1]
+            seq.input_logprobs.append((target, float(logp[row, target])))
+            if req.top_logprobs_num:
+                vals, idx = logp[row].topk(req.top_logprobs_num)
+                seq.input_top_logprobs.append(list(zip(idx.tolist(), vals.tolist())))
+            else:
+                seq.input_top_logprobs.append(None)
+
+    def _sample(self, seqs: list[_Sequence], logits: torch.Tensor) -> list[bool]:
+        """Picks one token per sequence from logits [B, vocab]; returns which sequences finished."""
+        for row, seq in enumerate(seqs):  # stop tokens are banned until min_new_tokens is reached
+            if len(seq.output_ids) < seq.request.sampling.min_new_tokens and seq.stop_ids:
+                logits[row, list(seq.stop_ids)] = float("-inf")
+        raw_logprobs = torch.log_softmax(logits, dim=-1)  # [B, vocab]
+        greedy_tokens = logits.argmax(dim=-1).tolist()
+        max_top = max(s.request.top_logprobs_num for s in seqs)
+        if max_top:
+            top_vals, top_idx = raw_logprobs.topk(max_top, dim=-1)
+            top_vals, top_idx = top_vals.tolist(), top_idx.tolist()
+        finished = []
+        for row, seq in enumerate(seqs):
+            sp = seq.request.sampling
+            if sp.greedy:
+                token = greedy_tokens[row]
+                logprob = float(raw_logprobs[row, token])
+            else:
+                token, logprob = _sample_row(logits[row], sp, seq.generator)
+            seq.output_ids.append(token)
+            seq.tokens.append(token)
+            seq.logprobs.append(logprob)
+            if seq.request.top_logprobs_num:
+                k = seq.request.top_logprobs_num
+                seq.top_logprobs.append(list(zip(top_idx[row][:k], top_vals[row][:k])))
+            seq.pending = [token]
+            finished.append(self._check_finished(seq, token))
+        return finished
+
+    def _check_finished(self, seq: _Sequence, token: int) -> bool:
+        sp = seq.request.sampling
+        n_out = len(seq.output_ids)
+        if token in seq.stop_ids and n_out >= sp.min_new_tokens:
+            self._finish(seq, FinishReason.STOP, matched=token)
+            return True
+        if sp.stop and n_out >= sp.min_new_tokens:
+            window = max(len(s) for s in sp.stop) + 8
+            tail = self.tokenizer.decode(seq.output_ids[-window:])
+            for s in sp.stop:
+                if s in tail:
+                    self._finish(seq, FinishReason.STOP, matched=s)
+                    return True
+        if n_out >= sp.max_new_tokens or len(seq.tokens) >= self.context_length:
+            self._finish(seq, FinishReason.LENGTH)
+            return True
+        return False
+
+    def _drop_if_cancelled(self, seq: _Sequence) -> bool:
+        if seq.cancelled:
+            self._finish(seq, FinishReason.ABORT, error="cancelled")
+        return seq.cancelled
+
+    def _finish(
+        self, seq: _Sequence, reason: FinishReason, matched: int | str | None = None, error: str | None = None
+    ) -> None:
+        if seq.kv is not None and reason != FinishReason.ABORT:
+            self.prefix_cache.insert(np.asarray(seq.tokens, dtype=np.int64), seq.kv)
+        out = GenerateOutput(
+            output_ids=seq.output_ids,
+            logprobs=seq.logprobs,
+            top_logprobs=seq.top_logprobs,
+            finish_reason=reason,
+            prompt_tokens=seq.prompt_len,
+            cached_tokens=seq.cached_tokens,
+            matched_stop=matched,
+            input_logprobs=seq.input_logprobs,
+            input_top_logprobs=seq.input_top_logprobs,
+            error=error,
+        )
+        try:
+            seq.on_done(out)
+        except Exception:  # a broken callback must not take the engine down
+            logger.exception("request callback failed")
+
+
+def _sample_row(logits: torch.Tensor, sp, generator: torch.Generator) -> tuple[int, float]:
+    """Samples from logits [vocab] with temperature, top-k, top-p and min-p.
+
+    Returns the token and its log-prob under the temperature-scaled distribution before truncation
+    (what SGLang and vLLM report), which equals the policy's log-prob at temperature 1.
+    """
+    scaled = logits / sp.temperature
+    logprobs = torch.log_softmax(scaled, dim=-1)
+    probs = logprobs.exp()
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    if sp.top_k > 0 and sp.top_k < probs.shape[0]:
+        kth = probs.topk(sp.top_k).values[-1]
+        keep &= probs >= kth
+    if sp.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        before = sorted_probs.cumsum(0) - sorted_probs  # mass strictly before each token
+        keep_sorted = before < sp.top_p
+        keep_sorted[0] = True
+        keep &= torch.zeros_like(keep).scatter(0, order, keep_sorted)
+    if sp.min_p > 0.0:
+        keep &= probs >= sp.min_p * probs.max()
+    filtered = torch.where(keep, probs, torch.zeros_like(probs))
+    token = int(torch.multinomial(filtered, 1, generator=generator))
+    return token, float(logprobs[token])

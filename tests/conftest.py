@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random models built on the fly, a torch engine over them, a live HTTP server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from latr_sglang.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), arch="qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    from latr_sglang.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama", num_heads=4, num_kv_heads=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from latr_sglang.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine.from_pretrained(str(tiny_model_dir), max_batch_size=64)
+    yield engine
+    engine.close_sync()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_engine):
+    from latr_sglang.server import ServerThread
+
+    server = ServerThread(tiny_engine).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prompt_ids(tiny_engine):
+    tok = tiny_engine.tokenizer
+    texts = ["Using the numbers [19, 36, 55, 7], create", "The capital of France", "What is 3 + 4", "0 1 2 3"]
+    return [tuple(tok(t).input_ids) for t in texts]

@@ -1,0 +1,239 @@
+"""The HTTP server and the SGLang HTTP/in-process engines, real on both ends (uvicorn on 127.0.0.1)."""
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from latr_sglang.engines.base import GenerateRequest, RequestError, SamplingParams
+from latr_sglang.engines.sglang_http import SGLangHTTPEngine
+from latr_sglang.engines.sglang_inproc import SGLangInProcessEngine
+from latr_sglang.server import generate_from_body
+
+GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+def post(server, body, timeout=60):
+    return requests.post(server.url + "/generate", json=body, timeout=timeout)
+
+
+def test_info_and_health_endpoints(tiny_server):
+    info = requests.get(tiny_server.url + "/get_model_info", timeout=10).json()
+    assert info["is_generation"] is True and info["model_path"]
+    server_info = requests.get(tiny_server.url + "/get_server_info", timeout=10).json()
+    assert server_info["context_length"] == 2048
+    assert requests.get(tiny_server.url + "/health", timeout=10).status_code == 200
+    assert requests.get(tiny_server.url + "/health_generate", timeout=30).status_code == 200
+    assert requests.post(tiny_server.url + "/flush_cache", timeout=10).status_code == 200
+
+
+def test_generate_single_batch_and_text(tiny_server, prompt_ids):
+    single = post(
+        tiny_server,
+        {
+            "input_ids": list(prompt_ids[0]),
+            "sampling_params": {"max_new_tokens": 5, "temperature": 0},
+            "return_logprob": True,
+            "top_logprobs_num": 2,
+        },
+    ).json()
+    meta = single["meta_info"]
+    assert len(single["output_ids"]) == len(meta["output_token_logprobs"]) == len(meta["output_top_logprobs"])
+    assert meta["prompt_tokens"] == len(prompt_ids[0]) and meta["completion_tokens"] == len(
+        single["output_ids"]
+    )
+    assert all(len(pos) == 2 for pos in meta["output_top_logprobs"])
+    batch = post(
+        tiny_server,
+        {
+            "input_ids": [list(p) for p in prompt_ids[:3]],
+            "sampling_params": {"max_new_tokens": 4, "temperature": 0},
+        },
+    ).json()
+    assert isinstance(batch, list) and len(batch) == 3
+    assert batch[0]["output_ids"][:4] == single["output_ids"][:4]
+    text = post(
+        tiny_server, {"text": "The capital of France", "sampling_params": {"max_new_tokens": 3}}
+    ).json()
+    assert text["meta_info"]["prompt_tokens"] == len(prompt_ids[1]) and isinstance(text["text"], str)
+    per_item = post(
+        tiny_server, {"text": ["a", "b"], "sampling_params": [{"max_new_tokens": 1}, {"max_new_tokens": 3}]}
+    ).json()
+    assert [r["meta_info"]["completion_tokens"] <= m for r, m in zip(per_item, [1, 3])] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"input_ids": []}, "input_ids"),
+        ({"input_ids": [1, 99999]}, "99999"),
+        ({"input_ids": [1, "x"]}, "'x'"),
+        ({"input_ids": [1], "sampling_params": {"max_new_tokens": -3}}, "max_new_tokens"),
+        ({"input_ids": [1], "sampling_params": {"max_new_tokens": 10**12}}, "max_new_tokens"),
+        ({"input_ids": [1] * 5000}, "context length"),
+        ({"input_ids": [1], "sampling_params": {"temprature": 0.5}}, "temprature"),
+        ({"input_ids": [1], "sampling_params": {"top_k": 0}}, "top_k"),
+        ({"text": "a", "input_ids": [1]}, "exactly one"),
+        ({}, "exactly one"),
+        ({"input_ids": [1], "stream": True}, "stream"),
+        ({"input_ids": [1], "image_data": "x.png"}, "image_data"),
+        ({"input_ids": [[1], [2]], "sampling_params": [{}, {}, {}]}, "sampling_params"),
+        ([1, 2, 3], "JSON object"),
+    ],
+)
+def test_bad_requests_get_a_400_naming_the_field_and_the_server_keeps_serving(tiny_server, body, needle):
+    resp = post(tiny_server, body)
+    assert resp.status_code == 400, resp.text
+    assert needle in resp.json()["error"]["message"]
+    ok = post(tiny_server, {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 1}})
+    assert ok.status_code == 200
+
+
+def test_invalid_json_gets_a_400(tiny_server):
+    resp = requests.post(tiny_server.url + "/generate", data=b"{not json", timeout=10)
+    assert resp.status_code == 400 and "JSON" in resp.json()["error"]["message"]
+
+
+def test_32_concurrent_clients_lose_no_request(tiny_server, tiny_engine):
+    rng = random.Random(0)
+    vocab = tiny_engine.vocab_size
+
+    def client(i):
+        results = []
+        deadline = time.monotonic() + 20
+        for j in range(3):
+            if time.monotonic() > deadline:
+                break
+            ids = [rng.randrange(vocab) for _ in range(rng.randrange(1, 20))]
+            n = rng.randrange(1, 12)
+            r = post(
+                tiny_server,
+                {
+                    "input_ids": ids,
+                    "sampling_params": {"max_new_tokens": n, "ignore_eos": True, "sampling_seed": i * 10 + j},
+                },
+            )
+            results.append((r.status_code, len(r.json().get("output_ids", [])), n))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        all_results = [r for rs in pool.map(client, range(32)) for r in rs]
+    assert len(all_results) == 96
+    assert all(status == 200 and got == want for status, got, want in all_results)
+
+
+def test_http_engine_matches_in_process_engine(tiny_server, tiny_engine, prompt_ids):
+    reqs = [GenerateRequest(p, GREEDY, top_logprobs_num=3) for p in prompt_ids]
+
+    async def main():
+        http = SGLangHTTPEngine(tiny_server.url)
+        try:
+            remote = await http.generate(reqs)
+            with pytest.raises(RequestError, match="input_ids"):
+                await http.generate([GenerateRequest((1, 10**6), GREEDY)])
+            await http.flush_cache()
+            return remote
+        finally:
+            await http.close()
+
+    remote = asyncio.run(main())
+    local = tiny_engine.generate_sync(reqs)
+    for a, b in zip(remote, local):
+        assert a.output_ids == b.output_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)  # fp32: cached vs fresh prefill
+        assert [[t for t, _ in pos] for pos in a.top_logprobs] == [
+            [t for t, _ in pos] for pos in b.top_logprobs
+        ]
+        assert a.finish_reason == b.finish_reason and a.prompt_tokens == b.prompt_tokens
+
+
+class TorchBackedSGLangEngine:
+    """CPU STAND-IN for sglang.Engine, tests only: sglang.Engine's runtime needs CUDA kernels. It answers
+    async_generate(**GenerateReqInput fields) through our server's parser and response builder."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.flushed = 0
+
+    async def async_generate(self, **kwargs):
+        return await generate_from_body(self.engine, kwargs)
+
+    def flush_cache(self):
+        self.flushed += 1
+        self.engine.flush_cache_sync()
+
+    def update_weights_from_tensor(self, named_tensors, flush_cache=True):
+        self.engine.update_weights_sync(named_tensors)
+
+    def shutdown(self):
+        pass
+
+
+def test_in_process_adapter_shares_the_wire_translation(tiny_engine, prompt_ids):
+    adapter = SGLangInProcessEngine(TorchBackedSGLangEngine(tiny_engine))
+    reqs = [GenerateRequest(p, GREEDY, top_logprobs_num=2) for p in prompt_ids[:2]]
+    outs = asyncio.run(adapter.generate(reqs))
+    local = tiny_engine.generate_sync(reqs)
+    assert [o.output_ids for o in outs] == [o.output_ids for o in local]
+    asyncio.run(adapter.flush_cache())
+    assert adapter.engine.flushed == 1
+
+
+def test_cli_serve_subprocess(tiny_model_dir, prompt_ids):
+    """`latr-sglang serve` as a user runs it: a separate process bound to 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "latr_sglang.cli",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("server did not come up")
+        r = requests.post(
+            url + "/generate",
+            json={"input_ids": list(prompt_ids[0]), "sampling_params": {"max_new_tokens": 3}},
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json()["meta_info"]["completion_tokens"] <= 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_cli_serve_names_a_missing_model(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "latr_sglang.cli", "serve", "--model", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
