@@ -1,0 +1,208 @@
+"""LATRConfig: every knob of LATR (../shared/docs/LATR_SPEC.md), one object for the CLI, OpenRLHF flags and
+the frontend. Presets `countdown` and `math` hold the released scripts' values; YAML/JSON load and save."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EXEMPT_CHARS = "+-*/\\<>=()[]{}_^&%$0123456789"
+
+
+class ConfigError(ValueError):
+    """A bad LATRConfig value; the message names the field and the value."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class LATRConfig:
+    # --- branching --------------------------------------------------------------------------------
+    max_branch_per_token: int = field(
+        default=2,
+        metadata=_help("m: candidates per position are the top-m raw tokens (the argmax and m-1 forks)"),
+    )
+    tau_abs: float = field(
+        default=0.25, metadata=_help("a fork candidate needs raw probability p_j > tau_abs")
+    )
+    tau_rel: float = field(default=0.15, metadata=_help("and p_0 - p_j < tau_rel (rel_rule=paper)"))
+    rel_rule: Literal["paper", "released"] = field(
+        default="paper",
+        metadata=_help(
+            "paper: fork iff p_0 - p_j < tau_rel; released: the inverted rule of the released runs"
+        ),
+    )
+    tree_sampling: Literal["greedy", "sample"] = field(
+        default="greedy",
+        metadata=_help("greedy: branches append the argmax (reference); sample: a token drawn at T=1"),
+    )
+    # --- pruning ----------------------------------------------------------------------------------
+    lookahead_steps: tuple[int, ...] = field(
+        default=(20, 30, 50), metadata=_help("child ages (tokens after its fork) at which pruning is checked")
+    )
+    prune_edit_distance_below: float | None = field(
+        default=0.4, metadata=_help("prune if normalized token edit distance < this (None: metric off)")
+    )
+    prune_suffix_match_above: float | None = field(
+        default=None, metadata=_help("prune if longest shared suffix / r > this (None: metric off)")
+    )
+    prune_rouge_l_above: float | None = field(
+        default=None, metadata=_help("prune if token ROUGE-L F1 > this (None: metric off)")
+    )
+    exempt_chars: str = field(
+        default=EXEMPT_CHARS,
+        metadata=_help(
+            "forks whose parent token is whitespace or made only of these characters are never pruned"
+        ),
+    )
+    # --- group split and exit ---------------------------------------------------------------------
+    mix_ratio_schedule: dict[int, float] = field(
+        default_factory=lambda: {0: 1.0, 10: 0.75, 20: 0.5, 80: 0.25, 200: 0.0},
+        metadata=_help("eta by training step (value of the largest key <= step): k_latr = round(n * eta)"),
+    )
+    exit_threshold: float = field(
+        default=0.98, metadata=_help("leave the tree phase when this share is full")
+    )
+    exit_decay: float = field(
+        default=0.05, metadata=_help("threshold decay: thr = exit_threshold - decay*t/L")
+    )
+    force_return_step: int = field(
+        default=512, metadata=_help("leave the tree phase at this step regardless")
+    )
+    exit_scope: Literal["prompt", "batch"] = field(
+        default="prompt",
+        metadata=_help(
+            "prompt: each tree leaves when its own is full and settled; batch: the reference rule"
+        ),
+    )
+    # --- engine scheduling (no effect on the tree) ------------------------------------------------
+    chunk_size: int = field(default=32, metadata=_help("tokens per tree-phase engine request (speculation)"))
+
+    def __post_init__(self) -> None:
+        self.lookahead_steps = tuple(self.lookahead_steps)
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"LATRConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if not isinstance(self.max_branch_per_token, int) or self.max_branch_per_token < 1:
+            raise bad("max_branch_per_token", "must be an integer >= 1")
+        for name in ("tau_abs", "tau_rel", "exit_threshold", "exit_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise bad(name, "must be a number in [0, 1]")
+        for name in ("prune_edit_distance_below", "prune_suffix_match_above", "prune_rouge_l_above"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or not 0.0 <= value <= 1.0):
+                raise bad(name, "must be None (off) or a number in [0, 1]")
+        if self.rel_rule not in ("paper", "released"):
+            raise bad("rel_rule", "must be 'paper' or 'released'")
+        if self.tree_sampling not in ("greedy", "sample"):
+            raise bad("tree_sampling", "must be 'greedy' or 'sample'")
+        if self.exit_scope not in ("prompt", "batch"):
+            raise bad("exit_scope", "must be 'prompt' or 'batch'")
+        steps = self.lookahead_steps
+        if not steps:
+            raise bad("lookahead_steps", "must not be empty")
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in steps):
+            raise bad("lookahead_steps", "must be positive integers")
+        if list(steps) != sorted(set(steps)):
+            raise bad("lookahead_steps", "must be strictly increasing")
+        schedule = self.mix_ratio_schedule
+        if not isinstance(schedule, dict) or not schedule:
+            raise bad("mix_ratio_schedule", "must be a non-empty mapping {step: eta}")
+        for key, value in schedule.items():
+            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
+                raise bad("mix_ratio_schedule", f"key {key!r} must be a non-negative integer step")
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise bad("mix_ratio_schedule", f"value {value!r} at step {key} must be in [0, 1]")
+        if 0 not in schedule:
+            raise bad("mix_ratio_schedule", "needs a value at step 0")
+        if not isinstance(self.force_return_step, int) or self.force_return_step < 1:
+            raise bad("force_return_step", "must be a positive integer")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise bad("chunk_size", "must be a positive integer")
+
+    # --- presets and files ------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LATRConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown LATR preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lookahead_steps"] = list(self.lookahead_steps)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LATRConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a LATR config must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"preset"})
+        if unknown:
+            raise ConfigError(f"unknown LATR config field(s): {', '.join(unknown)}")
+        base = PRESETS[data.pop("preset")] if "preset" in data else {}
+        if "mix_ratio_schedule" in data and isinstance(data["mix_ratio_schedule"], dict):
+            data["mix_ratio_schedule"] = {_int_key(k): v for k, v in data["mix_ratio_schedule"].items()}
+        return cls(**{**base, **data})
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LATRConfig:
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(text))
+        return cls.from_dict(json.loads(text))
+
+
+def _int_key(key: Any) -> Any:
+    """JSON object keys are strings: accept "10" as step 10, leave anything else for validation to name."""
+    if isinstance(key, str) and key.strip().isdigit():
+        return int(key)
+    return key
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "countdown": dict(
+        max_branch_per_token=2,
+        tau_abs=0.25,
+        tau_rel=0.15,
+        prune_edit_distance_below=0.4,
+        prune_suffix_match_above=None,
+        prune_rouge_l_above=None,
+        lookahead_steps=(20, 30, 50),
+        mix_ratio_schedule={0: 1.0, 10: 0.75, 20: 0.5, 80: 0.25, 200: 0.0},
+        force_return_step=512,
+    ),
+    "math": dict(
+        max_branch_per_token=2,
+        tau_abs=0.15,
+        tau_rel=0.25,
+        prune_edit_distance_below=None,
+        prune_suffix_match_above=0.2,
+        prune_rouge_l_above=0.5,
+        lookahead_steps=(20, 30, 50),
+        mix_ratio_schedule={0: 1.0, 100: 0.75, 200: 0.5, 300: 0.25},
+        force_return_step=1024,
+    ),
+}
