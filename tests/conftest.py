@@ -47,3 +47,17 @@ def prompt_ids(tiny_engine):
     tok = tiny_engine.tokenizer
     texts = ["Using the numbers [19, 36, 55, 7], create", "The capital of France", "What is 3 + 4", "0 1 2 3"]
     return [tuple(tok(t).input_ids) for t in texts]
+
+
+@pytest.fixture(scope="session")
+def tiny_engine64(tmp_path_factory):
+    """A float64 tiny model: greedy argmax and fork thresholds are then immune to batching noise."""
+    import torch
+
+    from latr_sglang.engines.torch_engine import TorchEngine
+    from latr_sglang.tiny import make_tiny_model
+
+    path = make_tiny_model(tmp_path_factory.mktemp("tiny64"), dtype=torch.float64)
+    engine = TorchEngine.from_pretrained(str(path), dtype="float64")
+    yield engine
+    engine.close_sync()
