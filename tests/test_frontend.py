@@ -31,3 +31,32 @@ def test_frontend_program_with_fork_and_logprobs(tiny_server):
 
     states = program.run_batch([{"question": "a"}, {"question": "b"}], backend=backend)
     assert all(isinstance(s["answer"], str) for s in states)
+
+
+def test_latr_fork_in_a_program(tiny_server):
+    from latr_sglang.config import LATRConfig
+    from latr_sglang.frontend import latr_fork
+
+    backend = sgl.RuntimeEndpoint(tiny_server.url)
+    cfg = LATRConfig(tau_abs=0.05, tau_rel=0.9, lookahead_steps=(4, 8), chunk_size=6)
+
+    @sgl.function
+    def program(s, question):
+        s += "Question: " + question + "\n"
+        forks = latr_fork(s, 4, cfg, name="attempt", max_tokens=12, eta=0.75, seed=1)
+        for f in forks:
+            f += "\nAnswer: " + sgl.gen("answer", max_tokens=4, temperature=0.0)
+        s["attempts"] = [f["attempt"] for f in forks]
+        s["metas"] = [f.get_meta_info("attempt") for f in forks]
+        s["answers"] = [f["answer"] for f in forks]
+        s["texts"] = [f.text() for f in forks]
+
+    state = program.run(question="What is 3 + 4", backend=backend)
+    metas = state["metas"]
+    assert len(metas) == 4
+    assert [m["origin"] for m in metas][-1] == "stochastic"  # round(4 * 0.75) = 3 tree slots, 1 stochastic
+    assert all(m["origin"] in ("tree", "fill") for m in metas[:3])
+    assert all(1 <= m["completion_tokens"] <= 12 for m in metas)
+    for text, attempt, answer in zip(state["texts"], state["attempts"], state["answers"]):
+        assert text.startswith("Question: What is 3 + 4\n" + attempt)
+        assert text.endswith("\nAnswer: " + answer)
