@@ -8,8 +8,8 @@
             f += "\\nFinal answer: " + sgl.gen("answer", max_tokens=16)
 
 `latr_fork` runs LATR from the state's current text against the state's backend server (a real SGLang
-server or `latr-sglang serve`), then returns n forked states, each extended with one trajectory's text (also stored as
-the variable `name`, with its tree metadata as that variable's meta info).
+server or `latr-sglang serve`), then returns n forked states, each extended with one trajectory's text (also
+stored as the variable `name`, with its tree metadata as that variable's meta info).
 """
 
 from __future__ import annotations

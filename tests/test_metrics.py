@@ -43,7 +43,7 @@ def _group():
             BranchRecord(0, None, None, [5, 6, 7], None),
             BranchRecord(1, 0, 2, [5, 6, 9], None),
             BranchRecord(2, 0, 1, [5, 1], 3),
-        ],  # fmt: skip
+        ],
         k_latr=2,
         exit_step=3,
         engine_requests=6,
