@@ -3,6 +3,7 @@ the frontend. Presets `countdown` and `math` hold the released scripts' values; 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -206,3 +207,90 @@ PRESETS: dict[str, dict[str, Any]] = {
         force_return_step=1024,
     ),
 }
+
+
+# ---- command-line flags generated from the dataclass ----------------------------------------------------
+def _parse_schedule(text: str) -> dict[int, float]:
+    """'0:1,10:0.75' or a JSON object."""
+    text = text.strip()
+    if text.startswith("{"):
+        return {_int_key(k): v for k, v in json.loads(text).items()}
+    out: dict[int, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition(":")
+        out[_int_key(key.strip())] = float(value)
+    return out
+
+
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off", "null") else float(text)
+
+
+def _parse_int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.replace(",", " ").split())
+
+
+_PARSERS: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "float | None": _parse_optional_float,
+    "tuple[int, ...]": _parse_int_tuple,
+    "dict[int, float]": _parse_schedule,
+}
+
+
+def add_latr_arguments(parser: Any, prefix: str = "latr.") -> None:
+    """Adds --latr.preset and one --latr.<field> flag per LATRConfig field (help from the field metadata)."""
+    group = parser.add_argument_group("LATR", "tree rollout settings (defaults: the preset, else LATRConfig)")
+    group.add_argument(
+        f"--{prefix}preset",
+        dest=f"{prefix}preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from the released hyperparameters of this task",
+    )
+    group.add_argument(
+        f"--{prefix}config",
+        dest=f"{prefix}config",
+        default=None,
+        help="a YAML/JSON file with LATRConfig fields (flags override it)",
+    )
+    for f in dataclasses.fields(LATRConfig):
+        type_name = str(f.type)
+        parse = _PARSERS.get(type_name, str)
+        choices = None
+        if type_name.startswith("Literal["):
+            choices = [c.strip().strip("'\"") for c in type_name[len("Literal[") : -1].split(",")]
+        group.add_argument(
+            f"--{prefix}{f.name}",
+            dest=f"{prefix}{f.name}",
+            type=parse,
+            choices=choices,
+            default=argparse.SUPPRESS,
+            help=f.metadata["help"],
+        )
+
+
+def latr_config_from_args(args: Any, prefix: str = "latr.", default_preset: str | None = None) -> LATRConfig:
+    """--latr.config, then --latr.preset (or default_preset), then the --latr.<field> flags, layered."""
+    values = vars(args)
+    data: dict[str, Any] = {}
+    if values.get(f"{prefix}config"):
+        path = Path(values[f"{prefix}config"])
+        import yaml
+
+        data = (
+            yaml.safe_load(path.read_text())
+            if path.suffix in (".yaml", ".yml")
+            else json.loads(path.read_text())
+        )
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a LATR config file must hold a mapping")
+    preset = values.get(f"{prefix}preset") or data.get("preset") or default_preset
+    if preset:
+        data["preset"] = preset
+    for f in dataclasses.fields(LATRConfig):
+        if f"{prefix}{f.name}" in values:  # given on the command line (absent flags are suppressed)
+            data[f.name] = values[f"{prefix}{f.name}"]
+    return LATRConfig.from_dict(data)

@@ -154,9 +154,10 @@ class LATRSampler:
             _Tree(i, list(p), k_latr, self.engines[i % len(self.engines)]) for i, p in enumerate(prompts)
         ]
         stochastic = [
-            asyncio.create_task(self._complete(t, [], self._seed(seed, t.index, 1_000 + j))) for t in trees
+            asyncio.create_task(self._complete(t, [], self._seed(seed, t.index, 1_000 + j)))
+            for t in trees
             for j in range(k_sto)
-        ]  # fmt: skip
+        ]
         if k_latr > 0:
             sets = [[t] for t in trees] if self.cfg.exit_scope == "prompt" else [trees]
             await asyncio.gather(*(self._tree_phase(s, seed) for s in sets))

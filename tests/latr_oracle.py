@@ -76,8 +76,9 @@ def oracle_tree_phase(engine, prompts, k_latr, max_len, cfg: LATRConfig, stop_id
                         continue
                     p = by_id[c.parent]
                     window = slice(c.birth_step, t + 1)
-                    if should_prune(c.tokens[window], p.tokens[window], token_text(p.tokens[c.birth_step]),
-                                    stop_ids, cfg):  # fmt: skip
+                    if should_prune(
+                        c.tokens[window], p.tokens[window], token_text(p.tokens[c.birth_step]), stop_ids, cfg
+                    ):
                         doomed.add(c.branch_id)
                 grew = True
                 while grew:

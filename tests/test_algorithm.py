@@ -33,8 +33,17 @@ def top(*probs):
 def test_mix_ratio_schedule():
     s = COUNTDOWN.mix_ratio_schedule
     assert [mix_ratio(s, t) for t in (1, 9, 10, 19, 20, 79, 80, 199, 200, 10_000)] == [
-        1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0,
-    ]  # fmt: skip
+        1.0,
+        1.0,
+        0.75,
+        0.75,
+        0.5,
+        0.5,
+        0.25,
+        0.25,
+        0.0,
+        0.0,
+    ]
 
 
 def test_group_split():
@@ -97,8 +106,16 @@ def test_prune_rule_math_uses_suffix_match_or_rouge():
     assert should_prune(child, parent2, "So", eos, MATH)
 
 
-EXEMPTION_CASES = [(" ", True), ("", True), (" 12", True), ("+", True), (" (3*4)", True), ("Let", False),
-                   (" x", False), ("3a", False)]  # fmt: skip
+EXEMPTION_CASES = [
+    (" ", True),
+    ("", True),
+    (" 12", True),
+    ("+", True),
+    (" (3*4)", True),
+    ("Let", False),
+    (" x", False),
+    ("3a", False),
+]
 
 
 @pytest.mark.parametrize(("text", "exempt"), EXEMPTION_CASES)

@@ -93,10 +93,15 @@ def assert_equals_oracle(engine, prompts, cfg, n, max_len, seed=0):
         assert result.exit_step == exit_step
         fast = [(b.branch_id, b.parent, b.birth_step, b.pruned_at, b.tree_tokens) for b in result.branches]
         slow = [
-            (b.branch_id, b.parent, b.birth_step, b.pruned_at,
-             b.tokens[: exit_step if b.pruned_at is None else b.pruned_at + 1])
+            (
+                b.branch_id,
+                b.parent,
+                b.birth_step,
+                b.pruned_at,
+                b.tokens[: exit_step if b.pruned_at is None else b.pruned_at + 1],
+            )
             for b in branches
-        ]  # fmt: skip
+        ]
         assert fast == slow
         forks += len(branches) - 1
         prunes += sum(b.pruned_at is not None for b in branches)
@@ -109,9 +114,13 @@ def assert_equals_oracle(engine, prompts, cfg, n, max_len, seed=0):
 )
 def test_driver_equals_the_oracle_where_branches_are_pruned(tiny_engine64, scope, metric):
     cfg = LATRConfig(
-        tau_abs=0.05, tau_rel=0.9, lookahead_steps=(4, 8, 12), exempt_chars="", exit_scope=scope,
+        tau_abs=0.05,
+        tau_rel=0.9,
+        lookahead_steps=(4, 8, 12),
+        exempt_chars="",
+        exit_scope=scope,
         **{"prune_edit_distance_below": None, "chunk_size": 8, **metric},
-    )  # fmt: skip
+    )
     prompts = make_prompts(tiny_engine64, 12, 0)
     forks, prunes = assert_equals_oracle(tiny_engine64, prompts, cfg, 6, 40)
     assert forks > 20 and prunes > 0, (forks, prunes)

@@ -1,0 +1,181 @@
+"""LATR vs stochastic sampling on the same prompts, n and engine (the `sample` CLI, the rollout benchmark)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latr_sglang.driver import GroupResult, LATRSampler
+from latr_sglang.metrics import rollout_metrics
+
+COUNTDOWN_TEMPLATE = (
+    "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
+    "operations (+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags. "
+    "And return the final answer in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+)
+
+
+def builtin_countdown_prompts(count: int, seed: int = 0) -> list[str]:
+    """Countdown-style prompts: 3-4 numbers in 1..100 and a target reachable with + and -."""
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(count):
+        numbers = [rng.randint(1, 100) for _ in range(rng.choice([3, 4]))]
+        target = numbers[0]
+        for x in numbers[1:]:
+            target = target + x if rng.random() < 0.5 or target - x <= 0 else target - x
+        prompts.append(COUNTDOWN_TEMPLATE.format(numbers=numbers, target=target))
+    return prompts
+
+
+def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
+    prompts = []
+    for i, line in enumerate(Path(path).read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+        value = row.get(input_key) if isinstance(row, dict) else None
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{path}:{i + 1}: no non-empty string under key {input_key!r}")
+        prompts.append(value)
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str], chat: bool) -> list[list[int]]:
+    if chat and getattr(tokenizer, "chat_template", None):
+        return [
+            list(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": t}],
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
+                )
+            )
+            for t in texts
+        ]
+    return [list(tokenizer(t).input_ids) for t in texts]
+
+
+@dataclass
+class Arm:
+    name: str
+    groups: list[GroupResult]
+    wall_s: float
+    driver_cpu_s: float  # CPU time of the thread running the driver's event loop
+
+    @property
+    def delivered(self) -> int:
+        return sum(g.delivered_tokens for g in self.groups)
+
+    @property
+    def decoded(self) -> int:
+        return sum(g.decoded_tokens for g in self.groups)
+
+    @property
+    def requests(self) -> int:
+        return sum(g.engine_requests for g in self.groups)
+
+
+def run_arm(
+    name: str,
+    sampler: LATRSampler,
+    prompts: Sequence[Sequence[int]],
+    n: int,
+    eta: float,
+    seed: int,
+    prompts_per_batch: int,
+    progress: Any = None,
+) -> Arm:
+    import asyncio
+
+    groups: list[GroupResult] = []
+
+    async def main() -> float:
+        cpu0 = time.thread_time()
+        for start in range(0, len(prompts), prompts_per_batch):
+            batch = prompts[start : start + prompts_per_batch]
+            groups.extend(await sampler.sample(batch, n, eta=eta, seed=seed + start))
+            if progress is not None:
+                progress.update(len(batch))
+        return time.thread_time() - cpu0
+
+    t0 = time.perf_counter()
+    cpu = asyncio.run(main())
+    return Arm(name, groups, time.perf_counter() - t0, cpu)
+
+
+def comparison_table(arms: Sequence[Arm], decode: Any = None) -> tuple[str, dict[str, dict[str, float]]]:
+    """A side-by-side text table and the numbers behind it."""
+    columns: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        m = rollout_metrics(arm.groups, prefix="")
+        columns[arm.name] = {
+            "pairwise edit distance": m["pairwise_edit_distance"],
+            "distinct-1": m["distinct_1"],
+            "distinct-2": m["distinct_2"],
+            "distinct-4": m["distinct_4"],
+            "distinct responses / n": sum(
+                len({tuple(t.token_ids) for t in g.trajectories}) / len(g.trajectories) for g in arm.groups
+            )
+            / len(arm.groups),
+            "mean response tokens": m["response_length"],
+            "truncated fraction": m["truncated_fraction"],
+            "branches created / prompt": m["branches_created"],
+            "branches pruned / prompt": m["branches_pruned"],
+            "tokens decoded": float(arm.decoded),
+            "tokens delivered": float(arm.delivered),
+            "decoded per delivered": arm.decoded / max(arm.delivered, 1),
+            "engine requests": float(arm.requests),
+            "wall time (s)": arm.wall_s,
+            "driver CPU share": arm.driver_cpu_s / arm.wall_s if arm.wall_s else 0.0,
+        }
+    names = list(columns)
+    keys = list(columns[names[0]])
+    width = max(map(len, keys))
+    lines = [f"{'':{width}}  " + "  ".join(f"{n:>12}" for n in names)]
+    for key in keys:
+        lines.append(f"{key:{width}}  " + "  ".join(f"{_fmt(columns[n][key]):>12}" for n in names))
+    if len(names) == 2 and columns[names[1]]["wall time (s)"]:
+        ratio = columns[names[0]]["wall time (s)"] / columns[names[1]]["wall time (s)"]
+        lines.append(f"{'wall-time ratio':{width}}  {ratio:>12.3f}  ({names[0]} / {names[1]})")
+    return "\n".join(lines), columns
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) >= 1 else f"{x:.3f}"
+
+
+def write_jsonl(path: str | Path, arms: Sequence[Arm], prompt_texts: Sequence[str], tokenizer: Any) -> int:
+    rows = 0
+    with open(path, "w") as f:
+        for arm in arms:
+            for i, g in enumerate(arm.groups):
+                for t in g.trajectories:
+                    row = {
+                        "sampler": arm.name,
+                        "prompt_index": i,
+                        "prompt": prompt_texts[i],
+                        "response": tokenizer.decode(t.token_ids, skip_special_tokens=True),
+                        "token_ids": t.token_ids,
+                        "logprobs": [round(x, 6) for x in t.logprobs],
+                        "finish_reason": t.finish_reason.value,
+                        "origin": t.origin,
+                        "branch_id": t.branch_id,
+                        "parent": t.parent,
+                        "birth_step": t.birth_step,
+                        "shared_prefix_len": t.shared_prefix_len,
+                    }
+                    f.write(json.dumps(row) + "\n")
+                    rows += 1
+    return rows
