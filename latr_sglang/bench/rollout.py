@@ -1,6 +1,6 @@
 """LATR vs stochastic sampling on the same engine, prompts and n, side by side in one process.
 
-    python -m latr_sglang.bench.rollout                        # SmolLM2-135M, 32 countdown prompts, n=8, 256 tokens
+    python -m latr_sglang.bench.rollout          # SmolLM2-135M, 32 countdown prompts, n=8, 256 tokens
     python -m latr_sglang.bench.rollout --model tiny --num-prompts 8
 
 Reports the wall-time ratio, decoded tokens per delivered token, engine requests, the driver's CPU time as a
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     table, columns = comparison_table(arms)
     print(
         f"\n{args.model}: {len(prompts)} countdown prompts x n={args.n}, "
-        f"<= {args.max_new_tokens} new tokens, preset {args.preset}, eta 1.0 vs 0.0, one engine (max batch {args.max_batch_size})"
+        f"<= {args.max_new_tokens} new tokens, preset {args.preset}, eta 1.0 vs 0.0, "
+        f"one engine (max batch {args.max_batch_size})"
     )
     print(table)
     if args.json:
