@@ -1,0 +1,1 @@
+"""Tasks with verifiable rewards: countdown and math. Rewards never raise and are time-bounded."""

@@ -1,0 +1,200 @@
+"""Countdown: reach a target with each given number exactly once and + - * / (the paper's main task).
+
+Generation is solvable by construction (a random expression over the numbers fixes the target). The reward
+follows the paper (TinyZero's scheme): 1.0 for a correct equation, 0.1 for a well-formed but wrong one, 0 when
+there is no answer or it is not an arithmetic expression. Evaluation walks the AST over + - * / and unary
+minus on integer literals with exact rational arithmetic: no eval, no powers, bounded length and depth.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+
+MAX_ANSWER_CHARS = 200  # a countdown equation over <= 6 numbers is far shorter
+MAX_DEPTH = 32
+CORRECT, WELL_FORMED, NO_ANSWER = 1.0, 0.1, 0.0
+_ALLOWED_CHARS = set("0123456789+-*/() \t")
+
+CHAT_TEMPLATE = (
+    "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
+    "operations (+, -, *, /) and each number can only be used once. Show your work in <think> </think> "
+    "tags. And return the final answer in <answer> </answer> tags, for example "
+    "<answer> (1 + 2) / 3 </answer>."
+)
+# The paper's prompt for base models (TinyZero's): the task inside a raw "User/Assistant" conversation.
+RAW_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer.\nUser: " + CHAT_TEMPLATE + "\nAssistant: Let me solve this step by step.\n<think>"
+)
+
+
+@dataclass(frozen=True)
+class CountdownProblem:
+    numbers: tuple[int, ...]
+    target: int
+    solution: str  # one equation reaching the target (from the construction)
+
+    def label(self) -> str:
+        return json.dumps({"numbers": list(self.numbers), "target": self.target})
+
+    def prompt(self, template: str = "raw") -> str:
+        text = RAW_TEMPLATE if template == "raw" else CHAT_TEMPLATE
+        return text.format(numbers=list(self.numbers), target=self.target)
+
+
+# ---- generation ------------------------------------------------------------------------------------------
+def _random_expression(rng: random.Random, numbers: list[int]) -> tuple[str, Fraction]:
+    """A random fully parenthesized expression using every number once, and its exact value."""
+    items: list[tuple[str, Fraction]] = [(str(n), Fraction(n)) for n in numbers]
+    rng.shuffle(items)
+    while len(items) > 1:
+        i = rng.randrange(len(items) - 1)
+        (ea, va), (eb, vb) = items[i], items[i + 1]
+        op = rng.choice("+-*/")
+        if op == "/" and vb == 0:
+            op = "+"
+        value = {"+": va + vb, "-": va - vb, "*": va * vb, "/": va / vb if vb else va}[op]
+        items[i : i + 2] = [(f"({ea} {op} {eb})", value)]
+    expr, value = items[0]
+    return (expr[1:-1] if expr.startswith("(") and len(numbers) > 1 else expr), value
+
+
+def generate(
+    count: int,
+    seed: int = 0,
+    min_numbers: int = 3,
+    max_numbers: int = 4,
+    max_number: int = 100,
+    max_target: int = 100,
+) -> list[CountdownProblem]:
+    """Problems like the public Countdown-Tasks-3to4 set: 3-4 numbers in 1..100, an integer target in
+    1..max_target reachable by construction."""
+    if not 1 <= min_numbers <= max_numbers:
+        raise ValueError(f"min_numbers={min_numbers}, max_numbers={max_numbers}: need 1 <= min <= max")
+    rng = random.Random(seed)
+    problems = []
+    while len(problems) < count:
+        numbers = [rng.randint(1, max_number) for _ in range(rng.randint(min_numbers, max_numbers))]
+        expr, value = _random_expression(rng, numbers)
+        if value.denominator == 1 and 1 <= value <= max_target:
+            problems.append(CountdownProblem(tuple(numbers), int(value), expr))
+    return problems
+
+
+# ---- reward ----------------------------------------------------------------------------------------------
+def extract_answer(response: str) -> str | None:
+    """The text inside the last <answer>...</answer> (linear time: no regex backtracking on huge inputs)."""
+    end = response.rfind("</answer>")
+    if end < 0:
+        return None
+    start = response.rfind("<answer>", 0, end)
+    if start < 0:
+        return None
+    return response[start + len("<answer>") : end]
+
+
+class _Rejected(Exception):
+    pass
+
+
+def parse_equation(text: str) -> ast.expr:
+    """The expression's AST, or _Rejected for anything but integers, + - * /, unary minus and parentheses."""
+    text = text.strip()
+    if "=" in text:  # "55 + 36 - 19 - 7 = 65": judge the left-hand side
+        text = text.split("=", 1)[0].strip()
+    if (
+        not text
+        or len(text) > MAX_ANSWER_CHARS
+        or not set(text) <= _ALLOWED_CHARS
+        or "**" in text
+        or "//" in text
+    ):
+        raise _Rejected
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise _Rejected from None
+    _check(tree, 0)
+    return tree
+
+
+def _check(node: ast.AST, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise _Rejected
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.Div):
+        _check(node.left, depth + 1)
+        _check(node.right, depth + 1)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        _check(node.operand, depth + 1)
+    elif not (isinstance(node, ast.Constant) and type(node.value) is int):
+        raise _Rejected
+
+
+def literals(node: ast.expr) -> list[int]:
+    return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)]
+
+
+def evaluate(node: ast.expr) -> Fraction:
+    """Exact value; ZeroDivisionError on a division by zero."""
+    if isinstance(node, ast.Constant):
+        return Fraction(node.value)
+    if isinstance(node, ast.UnaryOp):
+        return -evaluate(node.operand)
+    left, right = evaluate(node.left), evaluate(node.right)
+    if isinstance(node.op, ast.Add):
+        return left + right
+    if isinstance(node.op, ast.Sub):
+        return left - right
+    if isinstance(node.op, ast.Mult):
+        return left * right
+    return left / right
+
+
+def score(response: str, numbers: list[int] | tuple[int, ...], target: int) -> tuple[float, dict[str, float]]:
+    """(shaped reward, info) for one response; never raises."""
+    info = {"answered": 0.0, "well_formed": 0.0, "correct": 0.0}
+    try:
+        answer = extract_answer(response) if isinstance(response, str) else None
+        if answer is None:
+            return NO_ANSWER, info
+        info["answered"] = 1.0
+        tree = parse_equation(answer)
+        info["well_formed"] = 1.0
+        if Counter(literals(tree)) != Counter(numbers):
+            return WELL_FORMED, info
+        try:
+            value = evaluate(tree)
+        except ZeroDivisionError:
+            return WELL_FORMED, info
+        if value == target:
+            info["correct"] = 1.0
+            return CORRECT, info
+        return WELL_FORMED, info
+    except _Rejected:
+        return NO_ANSWER, info
+    except Exception:
+        return NO_ANSWER, info
+
+
+def solvable(numbers: list[int] | tuple[int, ...], target: int) -> bool:
+    """Exhaustive check (<= 4 numbers: instant) that some equation using every number once hits target."""
+
+    def values(nums: tuple[Fraction, ...]) -> set[Fraction]:
+        if len(nums) == 1:
+            return {nums[0]}
+        out: set[Fraction] = set()
+        for i, j in itertools.permutations(range(len(nums)), 2):
+            rest = tuple(n for k, n in enumerate(nums) if k not in (i, j))
+            a, b = nums[i], nums[j]
+            for v in {a + b, a - b, a * b, *([a / b] if b else [])}:
+                out |= values((*rest, v))
+        return out
+
+    return Fraction(target) in values(tuple(Fraction(n) for n in numbers))
