@@ -1,10 +1,10 @@
-"""Forward pass of a Hugging Face Llama-family model over a ragged batch with per-sequence KV buffers.
+"""Forward pass of a Hugging Face Llama-family model over a ragged batch of sequences in a KV pool.
 
 The linear layers, norms and MLPs run once on the concatenated new tokens of every sequence in the step
-(prefill chunks and single decode tokens alike); only attention runs per sequence, against that sequence's own
-KV buffer. That is what lets the engine batch unrelated requests continuously and start a continuation request
-from a copied prefix KV. The weights are the Hugging Face module's own parameters, so in-place weight updates
-on the HF model are seen immediately.
+(prefill chunks and decode tokens alike). Attention has two paths: every sequence that feeds one token (a
+decode step) is served by a single batched attention call over the pool's rows, masked by each row's length;
+a sequence that feeds several tokens (a prefill chunk, possibly after a cached prefix) attends on its own.
+The weights are the Hugging Face module's own parameters, so in-place weight updates are seen immediately.
 """
 
 from __future__ import annotations
@@ -17,42 +17,82 @@ import torch.nn.functional as F
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
 
 
+@dataclass
 class KVBuffer:
-    """Keys and values of one sequence for every layer: [layers, 2, kv_heads, capacity, head_dim]."""
+    """A finished sequence's keys and values, kept by the prefix cache: [layers, 2, kv_heads, length, d]."""
 
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype, device) -> None:
-        self.data = torch.empty(layers, 2, kv_heads, max(capacity, 1), head_dim, dtype=dtype, device=device)
-        self.length = 0  # positions whose K/V are filled
+    data: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.data.shape[3]
 
     @property
     def capacity(self) -> int:
         return self.data.shape[3]
 
+
+class KVPool:
+    """Keys and values of the active sequences, one row each: [layers, 2, rows, kv_heads, capacity, d].
+
+    The engine keeps its active sequences in rows 0..B-1 (it fills a hole with the last row), so that the
+    decode path attends over a view of the first B rows without copying. Both dimensions grow on demand.
+    """
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device) -> None:
+        self.data = torch.empty(layers, 2, 0, kv_heads, 0, head_dim, dtype=dtype, device=device)
+        self.lengths: list[int] = []  # filled positions per row
+
     @property
-    def nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size()
+    def rows(self) -> int:
+        return self.data.shape[2]
 
-    def reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
+    @property
+    def capacity(self) -> int:
+        return self.data.shape[4]
+
+    @torch.inference_mode()  # the forward pass writes these tensors in inference mode too
+    def reserve(self, rows: int, capacity: int) -> None:
+        if rows <= self.rows and capacity <= self.capacity:
             return
-        new_capacity = max(needed, 2 * self.capacity)
-        grown = self.data.new_empty(*self.data.shape[:3], new_capacity, self.data.shape[4])
-        grown[:, :, :, : self.length] = self.data[:, :, :, : self.length]
+        new_rows = max(rows, self.rows) if rows <= self.rows else max(rows, 2 * self.rows, 4)
+        new_cap = (
+            max(capacity, self.capacity)
+            if capacity <= self.capacity
+            else max(capacity, 2 * self.capacity, 64)
+        )
+        layers, _, old_rows, kv_heads, old_cap, d = self.data.shape
+        grown = self.data.new_empty(layers, 2, new_rows, kv_heads, new_cap, d)
+        if old_rows and old_cap:
+            used = max(self.lengths, default=0)
+            grown[:, :, :old_rows, :, :used] = self.data[:, :, :, :, :used]
         self.data = grown
+        self.lengths += [0] * (new_rows - len(self.lengths))
 
-    def copy_prefix(self, length: int, capacity: int) -> KVBuffer:
-        """A new buffer holding this buffer's first `length` positions."""
-        out = KVBuffer.__new__(KVBuffer)
-        out.data = self.data.new_empty(*self.data.shape[:3], max(capacity, length, 1), self.data.shape[4])
-        out.data[:, :, :, :length] = self.data[:, :, :, :length]
-        out.length = length
-        return out
+    @torch.inference_mode()
+    def load(self, row: int, kv: KVBuffer | None, length: int) -> None:
+        """Row `row` starts with the first `length` positions of `kv` (a cached prefix), or empty."""
+        if length:
+            self.data[:, :, row, :, :length] = kv.data[:, :, :, :length]
+        self.lengths[row] = length
+
+    @torch.inference_mode()
+    def save(self, row: int) -> KVBuffer:
+        """A compact copy of a row's filled positions."""
+        return KVBuffer(self.data[:, :, row, :, : self.lengths[row]].clone())
+
+    @torch.inference_mode()
+    def move(self, src: int, dst: int) -> None:
+        length = self.lengths[src]
+        self.data[:, :, dst, :, :length] = self.data[:, :, src, :, :length]
+        self.lengths[dst] = length
+        self.lengths[src] = 0
 
 
 @dataclass
 class RaggedItem:
-    kv: KVBuffer
-    token_ids: list[int]  # new tokens; their positions start at kv.length
+    row: int  # the sequence's pool row; its new tokens start at pool.lengths[row]
+    token_ids: list[int]
     logit_offsets: list[int]  # indices into token_ids whose next-token logits are wanted
 
 
@@ -90,44 +130,53 @@ class RaggedCausalLM:
     def device(self) -> torch.device:
         return self.backbone.embed_tokens.weight.device
 
-    def new_kv(self, capacity: int) -> KVBuffer:
-        return KVBuffer(self.num_layers, self.num_kv_heads, self.head_dim, capacity, self.dtype, self.device)
+    def new_pool(self) -> KVPool:
+        return KVPool(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.device)
 
     def kv_bytes_per_token(self) -> int:
         return self.num_layers * 2 * self.num_kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
 
     @torch.inference_mode()
-    def forward(self, items: list[RaggedItem]) -> list[torch.Tensor]:
+    def forward(self, pool: KVPool, items: list[RaggedItem]) -> list[torch.Tensor]:
         """Feeds every item's new tokens; returns per item the logits [len(logit_offsets), vocab] (fp32)."""
         device = self.device
         lengths = [len(it.token_ids) for it in items]
-        starts = [it.kv.length for it in items]
+        pool.reserve(max(it.row for it in items) + 1, 0)
+        starts = [pool.lengths[it.row] for it in items]
+        pool.reserve(0, max(s + n for s, n in zip(starts, lengths)))
         tokens = torch.tensor([t for it in items for t in it.token_ids], dtype=torch.long, device=device)
         positions = torch.cat([torch.arange(s, s + n, device=device) for s, n in zip(starts, lengths)])
-        for it, n in zip(items, lengths):
-            it.kv.reserve(it.kv.length + n)
         total = tokens.shape[0]
 
         hidden = self.backbone.embed_tokens(tokens)  # [T, H]
         cos, sin = self.backbone.rotary_emb(hidden[None], positions[None])  # [1, T, d]
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, d]
 
-        # Causal masks for items that feed several tokens after a cached prefix (is_causal would align
-        # the diagonal to the top-left, which is wrong once the keys are longer than the queries).
-        masks: list[torch.Tensor | None] = []
-        for s, n in zip(starts, lengths):
-            if n == 1 or s == 0:
-                masks.append(None)
+        offsets = [0]
+        for n in lengths:
+            offsets.append(offsets[-1] + n)
+        decode = [i for i, n in enumerate(lengths) if n == 1]
+        prefill = [i for i, n in enumerate(lengths) if n > 1]
+        gqa = self.num_kv_heads != self.num_heads
+        if decode:
+            # One attention call for all single-token items over rows [0, hi): row r attends to its first
+            # length+1 positions; rows without a decode item get a harmless one-key mask.
+            d_rows = torch.tensor([items[i].row for i in decode], device=device)
+            d_pos = torch.tensor([starts[i] for i in decode], device=device)
+            d_tok = torch.tensor([offsets[i] for i in decode], device=device)
+            hi = int(d_rows.max()) + 1
+            span = int(d_pos.max()) + 1
+            row_len = torch.ones(hi, dtype=torch.long, device=device)
+            row_len[d_rows] = d_pos + 1
+            d_mask = (torch.arange(span, device=device)[None, :] < row_len[:, None])[:, None, None, :]
+        masks: dict[int, torch.Tensor | None] = {}
+        for i in prefill:  # causal masks offset by the cached prefix
+            s, n = starts[i], lengths[i]
+            if s == 0:
+                masks[i] = None  # plain causal
             else:
                 key_pos = torch.arange(s + n, device=device)
-                query_pos = torch.arange(s, s + n, device=device)
-                masks.append(key_pos[None, :] <= query_pos[:, None])  # [n, s+n]
-
-        bounds = []
-        offset = 0
-        for n in lengths:
-            bounds.append((offset, offset + n))
-            offset += n
+                masks[i] = key_pos[None, :] <= torch.arange(s, s + n, device=device)[:, None]  # [n, s+n]
 
         for layer_idx, layer in enumerate(self.backbone.layers):
             attn = layer.self_attn
@@ -139,37 +188,48 @@ class RaggedCausalLM:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            new_kv = torch.stack((k, v)).transpose(1, 2)  # [2, kv_heads, T, d]
-            outs = []
-            for it, (a, b), s, mask in zip(items, bounds, starts, masks):
-                n = b - a
-                buf = it.kv.data[layer_idx]  # [2, kv_heads, capacity, d]
-                buf[:, :, s : s + n] = new_kv[:, :, a:b]
-                kv_seq = buf[:, None, :, : s + n]  # [2, 1, kv_heads, s+n, d]
+            keys, values = pool.data[layer_idx, 0], pool.data[layer_idx, 1]  # [rows, kv_heads, cap, d]
+            out = torch.empty_like(q)  # [T, heads, d]
+            if decode:
+                keys[d_rows, :, d_pos] = k[d_tok]
+                values[d_rows, :, d_pos] = v[d_tok]
+                q_rows = q.new_zeros(hi, self.num_heads, 1, self.head_dim)
+                q_rows[d_rows, :, 0] = q[d_tok]
                 o = F.scaled_dot_product_attention(
-                    q[a:b].transpose(0, 1)[None],  # [1, heads, n, d]
-                    kv_seq[0],
-                    kv_seq[1],
-                    attn_mask=mask,
-                    is_causal=mask is None and n > 1,
+                    q_rows,
+                    keys[:hi, :, :span],
+                    values[:hi, :, :span],
+                    attn_mask=d_mask,
                     scale=self.scale,
-                    enable_gqa=self.num_kv_heads != self.num_heads,
+                    enable_gqa=gqa,
                 )
-                outs.append(o[0].transpose(0, 1))  # [n, heads, d]
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+                out[d_tok] = o[d_rows, :, 0]
+            for i in prefill:
+                row, s, n, a = items[i].row, starts[i], lengths[i], offsets[i]
+                keys[row, :, s : s + n] = k[a : a + n].transpose(0, 1)
+                values[row, :, s : s + n] = v[a : a + n].transpose(0, 1)
+                o = F.scaled_dot_product_attention(
+                    q[a : a + n].transpose(0, 1)[None],  # [1, heads, n, d]
+                    keys[row, :, : s + n][None],
+                    values[row, :, : s + n][None],
+                    attn_mask=masks[i],
+                    is_causal=masks[i] is None,
+                    scale=self.scale,
+                    enable_gqa=gqa,
+                )
+                out[a : a + n] = o[0].transpose(0, 1)
             hidden = hidden + attn.o_proj(out.reshape(total, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
-        for it, n in zip(items, lengths):
-            it.kv.length += n
+        for it, s, n in zip(items, starts, lengths):
+            pool.lengths[it.row] = s + n
 
-        rows = [a + off for it, (a, _) in zip(items, bounds) for off in it.logit_offsets]
+        rows = [offsets[i] + off for i, it in enumerate(items) for off in it.logit_offsets]
         if not rows:
             return [hidden.new_empty(0, self.vocab_size, dtype=torch.float32) for _ in items]
         selected = self.backbone.norm(hidden[torch.tensor(rows, device=device)])
         logits = self.hf.lm_head(selected).float()  # [rows, vocab]
-        per_item = []
-        i = 0
+        per_item, i = [], 0
         for it in items:
             per_item.append(logits[i : i + len(it.logit_offsets)])
             i += len(it.logit_offsets)

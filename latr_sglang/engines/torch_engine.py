@@ -25,7 +25,7 @@ import torch
 
 from latr_sglang.engines.base import FinishReason, GenerateOutput, GenerateRequest, RequestError
 from latr_sglang.engines.prefix_cache import PrefixCache
-from latr_sglang.engines.ragged_model import KVBuffer, RaggedCausalLM, RaggedItem
+from latr_sglang.engines.ragged_model import RaggedCausalLM, RaggedItem
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class _Sequence:
     stop_ids: frozenset[int]
     tokens: list[int] = field(default_factory=list)  # input + output so far
     pending: list[int] = field(default_factory=list)  # tokens fed to the model next (no KV yet)
-    kv: KVBuffer | None = None
+    row: int = -1  # KV pool row while active
     cached_tokens: int = 0
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -92,6 +92,7 @@ class TorchEngine:
         self.vocab_size = self.model.vocab_size
         cache_tokens = int(prefix_cache_mb * 2**20 // self.model.kv_bytes_per_token())
         self.prefix_cache = PrefixCache(cache_tokens)
+        self.pool = self.model.new_pool()  # KV of the active sequences; _active[i] lives in row i
         self.eos_ids = self._eos_ids(hf_model, tokenizer)
         self._seed_rng = random.Random(seed)
         self._inbox: queue.Queue = queue.Queue()
@@ -299,34 +300,47 @@ class TorchEngine:
                 for seq in self._active:
                     self._finish(seq, FinishReason.ABORT, error=f"{type(e).__name__}: {e}")
                 self._active = []
+                self.pool = self.model.new_pool()
 
     def _admit(self, seq: _Sequence) -> None:
+        """Activates `seq` in the next pool row, starting from the longest cached prefix of its input."""
         req = seq.request
         ids = np.asarray(req.input_ids, dtype=np.int64)
         entry, usable = self.prefix_cache.match(ids)
         usable = min(usable, len(ids) - 1)  # the last input token is always fed: its logits start the output
         if req.logprob_start_len >= 0:
             usable = min(usable, max(req.logprob_start_len - 1, 0))
-        capacity = len(ids) + min(req.sampling.max_new_tokens, 256)
-        if entry is not None and usable > 0:
-            seq.kv = entry.kv.copy_prefix(usable, capacity)
-        else:
-            usable = 0
-            seq.kv = self.model.new_kv(capacity)
+        usable = max(usable, 0) if entry is not None else 0
+        seq.row = len(self._active)
+        self.pool.reserve(seq.row + 1, len(ids) + min(req.sampling.max_new_tokens, 256))
+        self.pool.load(seq.row, entry.kv if entry is not None else None, usable)
+        self._active.append(seq)
         seq.cached_tokens = usable
         seq.tokens = list(req.input_ids)
         seq.pending = list(req.input_ids[usable:])
         self.stats["cached_tokens"] += usable
         self.stats["requests"] += 1
 
+    def _retire(self, done: set[int]) -> None:
+        """Removes the sequences at these active indices, filling each hole with the last row."""
+        for i in sorted(done, reverse=True):
+            last = len(self._active) - 1
+            if i != last:
+                self.pool.move(last, i)
+                self._active[i] = self._active[last]
+                self._active[i].row = i
+            else:
+                self.pool.lengths[i] = 0
+            self._active.pop()
+
     def _step(self) -> None:
-        self._active = [s for s in self._active if not self._drop_if_cancelled(s)]
+        cancelled = {i for i, seq in enumerate(self._active) if self._drop_if_cancelled(seq)}
+        if cancelled:
+            self._retire(cancelled)
         while self._waiting and len(self._active) < self.max_batch_size:
             seq = self._waiting.popleft()
-            if self._drop_if_cancelled(seq):
-                continue
-            self._admit(seq)
-            self._active.append(seq)
+            if not self._drop_if_cancelled(seq):
+                self._admit(seq)
         if not self._active:
             return
 
@@ -340,44 +354,45 @@ class TorchEngine:
                 feed = seq.pending[: max(budget, 1)]
                 budget -= len(feed)
             done_input = len(feed) == len(seq.pending)
-            start = seq.kv.length
+            start = self.pool.lengths[seq.row]
             wanted = seq.input_logit_positions()
             offsets = [i for i in range(len(feed)) if start + i in wanted]
             if done_input and seq.request.sampling.max_new_tokens > 0:
                 offsets.append(len(feed) - 1)
-            items.append(RaggedItem(seq.kv, list(feed), offsets))
+            items.append(RaggedItem(seq.row, list(feed), offsets))
             completes.append(done_input)
 
         t0 = time.perf_counter()
-        logits = self.model.forward(items)
+        logits = self.model.forward(self.pool, items)
         self.stats["forward_seconds"] += time.perf_counter() - t0
         self.stats["steps"] += 1
 
-        still_active = []
-        rows, row_seqs = [], []
-        for seq, item, done_input, seq_logits in zip(self._active, items, completes, logits):
+        finished: set[int] = set()
+        rows, row_index = [], []
+        for index, (seq, item, done_input, seq_logits) in enumerate(
+            zip(self._active, items, completes, logits)
+        ):
             fed = len(item.token_ids)
-            start = seq.kv.length - fed
-            if fed > 1 or seq.output_ids == []:
-                self.stats["prefill_tokens"] += fed
-            else:
-                self.stats["decode_tokens"] += fed
+            start = self.pool.lengths[seq.row] - fed
+            self.stats["prefill_tokens" if fed > 1 or not seq.output_ids else "decode_tokens"] += fed
             seq.pending = seq.pending[fed:]
             n_input = sum(1 for i in range(fed) if start + i in seq.input_logit_positions())
             if n_input:
                 self._record_input_logprobs(seq, start, item.logit_offsets[:n_input], seq_logits[:n_input])
             if not done_input:
-                still_active.append(seq)
-            elif seq.request.sampling.max_new_tokens == 0:
+                continue
+            if seq.request.sampling.max_new_tokens == 0:
                 self._finish(seq, FinishReason.LENGTH)
+                finished.add(index)
             else:
                 rows.append(seq_logits[-1])
-                row_seqs.append(seq)
+                row_index.append(index)
         if rows:
-            for seq, finished in zip(row_seqs, self._sample(row_seqs, torch.stack(rows))):
-                if not finished:
-                    still_active.append(seq)
-        self._active = still_active
+            seqs = [self._active[i] for i in row_index]
+            for index, done in zip(row_index, self._sample(seqs, torch.stack(rows))):
+                if done:
+                    finished.add(index)
+        self._retire(finished)
 
     def _record_input_logprobs(self, seq: _Sequence, start: int, offsets: list[int], logits: torch.Tensor):
         req = seq.request
@@ -400,19 +415,26 @@ class TorchEngine:
             if len(seq.output_ids) < seq.request.sampling.min_new_tokens and seq.stop_ids:
                 logits[row, list(seq.stop_ids)] = float("-inf")
         raw_logprobs = torch.log_softmax(logits, dim=-1)  # [B, vocab]
-        greedy_tokens = logits.argmax(dim=-1).tolist()
+        tokens = logits.argmax(dim=-1)  # greedy rows keep these
+        token_logprobs = raw_logprobs.gather(1, tokens[:, None])[:, 0]
+        sampled = [row for row, seq in enumerate(seqs) if not seq.request.sampling.greedy]
+        if sampled:
+            rows = torch.tensor(sampled)
+            params = [seqs[row].request.sampling for row in sampled]
+            temperatures = torch.tensor([sp.temperature for sp in params], dtype=logits.dtype)[:, None]
+            if bool((temperatures == 1.0).all()):
+                logprobs = raw_logprobs[rows]
+            else:
+                logprobs = torch.log_softmax(logits[rows] / temperatures, dim=-1)  # [S, vocab]
+            picked = _sample_batch(logprobs, params, [seqs[row].generator for row in sampled])
+            tokens[rows] = picked
+            token_logprobs[rows] = logprobs.gather(1, picked[:, None])[:, 0]
         max_top = max(s.request.top_logprobs_num for s in seqs)
         if max_top:
             top_vals, top_idx = raw_logprobs.topk(max_top, dim=-1)
             top_vals, top_idx = top_vals.tolist(), top_idx.tolist()
         finished = []
-        for row, seq in enumerate(seqs):
-            sp = seq.request.sampling
-            if sp.greedy:
-                token = greedy_tokens[row]
-                logprob = float(raw_logprobs[row, token])
-            else:
-                token, logprob = _sample_row(logits[row], sp, seq.generator)
+        for row, (seq, token, logprob) in enumerate(zip(seqs, tokens.tolist(), token_logprobs.tolist())):
             seq.output_ids.append(token)
             seq.tokens.append(token)
             seq.logprobs.append(logprob)
@@ -449,8 +471,8 @@ class TorchEngine:
     def _finish(
         self, seq: _Sequence, reason: FinishReason, matched: int | str | None = None, error: str | None = None
     ) -> None:
-        if seq.kv is not None and reason != FinishReason.ABORT:
-            self.prefix_cache.insert(np.asarray(seq.tokens, dtype=np.int64), seq.kv)
+        if seq.row >= 0 and reason != FinishReason.ABORT:  # keep its KV for requests that extend it
+            self.prefix_cache.insert(np.asarray(seq.tokens, dtype=np.int64), self.pool.save(seq.row))
         out = GenerateOutput(
             output_ids=seq.output_ids,
             logprobs=seq.logprobs,
@@ -469,27 +491,34 @@ class TorchEngine:
             logger.exception("request callback failed")
 
 
-def _sample_row(logits: torch.Tensor, sp, generator: torch.Generator) -> tuple[int, float]:
-    """Samples from logits [vocab] with temperature, top-k, top-p and min-p.
+def _sample_batch(logprobs: torch.Tensor, params: list, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of logprobs [S, vocab] (temperature already applied), with top-k, top-p and min-p.
 
-    Returns the token and its log-prob under the temperature-scaled distribution before truncation
-    (what SGLang and vLLM report), which equals the policy's log-prob at temperature 1.
+    Inverse-CDF sampling with one uniform draw per row from that request's own generator: batched, and each
+    request's tokens depend only on its seed. The reported log-prob stays the temperature-scaled one before
+    truncation (what SGLang and vLLM report), which is the policy's log-prob at temperature 1.
     """
-    scaled = logits / sp.temperature
-    logprobs = torch.log_softmax(scaled, dim=-1)
-    probs = logprobs.exp()
+    probs = logprobs.double().exp()  # [S, vocab]; float64 so the CDF keeps tiny probabilities apart
+    for row, sp in enumerate(params):
+        if sp.top_k > 0 or sp.top_p < 1.0 or sp.min_p > 0.0:
+            _truncate(probs[row], sp)
+    cdf = probs.cumsum(dim=-1)
+    uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)[:, 0]
+    return picked.clamp_max(probs.shape[1] - 1)
+
+
+def _truncate(probs: torch.Tensor, sp) -> None:
+    """Zeroes, in place, the tokens that top-k, top-p and min-p exclude from probs [vocab]."""
     keep = torch.ones_like(probs, dtype=torch.bool)
-    if sp.top_k > 0 and sp.top_k < probs.shape[0]:
-        kth = probs.topk(sp.top_k).values[-1]
-        keep &= probs >= kth
+    if 0 < sp.top_k < probs.shape[0]:
+        keep &= probs >= probs.topk(sp.top_k).values[-1]
     if sp.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         before = sorted_probs.cumsum(0) - sorted_probs  # mass strictly before each token
-        keep_sorted = before < sp.top_p
+        keep_sorted = before < sp.top_p * sorted_probs.sum()
         keep_sorted[0] = True
         keep &= torch.zeros_like(keep).scatter(0, order, keep_sorted)
     if sp.min_p > 0.0:
         keep &= probs >= sp.min_p * probs.max()
-    filtered = torch.where(keep, probs, torch.zeros_like(probs))
-    token = int(torch.multinomial(filtered, 1, generator=generator))
-    return token, float(logprobs[token])
+    probs.mul_(keep)

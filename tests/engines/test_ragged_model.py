@@ -14,18 +14,29 @@ def test_ragged_forward_matches_hf_across_cached_prefix_and_mixed_batch(request,
     with torch.no_grad():
         ref = hf_model(torch.tensor([ids])).logits[0]  # [len, vocab]
         ref_other = hf_model(torch.tensor([other])).logits[0]
-    kv_a, kv_b = model.new_kv(2), model.new_kv(2)  # tiny capacity: forces buffer growth
+    pool = model.new_pool()
     split = 5
+    # step 1: a prefill chunk (row 0) beside a whole prompt (row 1)
     first = model.forward(
-        [RaggedItem(kv_a, ids[:split], list(range(split))), RaggedItem(kv_b, other, [len(other) - 1])]
+        pool, [RaggedItem(0, ids[:split], list(range(split))), RaggedItem(1, other, [len(other) - 1])]
     )
-    # second step: the rest of `ids` after a cached prefix (needs an offset causal mask), beside a decode
-    # token
+    # step 2: the rest of `ids` after its cached prefix (offset causal mask) beside a decode token; the pool
+    # grows (rows and capacity) on the way
     rest = ids[split:]
-    second = model.forward([RaggedItem(kv_a, rest, list(range(len(rest)))), RaggedItem(kv_b, [7], [0])])
+    second = model.forward(pool, [RaggedItem(0, rest, list(range(len(rest)))), RaggedItem(1, [7], [0])])
     torch.testing.assert_close(torch.cat([first[0], second[0]]), ref.float(), atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(first[1][0], ref_other[-1].float(), atol=1e-9, rtol=1e-9)
-    assert kv_a.length == len(ids) and kv_b.length == len(other) + 1
+    assert pool.lengths[:2] == [len(ids), len(other) + 1]
+    # step 3: batched decode over rows 0, 2 and 1 (row 2 starts from a copy of row 1's cached prefix)
+    pool.reserve(3, 64)
+    pool.load(2, pool.save(1), len(other))
+    third = model.forward(pool, [RaggedItem(0, [9], [0]), RaggedItem(2, [11], [0]), RaggedItem(1, [12], [0])])
+    with torch.no_grad():
+        ref_a = hf_model(torch.tensor([[*ids, 9]])).logits[0, -1]
+        ref_b = hf_model(torch.tensor([[*other, 11]])).logits[0, -1]
+        ref_c = hf_model(torch.tensor([[*other, 7, 12]])).logits[0, -1]
+    for got, want in zip(third, (ref_a, ref_b, ref_c)):
+        torch.testing.assert_close(got[0], want.float(), atol=1e-9, rtol=1e-9)
 
 
 def test_unsupported_architecture_is_named(tmp_path):

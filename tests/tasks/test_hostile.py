@@ -95,7 +95,8 @@ WRAPPERS = [
 ]
 CORPUS = [(kind, wrap(p)) for p in PAYLOADS for kind, wrap in WRAPPERS]
 COUNTDOWN_BOUND_S = 1.0
-MATH_BOUND_S = math_task.VERIFY_TIMEOUT_S + 2.0  # the hard kill plus process start-up
+# the pool's bound plus killing a hung worker and starting its replacement, on 2 busy cores
+MATH_BOUND_S = math_task.VERIFY_TIMEOUT_S + 4.0
 
 
 def test_corpus_is_large_enough():
@@ -103,20 +104,22 @@ def test_corpus_is_large_enough():
 
 
 def _score(case):
+    """Problems with one case, as strings (empty when it scored correctly in time)."""
     kind, response = case
-    t0 = time.perf_counter()
+    problems = []
     if kind in ("countdown", "bare"):
+        t0 = time.perf_counter()
         reward, _ = countdown.score(response, [9, 9, 9], 3)
         elapsed = time.perf_counter() - t0
-        assert reward in (0.0, 0.1), (response[:60], reward)
-        assert elapsed < COUNTDOWN_BOUND_S, (response[:60], elapsed)
+        if reward not in (0.0, 0.1) or elapsed > COUNTDOWN_BOUND_S:
+            problems.append(f"countdown {response[:50]!r}: reward {reward}, {elapsed:.2f}s")
     if kind != "countdown":
         t0 = time.perf_counter()
         accuracy, _ = math_task.score(response, "42")
         elapsed = time.perf_counter() - t0
-        assert accuracy == 0.0, response[:60]
-        assert elapsed < MATH_BOUND_S, (response[:60], elapsed)
-    return True
+        if accuracy != 0.0 or elapsed > MATH_BOUND_S:
+            problems.append(f"math {response[:50]!r}: accuracy {accuracy}, {elapsed:.2f}s")
+    return problems
 
 
 def test_every_hostile_case_scores_within_its_bound_and_nothing_leaks():
@@ -124,13 +127,14 @@ def test_every_hostile_case_scores_within_its_bound_and_nothing_leaks():
     threads_before = threading.active_count()
     math_task.score("Answer: 1", "2")  # start the verifier pool so its workers are the baseline
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        assert all(pool.map(_score, CORPUS))
+        problems = [p for ps in pool.map(_score, CORPUS) for p in ps]
+    assert not problems, problems
     pool_size = math_task.verifier_pool().size
     children = [
         c for c in me.children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
     ]
     assert len(children) <= pool_size, children
-    assert threading.active_count() <= threads_before
+    assert threading.active_count() <= threads_before, threading.enumerate()
 
 
 def test_the_pool_kills_a_hung_worker_and_keeps_serving():
