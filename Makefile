@@ -21,8 +21,10 @@ $(STAMP): requirements/cpu.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# LATR vs stochastic sampling on the embedded SmolLM2-135M-Instruct, 8 countdown prompts x 8 (~3 min on 2 cores)
 demo: setup
-	$(BIN)/latr-sglang demo
+	mkdir -p outputs
+	$(BIN)/latr-sglang sample --num-prompts 8 --n 8 --max-new-tokens 128 --output outputs/demo_trajectories.jsonl
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -32,6 +34,8 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python -m latr_sglang.bench.engine
+	$(BIN)/python -m latr_sglang.bench.rewards
+	$(BIN)/python -m latr_sglang.bench.rollout
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -158,11 +158,16 @@ class LATRSampler:
             for t in trees
             for j in range(k_sto)
         ]
-        if k_latr > 0:
-            sets = [[t] for t in trees] if self.cfg.exit_scope == "prompt" else [trees]
-            await asyncio.gather(*(self._tree_phase(s, seed) for s in sets))
-        completions = await asyncio.gather(*(self._finish_tree(t, seed) for t in trees))
-        sto_outputs = await asyncio.gather(*stochastic)
+        try:
+            if k_latr > 0:
+                sets = [[t] for t in trees] if self.cfg.exit_scope == "prompt" else [trees]
+                await asyncio.gather(*(self._tree_phase(s, seed) for s in sets))
+            completions = await asyncio.gather(*(self._finish_tree(t, seed) for t in trees))
+            sto_outputs = await asyncio.gather(*stochastic)
+        except BaseException:
+            for task in stochastic:
+                task.cancel()
+            raise
         results = []
         for t, tree_trajs in zip(trees, completions):
             sto = [
@@ -202,6 +207,8 @@ class LATRSampler:
                 if waiting:
                     branch, out, asked = await arrivals.get()
                     branch.awaiting = False
+                    if isinstance(out, Exception):
+                        raise RuntimeError(f"a tree-phase engine request failed: {out}") from out
                     if branch.live:
                         self._absorb(branch, out, asked)
                     continue
@@ -250,7 +257,13 @@ class LATRSampler:
         tree.requests += 1
 
         async def run() -> None:
-            out = (await tree.engine.generate([request]))[0]
+            try:
+                out = (await tree.engine.generate([request]))[0]
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # handed to the replay loop, which raises it: never a silent hang
+                arrivals.put_nowait((b, e, size))
+                return
             tree.decoded += len(out.output_ids)
             arrivals.put_nowait((b, out, size))
 

@@ -225,3 +225,25 @@ def test_bad_arguments_are_named(tiny_engine64, kwargs, needle):
     prompts = kwargs.pop("prompts", [[5, 6]])
     with pytest.raises(ValueError, match=needle):
         asyncio.run(sampler.sample(prompts, **kwargs))
+
+
+def test_an_engine_failure_raises_instead_of_hanging(tiny_engine64):
+    engine = tiny_engine64
+
+    class Failing:
+        calls = 0
+
+        async def generate(self, requests):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise ConnectionError("server went away")
+            return await engine.generate(requests)
+
+    cfg = LATRConfig(tau_abs=0.05, tau_rel=0.9, lookahead_steps=(4,), chunk_size=2)
+    sampler = LATRSampler(Failing(), cfg, SamplingParams(max_new_tokens=16), engine.eos_ids, str)
+
+    async def main():
+        return await asyncio.wait_for(sampler.sample([make_prompts(engine, 1, 0)[0]], 4, eta=0.5), timeout=60)
+
+    with pytest.raises(Exception, match="server went away"):
+        asyncio.run(main())

@@ -237,3 +237,32 @@ def test_cli_serve_names_a_missing_model(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_update_weights_from_disk(tiny_model_dir, tmp_path, prompt_ids):
+    import torch
+    from safetensors.torch import load_file
+
+    from latr_sglang.engines.torch_engine import TorchEngine
+    from latr_sglang.server import ServerThread
+
+    with TorchEngine.from_pretrained(str(tiny_model_dir)) as engine, ServerThread(engine) as server:
+        body = {"input_ids": list(prompt_ids[0]), "sampling_params": {"max_new_tokens": 8, "temperature": 0}}
+        before = post(server, body).json()["output_ids"]
+        # write a perturbed copy of the model to disk, then put the original weights back in place
+        torch.manual_seed(3)
+        with torch.no_grad():
+            for p in engine.hf_model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        engine.hf_model.save_pretrained(tmp_path / "new")
+        engine.update_weights_sync(load_file(str(tiny_model_dir / "model.safetensors")))
+        assert post(server, body).json()["output_ids"] == before
+        resp = requests.post(
+            server.url + "/update_weights_from_disk", json={"model_path": str(tmp_path / "new")}
+        )
+        assert resp.status_code == 200 and resp.json()["success"] is True
+        assert post(server, body).json()["output_ids"] != before
+        bad = requests.post(
+            server.url + "/update_weights_from_disk", json={"model_path": str(tmp_path / "none")}
+        )
+        assert bad.status_code == 400 and "safetensors" in bad.json()["message"]

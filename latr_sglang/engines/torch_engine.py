@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -235,8 +236,7 @@ class TorchEngine:
         await asyncio.to_thread(self.update_weights_sync, named_tensors)
 
     def load_weights_from_disk(self, path: str) -> int:
-        from pathlib import Path
-
+        """In-place update from the *.safetensors files of a Hugging Face folder."""
         from safetensors.torch import load_file
 
         files = sorted(Path(path).glob("*.safetensors"))
