@@ -1,0 +1,473 @@
+"""Single-process GRPO/DAPO with LATR rollouts, built from OpenRLHF's components (CPU or one GPU).
+
+    python -m openrlhf_ext.local_trainer --algo dapo --sampler latr --steps 20 --latr.preset countdown
+
+Each step: sample groups with the LATR driver on our in-process torch engine, score them with the task reward,
+keep the informative groups (DAPO: accuracy not all equal, over-sampling up to a bound), compute group-
+normalized advantages, and update OpenRLHF's `Actor` with its `PolicyLoss` (clip-higher for DAPO, token-level
+loss) and, for GRPO, the k3 KL to the initial policy. The new weights are pushed into the engine through the
+engine contract's update_weights before the next rollout. Metrics use OpenRLHF's names, plus `latr/*`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from latr_sglang.config import LATRConfig, add_latr_arguments, latr_config_from_args
+from latr_sglang.driver import GroupResult, LATRSampler
+from latr_sglang.engines.base import SamplingParams
+from latr_sglang.metrics import rollout_metrics
+from openrlhf_ext.dapo import group_advantages, informative_groups, overlong_mask
+
+RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class LocalTrainConfig:
+    model: str = field(default="smollm2", metadata=_help("local HF folder, or 'smollm2' (embedded default)"))
+    prompts: str | None = field(default=None, metadata=_help("JSONL with prompt/label (default: countdown)"))
+    input_key: str = field(default="prompt", metadata=_help("JSONL key of the prompt"))
+    label_key: str = field(default="label", metadata=_help("JSONL key of the label"))
+    apply_chat_template: bool = field(default=True, metadata=_help("wrap prompts in the chat template"))
+    algo: Literal["grpo", "dapo"] = field(default="dapo", metadata=_help("grpo or dapo"))
+    sampler: Literal["latr", "stochastic"] = field(default="latr", metadata=_help("rollout sampler"))
+    steps: int = field(default=10, metadata=_help("training steps"))
+    prompts_per_step: int = field(default=4, metadata=_help("groups per step (after dynamic sampling)"))
+    n_samples_per_prompt: int = field(default=8, metadata=_help("n: trajectories per prompt"))
+    max_new_tokens: int = field(default=128, metadata=_help("response length limit"))
+    learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
+    kl_coef: float | None = field(
+        default=None, metadata=_help("k3 KL coefficient (default: GRPO 0.01, DAPO 0)")
+    )
+    eps_clip_low: float = field(default=0.2, metadata=_help("PPO clip, lower"))
+    eps_clip_high: float | None = field(
+        default=None, metadata=_help("PPO clip, upper (default GRPO .2, DAPO .28)")
+    )
+    max_sampling_rounds: int = field(default=3, metadata=_help("DAPO over-sampling rounds per step"))
+    grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
+    micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
+    seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
+    output_dir: str = field(default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json"))
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"LocalTrainConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if self.algo not in ("grpo", "dapo"):
+            raise bad("algo", "must be 'grpo' or 'dapo'")
+        if self.sampler not in ("latr", "stochastic"):
+            raise bad("sampler", "must be 'latr' or 'stochastic'")
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "n_samples_per_prompt",
+            "max_new_tokens",
+            "micro_batch_size",
+            "max_sampling_rounds",
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        if self.n_samples_per_prompt < 2:
+            raise bad("n_samples_per_prompt", "group advantages need at least 2 samples per prompt")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise bad("learning_rate", "must be a positive number")
+
+    @property
+    def kl(self) -> float:
+        return self.kl_coef if self.kl_coef is not None else (0.01 if self.algo == "grpo" else 0.0)
+
+    @property
+    def clip_high(self) -> float:
+        return (
+            self.eps_clip_high if self.eps_clip_high is not None else (0.2 if self.algo == "grpo" else 0.28)
+        )
+
+
+def default_reward(prompt: str, response: str, label: Any) -> tuple[float, float]:
+    from latr_sglang.tasks.reward_func import score_one
+
+    reward, accuracy, _ = score_one(prompt + response, prompt, label)
+    return reward, accuracy
+
+
+def load_prompts(cfg: LocalTrainConfig) -> list[tuple[str, Any]]:
+    if cfg.prompts is None:
+        from latr_sglang.tasks.countdown import generate
+
+        template = "chat" if cfg.apply_chat_template else "raw"
+        return [(p.prompt(template), p.label()) for p in generate(2000, seed=cfg.seed)]
+    rows = []
+    for i, line in enumerate(Path(cfg.prompts).read_text().splitlines()):
+        if line.strip():
+            row = json.loads(line)
+            if cfg.input_key not in row or cfg.label_key not in row:
+                raise ValueError(f"{cfg.prompts}:{i + 1}: needs keys {cfg.input_key!r} and {cfg.label_key!r}")
+            rows.append((row[cfg.input_key], row[cfg.label_key]))
+    if not rows:
+        raise ValueError(f"{cfg.prompts}: no prompts")
+    return rows
+
+
+class LocalTrainer:
+    def __init__(
+        self, cfg: LocalTrainConfig, latr: LATRConfig | None = None, reward_fn: RewardFn | None = None
+    ):
+        from openrlhf_ext.cpu_compat import install
+
+        install()
+        from openrlhf.models import Actor, PolicyLoss
+
+        from latr_sglang.engines.torch_engine import TorchEngine
+        from latr_sglang.models import load_model_and_tokenizer, resolve_model_path
+
+        self.cfg = cfg
+        self.latr = latr or LATRConfig.preset("countdown")
+        self.reward_fn = reward_fn or default_reward
+        torch.manual_seed(cfg.seed)
+        path = str(resolve_model_path(cfg.model))
+        self.actor = Actor(path, attn_implementation="sdpa", param_dtype="bf16").float()
+        self.actor.model.config.use_cache = False
+        self.reference = None
+        if cfg.kl > 0:
+            self.reference = Actor(path, attn_implementation="sdpa", param_dtype="bf16").float().eval()
+            self.reference.requires_grad_(False)
+        hf_model, self.tokenizer, _ = load_model_and_tokenizer(path, dtype="float32")
+        self.engine = TorchEngine(hf_model, self.tokenizer, model_path=path, seed=cfg.seed)
+        self.engine.update_weights_sync(
+            self.actor.model.state_dict()
+        )  # the engine serves the actor's weights
+        self.optimizer = torch.optim.AdamW(self.actor.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.policy_loss = PolicyLoss(
+            clip_eps_low=cfg.eps_clip_low, clip_eps_high=cfg.clip_high, token_level_loss=True
+        )
+        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=1.0)
+        tok = self.tokenizer
+        self.sampler = LATRSampler(
+            self.engine, self.latr, sampling, self.engine.eos_ids, lambda t: tok.decode([t])
+        )
+        self.data = load_prompts(cfg)
+        random.Random(cfg.seed).shuffle(self.data)
+        self.data_position = 0
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(
+            json.dumps({"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()}, indent=2)
+        )
+        self._csv_keys: list[str] | None = None
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def _next_prompts(self, count: int) -> list[tuple[str, Any]]:
+        batch = []
+        for _ in range(count):
+            batch.append(self.data[self.data_position % len(self.data)])
+            self.data_position += 1
+        return batch
+
+    def _encode(self, text: str) -> list[int]:
+        if self.cfg.apply_chat_template and getattr(self.tokenizer, "chat_template", None):
+            return list(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}],
+                    tokenize=True,
+                    add_generation_prompt=True,
+                    return_dict=False,
+                )
+            )
+        return list(self.tokenizer(text).input_ids)
+
+    # ---- rollout ----------------------------------------------------------------------------------------
+    def rollout(self, step: int) -> tuple[list[tuple[str, GroupResult, torch.Tensor, torch.Tensor]], dict]:
+        """Groups for this step as (prompt text, group, rewards [n], accuracy [n]), and rollout metrics."""
+        cfg = self.cfg
+        eta = 0.0 if cfg.sampler == "stochastic" else None
+        kept, seen, rounds = [], [], 0
+        all_groups: list[GroupResult] = []
+        max_rounds = cfg.max_sampling_rounds if cfg.algo == "dapo" else 1
+        while len(kept) < cfg.prompts_per_step and rounds < max_rounds:
+            batch = self._next_prompts(cfg.prompts_per_step)
+            groups = self.sampler.sample_sync(
+                [self._encode(p) for p, _ in batch],
+                cfg.n_samples_per_prompt,
+                step=step,
+                eta=eta,
+                seed=cfg.seed * 100_003 + step * 101 + rounds,
+            )
+            all_groups += groups
+            for (prompt, label), group in zip(batch, groups):
+                scored = [
+                    self.reward_fn(
+                        prompt, self.tokenizer.decode(t.token_ids, skip_special_tokens=True), label
+                    )
+                    for t in group.trajectories
+                ]
+                rewards = torch.tensor([r for r, _ in scored])
+                accuracy = torch.tensor([a for _, a in scored])
+                seen.append((prompt, group, rewards, accuracy))
+            rounds += 1
+            if cfg.algo == "dapo":
+                kept = [g for g in seen if bool(informative_groups(g[3][None])[0])]
+            else:
+                kept = seen
+        kept = kept[: cfg.prompts_per_step]
+        rewards = torch.stack([g[2] for g in seen])
+        accuracy = torch.stack([g[3] for g in seen])
+        lengths = torch.tensor(
+            [len(t.token_ids) for _, g, _, _ in seen for t in g.trajectories], dtype=torch.float
+        )
+        truncated = torch.tensor(
+            [t.truncated for _, g, _, _ in seen for t in g.trajectories], dtype=torch.float
+        )
+        metrics = {
+            "rollout/reward_mean": rewards.mean().item(),
+            "rollout/reward_std": rewards.std().item(),
+            "rollout/accuracy_mean": accuracy.mean().item(),
+            "rollout/response_length_mean": lengths.mean().item(),
+            "rollout/truncated_rate": truncated.mean().item(),
+            "rollout/num_samples": float(len(seen) * cfg.n_samples_per_prompt),
+            "dynamic_filtering_pass_rate": len(kept) / max(len(seen), 1) if cfg.algo == "dapo" else 1.0,
+            "rollout/sampling_rounds": float(rounds),
+            **rollout_metrics(all_groups, rewards=accuracy.tolist()),
+        }
+        return kept, metrics
+
+    # ---- update -----------------------------------------------------------------------------------------
+    def _batch_tensors(self, kept) -> dict[str, torch.Tensor]:
+        """Left-padded prompts + right-padded responses, as OpenRLHF's Experience lays them out."""
+        prompts, responses, old_logprobs, advantages, keep = [], [], [], [], []
+        for prompt, group, rewards, _ in kept:
+            ids = self._encode(prompt)
+            adv = group_advantages(rewards[None])[0]
+            truncated = torch.tensor([t.truncated for t in group.trajectories])
+            mask = (
+                overlong_mask(truncated[None])[0] if self.cfg.algo == "dapo" else torch.ones(len(truncated))
+            )
+            for t, a, m in zip(group.trajectories, adv.tolist(), mask.tolist()):
+                prompts.append(ids)
+                responses.append(t.token_ids)
+                old_logprobs.append(t.logprobs)
+                advantages.append(a)
+                keep.append(m)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        p_len, r_len = max(map(len, prompts)), max(map(len, responses))
+        b = len(prompts)
+        sequences = torch.full((b, p_len + r_len), pad, dtype=torch.long)
+        attention = torch.zeros((b, p_len + r_len), dtype=torch.long)
+        action_mask = torch.zeros((b, r_len), dtype=torch.bool)
+        old = torch.zeros((b, r_len))
+        for i, (p, r, lp) in enumerate(zip(prompts, responses, old_logprobs)):
+            sequences[i, p_len - len(p) : p_len] = torch.tensor(p)
+            sequences[i, p_len : p_len + len(r)] = torch.tensor(r)
+            attention[i, p_len - len(p) : p_len + len(r)] = 1
+            action_mask[i, : len(r)] = True
+            old[i, : len(r)] = torch.tensor(lp)
+        loss_mask = action_mask.float() * torch.tensor(keep)[:, None]
+        adv = torch.tensor(advantages)[:, None].expand(b, r_len)
+        return {
+            "sequences": sequences,
+            "attention": attention,
+            "action_mask": action_mask,
+            "old": old,
+            "advantages": adv,
+            "loss_mask": loss_mask,
+        }
+
+    def update(self, kept) -> dict[str, float]:
+        batch = self._batch_tensors(kept)
+        total_tokens = float(batch["loss_mask"].sum())
+        metrics = {"overlong_filtered_fraction": 1.0 - float((batch["loss_mask"].sum(1) > 0).float().mean())}
+        if total_tokens == 0:
+            return {**metrics, "skipped_step": 1.0}
+        self.actor.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"policy_loss": 0.0, "kl": 0.0, "ppo_clip_ratio": 0.0, "ppo_kl": 0.0, "logprob_mismatch": 0.0}
+        n_micro = 0
+        b = batch["sequences"].shape[0]
+        for start in range(0, b, self.cfg.micro_batch_size):
+            sl = slice(start, start + self.cfg.micro_batch_size)
+            mask = batch["loss_mask"][sl]
+            action_mask = batch["action_mask"][sl]
+            log_probs = self.actor(
+                batch["sequences"][sl], action_mask=action_mask, attention_mask=batch["attention"][sl]
+            )
+            loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
+                log_probs,
+                batch["old"][sl],
+                batch["advantages"][sl],
+                action_mask=mask,
+                batch_num_tokens=total_tokens,
+            )
+            policy_loss_value = float(loss.detach())
+            kl_value = torch.zeros(())
+            if self.reference is not None:
+                from openrlhf.models.utils import compute_approx_kl
+
+                with torch.no_grad():
+                    ref = self.reference(
+                        batch["sequences"][sl], action_mask=action_mask, attention_mask=batch["attention"][sl]
+                    )
+                kl = compute_approx_kl(log_probs, ref, kl_estimator="k3")
+                kl_value = (kl * mask).sum() / total_tokens
+                loss = loss + self.cfg.kl * kl_value
+            loss.backward()
+            n_micro += 1
+            sums["policy_loss"] += policy_loss_value
+            sums["kl"] += float(kl_value.detach())
+            sums["ppo_clip_ratio"] += float(clip_ratio)
+            sums["ppo_kl"] += float(ppo_kl)
+            # the engine computed the rollout log-probs with the same weights: they should agree
+            diff = (
+                (log_probs.detach() - batch["old"][sl]).abs() * action_mask
+            ).sum() / action_mask.sum().clamp(min=1)
+            sums["logprob_mismatch"] += float(diff)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
+        metrics.update({k: v / n_micro for k, v in sums.items()})
+        metrics["policy_loss"] = sums["policy_loss"]  # micro-batch losses are already global token means
+        metrics["grad_norm"] = float(grad_norm)
+        metrics["actor_lr"] = self.cfg.learning_rate
+        if not math.isfinite(float(grad_norm)) or not math.isfinite(metrics["policy_loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            print(
+                f"non-finite loss or gradient (loss {metrics['policy_loss']}, grad norm {float(grad_norm)}): "
+                "step skipped",
+                flush=True,
+            )
+            return {**metrics, "skipped_step": 1.0}
+        self.optimizer.step()
+        return {**metrics, "skipped_step": 0.0}
+
+    def sync_weights(self) -> None:
+        self.engine.update_weights_sync({k: v.detach() for k, v in self.actor.model.state_dict().items()})
+
+    # ---- loop -------------------------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        kept, metrics = self.rollout(step)
+        t1 = time.perf_counter()
+        if kept:
+            metrics.update(self.update(kept))
+        else:
+            metrics.update({"skipped_step": 1.0})
+            print(
+                f"step {step}: no informative group after {int(metrics['rollout/sampling_rounds'])} rounds; "
+                "skipped",
+                flush=True,
+            )
+        t2 = time.perf_counter()
+        if not metrics.get("skipped_step"):
+            self.sync_weights()
+        t3 = time.perf_counter()
+        metrics.update(
+            {
+                "train/global_step": float(step),
+                "timing/generation": t1 - t0,
+                "timing/ppo_train": t2 - t1,
+                "timing/broadcast": t3 - t2,
+                "timing/step_total": t3 - t0,
+            }
+        )
+        self._log(step, metrics)
+        return metrics
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        path = self.out / "metrics.csv"
+        if self._csv_keys is None:
+            self._csv_keys = sorted(metrics)
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(self._csv_keys)
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerow([metrics.get(k, "") for k in self._csv_keys])
+        for k, v in metrics.items():
+            self.tensorboard.add_scalar(k, v, step)
+        self.tensorboard.flush()
+
+    def fit(self) -> list[dict[str, float]]:
+        from tqdm import tqdm
+
+        history = []
+        bar = tqdm(range(1, self.cfg.steps + 1), desc=f"{self.cfg.algo}+{self.cfg.sampler}", unit="step")
+        for step in bar:
+            m = self.train_step(step)
+            history.append(m)
+            bar.set_postfix(
+                reward=f"{m['rollout/reward_mean']:.3f}",
+                acc=f"{m['rollout/accuracy_mean']:.3f}",
+                loss=f"{m.get('policy_loss', float('nan')):.4f}",
+            )
+        return history
+
+    def close(self) -> None:
+        self.engine.close_sync()
+        self.tensorboard.close()
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(LocalTrainConfig):
+        flag = "--" + f.name
+        kind = str(f.type)
+        if kind == "bool":
+            parser.add_argument(
+                flag,
+                type=lambda s: s.lower() in ("1", "true", "yes"),
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        elif kind in ("int", "float", "str"):
+            parser.add_argument(
+                flag,
+                type={"int": int, "float": float, "str": str}[kind],
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        elif kind == "float | None":
+            parser.add_argument(flag, type=float, default=f.default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, default=f.default, help=f.metadata["help"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_config_arguments(parser)
+    add_latr_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = LocalTrainConfig(
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(LocalTrainConfig)}
+        )
+        latr = latr_config_from_args(args, default_preset="countdown")
+    except ValueError as e:
+        print(f"local_trainer: error: {e}", file=sys.stderr)
+        return 2
+    trainer = LocalTrainer(cfg, latr)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The single-process trainer end to end on a tiny model: real OpenRLHF Actor/PolicyLoss, real engine."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from latr_sglang.config import LATRConfig
+from openrlhf_ext.local_trainer import LocalTrainConfig, LocalTrainer
+
+
+def varied_reward(prompt, response, label):
+    """A reward the tiny random model can vary on: response length parity (accuracy 1 for even)."""
+    accuracy = float(len(response) % 2 == 0)
+    return accuracy, accuracy
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def make(tmp_path, model_dir, **overrides):
+    settings = dict(
+        model=str(model_dir),
+        steps=2,
+        prompts_per_step=2,
+        n_samples_per_prompt=4,
+        max_new_tokens=12,
+        learning_rate=1e-2,
+        output_dir=str(tmp_path / "run"),
+    )
+    cfg = LocalTrainConfig(**{**settings, **overrides})
+    latr = LATRConfig(tau_abs=0.05, tau_rel=0.9, lookahead_steps=(4, 8), chunk_size=4)
+    return cfg, latr
+
+
+def test_grpo_stochastic_updates_the_policy_and_the_engine(tmp_path, tiny_model_dir):
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="grpo", sampler="stochastic")
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        before = {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
+        history = trainer.fit()
+        after = trainer.actor.model.state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before), "the actor did not change"
+        engine_params = dict(trainer.engine.hf_model.named_parameters())
+        for name, value in after.items():  # the engine serves exactly the actor's new weights
+            if name in engine_params:
+                assert torch.equal(engine_params[name], value), name
+        # rollout log-probs (engine) and training log-probs (actor) agree: same weights, same tokens
+        assert history[0]["logprob_mismatch"] < 1e-3
+        assert trainer.reference is not None and history[0]["kl"] >= 0.0
+        rows = read_metrics(tmp_path / "run/metrics.csv")
+        assert len(rows) == 2
+        for key in (
+            "rollout/reward_mean",
+            "policy_loss",
+            "kl",
+            "grad_norm",
+            "timing/generation",
+            "timing/step_total",
+            "latr/pairwise_edit_distance",
+            "train/global_step",
+        ):
+            assert key in rows[0], key
+        assert (tmp_path / "run/tensorboard").exists() and (tmp_path / "run/config.json").exists()
+    finally:
+        trainer.close()
+
+
+def test_dapo_latr_keeps_informative_groups(tmp_path, tiny_model_dir):
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="latr")
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        assert trainer.reference is None and trainer.policy_loss.clip_eps_high == 0.28
+        history = trainer.fit()
+        assert all(0.0 < m["dynamic_filtering_pass_rate"] <= 1.0 for m in history)
+        assert any(m["latr/branches_created"] > 0 for m in history)
+        assert any(m["skipped_step"] == 0.0 for m in history)
+    finally:
+        trainer.close()
+
+
+def test_dynamic_sampling_gives_up_after_its_rounds(tmp_path, tiny_model_dir):
+    cfg, latr = make(
+        tmp_path, tiny_model_dir, algo="dapo", sampler="stochastic", max_sampling_rounds=2, steps=1
+    )
+    trainer = LocalTrainer(cfg, latr, reward_fn=lambda p, r, label: (0.0, 0.0))  # every group ties
+    try:
+        before = {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
+        m = trainer.fit()[0]
+        assert m["rollout/sampling_rounds"] == 2 and m["dynamic_filtering_pass_rate"] == 0.0
+        assert m["skipped_step"] == 1.0 and m["rollout/num_samples"] == 2 * 2 * 4
+        assert all(torch.equal(before[k], v) for k, v in trainer.actor.model.state_dict().items())
+    finally:
+        trainer.close()
+
+
+def test_overlong_filtering_masks_truncated_samples(tmp_path, tiny_model_dir):
+    # with 3 new tokens most responses of the tiny model are truncated: DAPO drops exactly those from the loss
+    for algo in ("dapo", "grpo"):
+        cfg, latr = make(tmp_path / algo, tiny_model_dir, algo=algo, sampler="stochastic", max_new_tokens=3)
+        trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+        try:
+            kept, _ = trainer.rollout(step=1)
+            assert kept
+            truncated = [t.truncated for _, group, _, _ in kept for t in group.trajectories]
+            assert any(truncated)
+            m = trainer.update(kept)
+            expected = sum(truncated) / len(truncated) if algo == "dapo" else 0.0
+            assert m["overlong_filtered_fraction"] == pytest.approx(expected)
+        finally:
+            trainer.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"), [(["--algo", "ppo2"], "algo"), (["--n_samples_per_prompt", "1"], "n_samples")]
+)
+def test_cli_rejects_bad_values(args, needle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrlhf_ext.local_trainer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
