@@ -64,6 +64,10 @@ class LocalTrainConfig:
     micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
     seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
     output_dir: str = field(default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json"))
+    save_steps: int = field(
+        default=0, metadata=_help("checkpoint every N steps (0: only after the last step)")
+    )
+    resume: bool = field(default=False, metadata=_help("continue from the latest checkpoint in output_dir"))
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -252,7 +256,7 @@ class LocalTrainer:
     # ---- update -----------------------------------------------------------------------------------------
     def _batch_tensors(self, kept) -> dict[str, torch.Tensor]:
         """Left-padded prompts + right-padded responses, as OpenRLHF's Experience lays them out."""
-        prompts, responses, old_logprobs, advantages, keep = [], [], [], [], []
+        prompts, responses, rollout_logprobs, advantages, keep = [], [], [], [], []
         for prompt, group, rewards, _ in kept:
             ids = self._encode(prompt)
             adv = group_advantages(rewards[None])[0]
@@ -263,7 +267,7 @@ class LocalTrainer:
             for t, a, m in zip(group.trajectories, adv.tolist(), mask.tolist()):
                 prompts.append(ids)
                 responses.append(t.token_ids)
-                old_logprobs.append(t.logprobs)
+                rollout_logprobs.append(t.logprobs)
                 advantages.append(a)
                 keep.append(m)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -272,23 +276,30 @@ class LocalTrainer:
         sequences = torch.full((b, p_len + r_len), pad, dtype=torch.long)
         attention = torch.zeros((b, p_len + r_len), dtype=torch.long)
         action_mask = torch.zeros((b, r_len), dtype=torch.bool)
-        old = torch.zeros((b, r_len))
-        for i, (p, r, lp) in enumerate(zip(prompts, responses, old_logprobs)):
+        rollout = torch.zeros((b, r_len))
+        for i, (p, r, lp) in enumerate(zip(prompts, responses, rollout_logprobs)):
             sequences[i, p_len - len(p) : p_len] = torch.tensor(p)
             sequences[i, p_len : p_len + len(r)] = torch.tensor(r)
             attention[i, p_len - len(p) : p_len + len(r)] = 1
             action_mask[i, : len(r)] = True
-            old[i, : len(r)] = torch.tensor(lp)
+            rollout[i, : len(r)] = torch.tensor(lp)
         loss_mask = action_mask.float() * torch.tensor(keep)[:, None]
         adv = torch.tensor(advantages)[:, None].expand(b, r_len)
         return {
             "sequences": sequences,
             "attention": attention,
             "action_mask": action_mask,
-            "old": old,
+            "rollout": rollout,
             "advantages": adv,
             "loss_mask": loss_mask,
         }
+
+    def _actor_logprobs(self, batch: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
+        return self.actor(
+            batch["sequences"][sl],
+            action_mask=batch["action_mask"][sl],
+            attention_mask=batch["attention"][sl],
+        )
 
     def update(self, kept) -> dict[str, float]:
         batch = self._batch_tensors(kept)
@@ -296,11 +307,21 @@ class LocalTrainer:
         metrics = {"overlong_filtered_fraction": 1.0 - float((batch["loss_mask"].sum(1) > 0).float().mean())}
         if total_tokens == 0:
             return {**metrics, "skipped_step": 1.0}
+        # Old log-probs from the actor itself, as OpenRLHF computes them. The engine's rollout log-probs come
+        # from continuously batched, timing-dependent fp32 batches; they are only compared (logprob_mismatch).
+        b = batch["sequences"].shape[0]
+        self.actor.eval()
+        with torch.no_grad():
+            batch["old"] = torch.cat(
+                [
+                    self._actor_logprobs(batch, slice(i, i + self.cfg.micro_batch_size))
+                    for i in range(0, b, self.cfg.micro_batch_size)
+                ]
+            )
         self.actor.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"policy_loss": 0.0, "kl": 0.0, "ppo_clip_ratio": 0.0, "ppo_kl": 0.0, "logprob_mismatch": 0.0}
         n_micro = 0
-        b = batch["sequences"].shape[0]
         for start in range(0, b, self.cfg.micro_batch_size):
             sl = slice(start, start + self.cfg.micro_batch_size)
             mask = batch["loss_mask"][sl]
@@ -335,7 +356,7 @@ class LocalTrainer:
             sums["ppo_kl"] += float(ppo_kl)
             # the engine computed the rollout log-probs with the same weights: they should agree
             diff = (
-                (log_probs.detach() - batch["old"][sl]).abs() * action_mask
+                (log_probs.detach() - batch["rollout"][sl]).abs() * action_mask
             ).sum() / action_mask.sum().clamp(min=1)
             sums["logprob_mismatch"] += float(diff)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
@@ -389,6 +410,9 @@ class LocalTrainer:
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         path = self.out / "metrics.csv"
+        if self._csv_keys is None and self.cfg.resume and path.exists():
+            with open(path, newline="") as f:
+                self._csv_keys = next(csv.reader(f), None)
         if self._csv_keys is None:
             self._csv_keys = sorted(metrics)
             with open(path, "w", newline="") as f:
@@ -402,8 +426,15 @@ class LocalTrainer:
     def fit(self) -> list[dict[str, float]]:
         from tqdm import tqdm
 
+        first = self.load_checkpoint() + 1 if self.cfg.resume else 1
         history = []
-        bar = tqdm(range(1, self.cfg.steps + 1), desc=f"{self.cfg.algo}+{self.cfg.sampler}", unit="step")
+        bar = tqdm(
+            range(first, self.cfg.steps + 1),
+            desc=f"{self.cfg.algo}+{self.cfg.sampler}",
+            unit="step",
+            initial=first - 1,
+            total=self.cfg.steps,
+        )
         for step in bar:
             m = self.train_step(step)
             history.append(m)
@@ -412,7 +443,46 @@ class LocalTrainer:
                 acc=f"{m['rollout/accuracy_mean']:.3f}",
                 loss=f"{m.get('policy_loss', float('nan')):.4f}",
             )
+            if step == self.cfg.steps or (self.cfg.save_steps and step % self.cfg.save_steps == 0):
+                self.save_checkpoint(step)
         return history
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> Path:
+        """Policy, optimizer, data position, step and RNG: enough to continue exactly where it stopped."""
+        path = self.out / "checkpoints" / f"step_{step}"
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": step,
+            "data_position": self.data_position,
+            "model": self.actor.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "engine_seed_rng": self.engine._seed_rng.getstate(),
+        }
+        torch.save(state, path / "trainer_state.pt")
+        (self.out / "checkpoints" / "latest").write_text(path.name)
+        return path
+
+    def load_checkpoint(self) -> int:
+        """Restores the latest checkpoint; returns its step (0 when there is none)."""
+        latest = self.out / "checkpoints" / "latest"
+        if not latest.exists():
+            print(f"no checkpoint in {self.out / 'checkpoints'}: starting from step 1", flush=True)
+            return 0
+        state = torch.load(
+            self.out / "checkpoints" / latest.read_text().strip() / "trainer_state.pt", weights_only=False
+        )
+        self.actor.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_position = state["data_position"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.engine._seed_rng.setstate(state["engine_seed_rng"])
+        self.sync_weights()
+        print(f"resumed from {latest.read_text().strip()} (step {state['step']})", flush=True)
+        return int(state["step"])
 
     def close(self) -> None:
         self.engine.close_sync()

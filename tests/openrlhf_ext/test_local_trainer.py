@@ -126,3 +126,32 @@ def test_cli_rejects_bad_values(args, needle):
         timeout=120,
     )
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_model_dir):
+    def run(out, steps, resume=False):
+        cfg, latr = make(
+            tmp_path,
+            tiny_model_dir,
+            algo="dapo",
+            sampler="latr",
+            steps=steps,
+            save_steps=1,
+            output_dir=str(tmp_path / out),
+            resume=resume,
+        )
+        trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+        try:
+            history = trainer.fit()
+            return history, {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
+        finally:
+            trainer.close()
+
+    straight, weights_straight = run("straight", 3)
+    run("interrupted", 2)
+    resumed, weights_resumed = run("interrupted", 3, resume=True)
+    assert len(resumed) == 1  # only step 3 ran after the resume
+    for key in ("rollout/reward_mean", "policy_loss", "grad_norm", "rollout/response_length_mean"):
+        assert resumed[0][key] == straight[2][key], key
+    assert all(torch.equal(weights_straight[k], weights_resumed[k]) for k in weights_straight)
+    assert len(read_metrics(tmp_path / "interrupted/metrics.csv")) == 3
