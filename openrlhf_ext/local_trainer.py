@@ -68,6 +68,10 @@ class LocalTrainConfig:
         default=0, metadata=_help("checkpoint every N steps (0: only after the last step)")
     )
     resume: bool = field(default=False, metadata=_help("continue from the latest checkpoint in output_dir"))
+    use_wandb: bool = field(
+        default=False, metadata=_help("log to wandb too (offline unless WANDB_MODE says else)")
+    )
+    wandb_project: str = field(default="latr-sglang", metadata=_help("wandb project name"))
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -177,6 +181,19 @@ class LocalTrainer:
         from torch.utils.tensorboard import SummaryWriter
 
         self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+        self.wandb = None
+        if cfg.use_wandb:
+            import os
+
+            import wandb
+
+            os.environ.setdefault("WANDB_MODE", "offline")
+            self.wandb = wandb.init(
+                project=cfg.wandb_project,
+                dir=str(self.out),
+                resume="allow",
+                config={"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()},
+            )
 
     # ---- data -------------------------------------------------------------------------------------------
     def _next_prompts(self, count: int) -> list[tuple[str, Any]]:
@@ -422,6 +439,8 @@ class LocalTrainer:
         for k, v in metrics.items():
             self.tensorboard.add_scalar(k, v, step)
         self.tensorboard.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
 
     def fit(self) -> list[dict[str, float]]:
         from tqdm import tqdm
@@ -487,6 +506,8 @@ class LocalTrainer:
     def close(self) -> None:
         self.engine.close_sync()
         self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:

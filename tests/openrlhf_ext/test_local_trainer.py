@@ -70,8 +70,9 @@ def test_grpo_stochastic_updates_the_policy_and_the_engine(tmp_path, tiny_model_
         trainer.close()
 
 
-def test_dapo_latr_keeps_informative_groups(tmp_path, tiny_model_dir):
-    cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="latr")
+def test_dapo_latr_keeps_informative_groups(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="latr", use_wandb=True)
     trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
     try:
         assert trainer.reference is None and trainer.policy_loss.clip_eps_high == 0.28
@@ -81,6 +82,8 @@ def test_dapo_latr_keeps_informative_groups(tmp_path, tiny_model_dir):
         assert any(m["skipped_step"] == 0.0 for m in history)
     finally:
         trainer.close()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].glob("*.wandb"))  # the offline wandb log exists
 
 
 def test_dynamic_sampling_gives_up_after_its_rounds(tmp_path, tiny_model_dir):
