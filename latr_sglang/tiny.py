@@ -64,6 +64,7 @@ def make_tiny_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     init_std: float = 0.5,
+    tie_word_embeddings: bool = False,
 ) -> Path:
     """Writes a random model + tokenizer folder at `path` and returns it.
 
@@ -85,7 +86,7 @@ def make_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         initializer_range=init_std,
     )
     if arch == "qwen2":

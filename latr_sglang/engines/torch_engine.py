@@ -212,8 +212,9 @@ class TorchEngine:
         self, named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
     ):
         items = list(named_tensors.items()) if isinstance(named_tensors, Mapping) else list(named_tensors)
-        params = dict(self.hf_model.named_parameters())
-        params.update(dict(self.hf_model.named_buffers()))
+        # state_dict names every alias of a tied weight (lm_head.weight and embed_tokens.weight), unlike
+        # named_parameters; keep_vars gives the live tensors to copy into.
+        params = self.hf_model.state_dict(keep_vars=True)
         for name, tensor in items:
             if name not in params:
                 raise KeyError(f"update_weights: no parameter named {name!r} in the model")

@@ -243,3 +243,18 @@ def test_input_logprobs(tiny_engine, prompt_ids):
         ref = torch.log_softmax(tiny_engine.hf_model(torch.tensor([ids])).logits[0].double(), -1)
     expected = [float(ref[i - 1, ids[i]]) for i in range(1, len(ids))]
     assert [lp for _, lp in out.input_logprobs[1:]] == pytest.approx(expected, abs=1e-4)
+
+
+def test_update_weights_with_tied_embeddings(tmp_path, prompt_ids):
+    """SmolLM2 ties lm_head to the embeddings: its full state dict names both."""
+    from latr_sglang.tiny import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "tied", tie_word_embeddings=True)
+    with TorchEngine.from_pretrained(str(path)) as engine:
+        state = {k: v.clone() for k, v in engine.hf_model.state_dict().items()}
+        assert "lm_head.weight" in state
+        before = engine.generate_sync([GenerateRequest(prompt_ids[0], GREEDY)])[0].output_ids
+        state["lm_head.weight"].mul_(-1.0)  # the same tensor as the embeddings: both change
+        engine.update_weights_sync(state)
+        assert engine.hf_model.lm_head.weight is engine.hf_model.model.embed_tokens.weight
+        assert engine.generate_sync([GenerateRequest(prompt_ids[0], GREEDY)])[0].output_ids != before
