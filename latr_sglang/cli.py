@@ -1,4 +1,4 @@
-"""`latr-sglang` command line: sample (LATR vs stochastic), serve, demo."""
+"""`latr-sglang` command line: sample (LATR vs stochastic), serve."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -23,7 +22,9 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences decoded together per step")
     p.add_argument("--prefix-cache-mb", type=float, default=1024.0, help="memory bound of the prefix cache")
     p.add_argument("--context-length", type=int, default=None, help="override the model's context length")
-    p.add_argument("--seed", type=int, default=0, help="seed for requests that carry none")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the sampling (and of unseeded engine requests)"
+    )
 
 
 def _make_engine(args: argparse.Namespace):
@@ -48,65 +49,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _make_engine(args)
     print(f"serving {engine.model_path} on http://{args.host}:{args.port} (SGLang /generate API)", flush=True)
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level=args.log_level)
-    engine.close_sync()
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Rollout demo: n sampled responses per prompt from the embedded default model, with throughput."""
-    from tqdm import tqdm
-
-    from latr_sglang.engines.base import GenerateRequest, SamplingParams
-
-    t0 = time.perf_counter()
-    engine = _make_engine(args)
-    tok = engine.tokenizer
-    print(f"loaded {engine.model_path} in {time.perf_counter() - t0:.1f}s", flush=True)
-    prompts = args.prompt or [
-        "Using the numbers [3, 5, 7], create an equation that equals 22. Put it in <answer></answer> tags.",
-        "What is the capital of France?",
-    ]
-    requests = []
-    for p in prompts:
-        ids = tok.apply_chat_template(
-            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        for i in range(args.n):
-            sp = SamplingParams(
-                max_new_tokens=args.max_new_tokens, temperature=args.temperature, sampling_seed=i
-            )
-            requests.append(GenerateRequest(tuple(ids), sp))
-    outputs = [None] * len(requests)
-    bar = tqdm(total=len(requests), desc="sampling", unit="seq")
-    t0 = time.perf_counter()
-
-    def collect(i):
-        def done(out):
-            outputs[i] = out
-            bar.update()
-
-        return done
-
-    import threading
-
-    finished = threading.Semaphore(0)
-    for i, r in enumerate(requests):
-        cb = collect(i)
-        engine.submit(r, lambda out, cb=cb: (cb(out), finished.release()))
-    for _ in requests:
-        finished.acquire()
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    n_tokens = sum(o.completion_tokens for o in outputs)
-    for j, p in enumerate(prompts):
-        print(f"\n=== {p}")
-        for o in outputs[j * args.n : (j + 1) * args.n]:
-            text = tok.decode(o.output_ids, skip_special_tokens=True).strip().replace("\n", " ")
-            print(f"  [{o.finish_reason.value:6}] {text[:160]}")
-    print(
-        f"\n{len(outputs)} responses, {n_tokens} tokens in {elapsed:.1f}s ({n_tokens / elapsed:.1f} tok/s); "
-        f"prefix cache served {engine.stats['cached_tokens']} prompt tokens"
-    )
     engine.close_sync()
     return 0
 
@@ -139,10 +81,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sampling.validate()
     if args.server:
         from latr_sglang.engines.sglang_http import SGLangHTTPEngine
-        from latr_sglang.frontend import _tokenizer_for
+        from latr_sglang.frontend import tokenizer_for_server
 
         engine = SGLangHTTPEngine(args.server)
-        tokenizer = _tokenizer_for(args.server)
+        tokenizer = tokenizer_for_server(args.server)
         eos_ids = {tokenizer.eos_token_id} - {None}
     else:
         engine = _make_engine(args)
@@ -202,13 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_latr_arguments(sample)
     sample.set_defaults(func=cmd_sample)
 
-    demo = sub.add_parser("demo", help="sample a few responses from the embedded default model")
-    _engine_args(demo)
-    demo.add_argument("--prompt", action="append", help="a user message (repeatable)")
-    demo.add_argument("--n", type=int, default=4, help="responses per prompt")
-    demo.add_argument("--max-new-tokens", type=int, default=96)
-    demo.add_argument("--temperature", type=float, default=1.0)
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 

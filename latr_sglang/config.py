@@ -230,18 +230,55 @@ def _parse_int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.replace(",", " ").split())
 
 
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("1", "true", "yes")
+
+
 _PARSERS: dict[str, Any] = {
     "int": int,
     "float": float,
     "str": str,
+    "bool": _parse_bool,
     "float | None": _parse_optional_float,
+    "str | None": str,
     "tuple[int, ...]": _parse_int_tuple,
     "dict[int, float]": _parse_schedule,
 }
 
 
+def add_dataclass_arguments(group: Any, cls: type, prefix: str = "") -> None:
+    """One --<prefix><field> flag per dataclass field, typed from its annotation, help from its metadata.
+
+    Absent flags are suppressed (not set to a default), so `dataclass_overrides` sees only what was given.
+    """
+    for f in dataclasses.fields(cls):
+        type_name = str(f.type)
+        choices = None
+        if type_name.startswith("Literal["):
+            choices = [c.strip().strip("'\"") for c in type_name[len("Literal[") : -1].split(",")]
+        group.add_argument(
+            f"--{prefix}{f.name}",
+            dest=f"{prefix}{f.name}",
+            type=_PARSERS.get(type_name, str),
+            choices=choices,
+            default=argparse.SUPPRESS,
+            help=f.metadata.get("help"),
+        )
+
+
+def dataclass_overrides(args: Any, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of `cls` given on the command line."""
+    values = vars(args)
+    return {
+        f.name: values[f"{prefix}{f.name}"] for f in dataclasses.fields(cls) if f"{prefix}{f.name}" in values
+    }
+
+
 def add_latr_arguments(parser: Any, prefix: str = "latr.") -> None:
-    """Adds --latr.preset and one --latr.<field> flag per LATRConfig field (help from the field metadata)."""
+    """Adds --latr.preset, --latr.config and one --latr.<field> flag per LATRConfig field."""
     group = parser.add_argument_group("LATR", "tree rollout settings (defaults: the preset, else LATRConfig)")
     group.add_argument(
         f"--{prefix}preset",
@@ -256,20 +293,7 @@ def add_latr_arguments(parser: Any, prefix: str = "latr.") -> None:
         default=None,
         help="a YAML/JSON file with LATRConfig fields (flags override it)",
     )
-    for f in dataclasses.fields(LATRConfig):
-        type_name = str(f.type)
-        parse = _PARSERS.get(type_name, str)
-        choices = None
-        if type_name.startswith("Literal["):
-            choices = [c.strip().strip("'\"") for c in type_name[len("Literal[") : -1].split(",")]
-        group.add_argument(
-            f"--{prefix}{f.name}",
-            dest=f"{prefix}{f.name}",
-            type=parse,
-            choices=choices,
-            default=argparse.SUPPRESS,
-            help=f.metadata["help"],
-        )
+    add_dataclass_arguments(group, LATRConfig, prefix)
 
 
 def latr_config_from_args(args: Any, prefix: str = "latr.", default_preset: str | None = None) -> LATRConfig:
@@ -290,7 +314,5 @@ def latr_config_from_args(args: Any, prefix: str = "latr.", default_preset: str 
     preset = values.get(f"{prefix}preset") or data.get("preset") or default_preset
     if preset:
         data["preset"] = preset
-    for f in dataclasses.fields(LATRConfig):
-        if f"{prefix}{f.name}" in values:  # given on the command line (absent flags are suppressed)
-            data[f.name] = values[f"{prefix}{f.name}"]
+    data.update(dataclass_overrides(args, LATRConfig, prefix))
     return LATRConfig.from_dict(data)

@@ -26,7 +26,7 @@ from latr_sglang.engines.sglang_http import SGLangHTTPEngine
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_for(base_url: str):
+def tokenizer_for_server(base_url: str):
     import requests
     from transformers import AutoTokenizer
 
@@ -64,7 +64,7 @@ def latr_fork(
     url = base_url or getattr(executor.backend, "base_url", None)
     if url is None:
         raise TypeError("latr_fork needs a RuntimeEndpoint backend (or base_url=...) to reach the server")
-    tokenizer = tokenizer or _tokenizer_for(url)
+    tokenizer = tokenizer or tokenizer_for_server(url)
     prompt_ids = list(tokenizer(s.text()).input_ids)
     if not prompt_ids:
         raise ValueError("latr_fork: the program state is empty; add a prompt before forking")

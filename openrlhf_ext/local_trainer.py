@@ -25,7 +25,13 @@ from typing import Any, Literal
 
 import torch
 
-from latr_sglang.config import LATRConfig, add_latr_arguments, latr_config_from_args
+from latr_sglang.config import (
+    LATRConfig,
+    add_dataclass_arguments,
+    add_latr_arguments,
+    dataclass_overrides,
+    latr_config_from_args,
+)
 from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.engines.base import SamplingParams
 from latr_sglang.metrics import rollout_metrics
@@ -478,8 +484,7 @@ class LocalTrainer:
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
-            "engine_seed_rng": self.engine._seed_rng.getstate(),
-        }
+        }  # the engine needs no RNG state: the driver seeds every sampled request, greedy ones use none
         torch.save(state, path / "trainer_state.pt")
         (self.out / "checkpoints" / "latest").write_text(path.name)
         return path
@@ -498,7 +503,6 @@ class LocalTrainer:
         self.data_position = state["data_position"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        self.engine._seed_rng.setstate(state["engine_seed_rng"])
         self.sync_weights()
         print(f"resumed from {latest.read_text().strip()} (step {state['step']})", flush=True)
         return int(state["step"])
@@ -510,43 +514,17 @@ class LocalTrainer:
             self.wandb.finish()
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(LocalTrainConfig):
-        flag = "--" + f.name
-        kind = str(f.type)
-        if kind == "bool":
-            parser.add_argument(
-                flag,
-                type=lambda s: s.lower() in ("1", "true", "yes"),
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        elif kind in ("int", "float", "str"):
-            parser.add_argument(
-                flag,
-                type={"int": int, "float": float, "str": str}[kind],
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        elif kind == "float | None":
-            parser.add_argument(flag, type=float, default=f.default, help=f.metadata["help"])
-        else:
-            parser.add_argument(flag, default=f.default, help=f.metadata["help"])
-
-
 def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    _add_config_arguments(parser)
+    add_dataclass_arguments(parser.add_argument_group("training"), LocalTrainConfig)
     add_latr_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        cfg = LocalTrainConfig(
-            **{f.name: getattr(args, f.name) for f in dataclasses.fields(LocalTrainConfig)}
-        )
+        cfg = LocalTrainConfig(**dataclass_overrides(args, LocalTrainConfig))
         latr = latr_config_from_args(args, default_preset="countdown")
     except ValueError as e:
         print(f"local_trainer: error: {e}", file=sys.stderr)
