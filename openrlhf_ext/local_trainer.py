@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from latr_sglang.compare import encode_prompts
 from latr_sglang.config import (
     LATRConfig,
     add_dataclass_arguments,
@@ -210,16 +211,7 @@ class LocalTrainer:
         return batch
 
     def _encode(self, text: str) -> list[int]:
-        if self.cfg.apply_chat_template and getattr(self.tokenizer, "chat_template", None):
-            return list(
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}],
-                    tokenize=True,
-                    add_generation_prompt=True,
-                    return_dict=False,
-                )
-            )
-        return list(self.tokenizer(text).input_ids)
+        return encode_prompts(self.tokenizer, [text], chat=self.cfg.apply_chat_template)[0]
 
     # ---- rollout ----------------------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list[tuple[str, GroupResult, torch.Tensor, torch.Tensor]], dict]:

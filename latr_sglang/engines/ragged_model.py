@@ -62,7 +62,9 @@ class KVPool:
             else max(capacity, 2 * self.capacity, 64)
         )
         layers, _, old_rows, kv_heads, old_cap, d = self.data.shape
-        grown = self.data.new_empty(layers, 2, new_rows, kv_heads, new_cap, d)
+        # Zeros, not empty: masked positions get attention weight 0, and 0 * NaN from uninitialized memory
+        # would still be NaN.
+        grown = self.data.new_zeros(layers, 2, new_rows, kv_heads, new_cap, d)
         if old_rows and old_cap:
             used = max(self.lengths, default=0)
             grown[:, :, :old_rows, :, :used] = self.data[:, :, :, :, :used]

@@ -45,3 +45,26 @@ def test_unsupported_architecture_is_named(tmp_path):
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match="GPT2LMHeadModel"):
         RaggedCausalLM(model)
+
+
+def test_stale_values_beyond_a_rows_length_do_not_leak_into_decoding(tiny_model_dir):
+    """Positions past a row's length are masked (weight 0). The pool keeps them finite, so 0 * value = 0:
+    grown memory is zeroed (uninitialized memory could hold NaN, and 0 * NaN = NaN), and a reused row only
+    holds stale finite keys and values."""
+    hf_model, tok, _ = load_model_and_tokenizer(tiny_model_dir, dtype="float64")
+    model = RaggedCausalLM(hf_model)
+    ids = tok("The capital of France").input_ids
+
+    def run(stale):
+        pool = model.new_pool()
+        model.forward(pool, [RaggedItem(0, ids, [len(ids) - 1]), RaggedItem(1, ids[:3], [2])])
+        assert bool((pool.data[:, :, 0, :, len(ids) :] == 0).all())  # grown memory is zeroed
+        if stale:
+            with torch.inference_mode():  # the pool's tensors are inference tensors
+                pool.data[:, :, 0, :, len(ids) :] = 1e4  # what an earlier, longer sequence may have left
+                pool.data[:, :, 1, :, 3:] = -1e4
+        return model.forward(pool, [RaggedItem(0, [7], [0]), RaggedItem(1, [8], [0])])
+
+    for clean, dirty in zip(run(False), run(True)):
+        assert bool(torch.isfinite(dirty).all())
+        torch.testing.assert_close(dirty, clean, atol=1e-9, rtol=1e-9)
