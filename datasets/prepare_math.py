@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from latr_sglang.tasks.math import DAPO_TEMPLATE, _last_boxed
+from latr_sglang.tasks.math import DAPO_TEMPLATE, last_boxed
 
 EVAL_DIR = Path(__file__).parent / "eval"
 EVAL_SETS = ("math500", "amc23", "aime24", "olympiadbench")
@@ -50,7 +50,7 @@ def problem_and_answer(row: dict) -> tuple[str, str] | None:
     if "problem" in row and row.get("answer") not in (None, ""):
         return row["problem"], str(row["answer"])
     if "problem" in row and "solution" in row:
-        boxed = _last_boxed(row["solution"])
+        boxed = last_boxed(row["solution"])
         return (row["problem"], boxed[1]) if boxed else None
     return None
 

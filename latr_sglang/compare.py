@@ -33,8 +33,9 @@ def builtin_countdown_prompts(count: int, seed: int = 0) -> list[str]:
     return prompts
 
 
-def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
-    prompts = []
+def read_jsonl(path: str | Path, required: dict[str, type]) -> list[dict]:
+    """Rows of a JSONL file, each checked to hold the required keys with values of the given types."""
+    rows = []
     for i, line in enumerate(Path(path).read_text().splitlines()):
         if not line.strip():
             continue
@@ -42,13 +43,18 @@ def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
-        value = row.get(input_key) if isinstance(row, dict) else None
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{path}:{i + 1}: no non-empty string under key {input_key!r}")
-        prompts.append(value)
-    if not prompts:
+        for key, kind in required.items():
+            value = row.get(key) if isinstance(row, dict) else None
+            if not isinstance(value, kind) or value in ("", None):
+                raise ValueError(f"{path}:{i + 1}: no non-empty {kind.__name__} under key {key!r}")
+        rows.append(row)
+    if not rows:
         raise ValueError(f"{path}: no prompts")
-    return prompts
+    return rows
+
+
+def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
+    return [row[input_key] for row in read_jsonl(path, {input_key: str})]
 
 
 def encode_prompts(tokenizer: Any, texts: Sequence[str], chat: bool) -> list[list[int]]:

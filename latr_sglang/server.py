@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from latr_sglang import __version__
-from latr_sglang.engines.base import GenerateRequest, RequestError
+from latr_sglang.engines.base import GenerateRequest, RequestError, SamplingParams
 from latr_sglang.engines.torch_engine import TorchEngine
 from latr_sglang.engines.wire import output_to_sglang, sampling_params_from_sglang
 
@@ -170,7 +170,7 @@ def create_app(engine: TorchEngine, served_model_name: str | None = None):
 
     @app.get("/health_generate")
     async def health_generate():
-        await engine.generate([GenerateRequest((0,), _one_token())])
+        await engine.generate([GenerateRequest((0,), SamplingParams(max_new_tokens=1, temperature=0.0))])
         return PlainTextResponse("")
 
     @app.post("/update_weights_from_disk")
@@ -186,12 +186,6 @@ def create_app(engine: TorchEngine, served_model_name: str | None = None):
         return {"success": True, "message": f"updated {n} tensors from {path}"}
 
     return app
-
-
-def _one_token():
-    from latr_sglang.engines.base import SamplingParams
-
-    return SamplingParams(max_new_tokens=1, temperature=0.0)
 
 
 class ServerThread:

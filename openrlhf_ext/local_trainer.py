@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import torch
 
-from latr_sglang.compare import encode_prompts
+from latr_sglang.compare import encode_prompts, read_jsonl
 from latr_sglang.config import (
     LATRConfig,
     add_dataclass_arguments,
@@ -128,16 +128,8 @@ def load_prompts(cfg: LocalTrainConfig) -> list[tuple[str, Any]]:
 
         template = "chat" if cfg.apply_chat_template else "raw"
         return [(p.prompt(template), p.label()) for p in generate(2000, seed=cfg.seed)]
-    rows = []
-    for i, line in enumerate(Path(cfg.prompts).read_text().splitlines()):
-        if line.strip():
-            row = json.loads(line)
-            if cfg.input_key not in row or cfg.label_key not in row:
-                raise ValueError(f"{cfg.prompts}:{i + 1}: needs keys {cfg.input_key!r} and {cfg.label_key!r}")
-            rows.append((row[cfg.input_key], row[cfg.label_key]))
-    if not rows:
-        raise ValueError(f"{cfg.prompts}: no prompts")
-    return rows
+    rows = read_jsonl(cfg.prompts, {cfg.input_key: str, cfg.label_key: object})
+    return [(row[cfg.input_key], row[cfg.label_key]) for row in rows]
 
 
 class LocalTrainer:

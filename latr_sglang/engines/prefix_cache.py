@@ -36,7 +36,7 @@ class PrefixCache:
         self.max_tokens = max_tokens
         self._entries: OrderedDict[int, CacheEntry] = OrderedDict()
         self._next_id = 0
-        self.held_positions = 0  # KV positions allocated by the entries (capacity): the memory bound
+        self.held_positions = 0  # KV positions the entries hold: the memory bound
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,13 +64,13 @@ class PrefixCache:
                 return  # an existing entry already covers this one
         self._entries[self._next_id] = CacheEntry(tokens, kv)
         self._next_id += 1
-        self.held_positions += kv.capacity
+        self.held_positions += kv.length
         while self.held_positions > self.max_tokens and self._entries:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, entry_id: int) -> None:
         entry = self._entries.pop(entry_id)
-        self.held_positions -= entry.kv.capacity
+        self.held_positions -= entry.kv.length
 
     def clear(self) -> None:
         self._entries.clear()

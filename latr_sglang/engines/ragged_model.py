@@ -27,10 +27,6 @@ class KVBuffer:
     def length(self) -> int:
         return self.data.shape[3]
 
-    @property
-    def capacity(self) -> int:
-        return self.data.shape[3]
-
 
 class KVPool:
     """Keys and values of the active sequences, one row each: [layers, 2, rows, kv_heads, capacity, d].

@@ -26,7 +26,7 @@ DAPO_TEMPLATE = (
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*#]*answer\s*:[ \t]*([^\n]{0,400})")  # 400 = MAX_ANSWER_CHARS
 
 
-def _last_boxed(text: str) -> tuple[int, str] | None:
+def last_boxed(text: str) -> tuple[int, str] | None:
     """Position and content of the last \\boxed{...} (braces balanced; linear scan)."""
     start = text.rfind("\\boxed")
     while start >= 0:
@@ -55,7 +55,7 @@ def extract_answer(response: str) -> str | None:
     lines = list(_ANSWER_LINE.finditer(tail))
     if lines:
         candidates.append((lines[-1].start(), lines[-1].group(1)))
-    boxed = _last_boxed(tail)
+    boxed = last_boxed(tail)
     if boxed is not None:
         candidates.append(boxed)
     if not candidates:
@@ -63,7 +63,7 @@ def extract_answer(response: str) -> str | None:
     answer = max(candidates)[1].strip()
     if not answer or len(answer) > MAX_ANSWER_CHARS or "\x00" in answer:
         return None
-    inner = _last_boxed(answer)  # "Answer: $\\boxed{5}$"
+    inner = last_boxed(answer)  # "Answer: $\\boxed{5}$"
     return inner[1].strip() if inner else answer
 
 

@@ -158,3 +158,14 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_model_dir):
         assert resumed[0][key] == straight[2][key], key
     assert all(torch.equal(weights_straight[k], weights_resumed[k]) for k in weights_straight)
     assert len(read_metrics(tmp_path / "interrupted/metrics.csv")) == 3
+
+
+def test_prompt_files_are_checked(tmp_path):
+    from openrlhf_ext.local_trainer import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a", "label": "1"}\n{"prompt": "b"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2.*'label'"):
+        load_prompts(LocalTrainConfig(prompts=str(path)))
+    path.write_text('{"prompt": "a", "label": {"numbers": [1], "target": 1}}\n')
+    assert load_prompts(LocalTrainConfig(prompts=str(path))) == [("a", {"numbers": [1], "target": 1})]
