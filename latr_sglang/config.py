@@ -237,12 +237,24 @@ def _parse_bool(text: str) -> bool:
     return value in ("1", "true", "yes")
 
 
+def _parse_float_pair(text: str) -> tuple[float, float]:
+    parts = text.replace(",", " ").split()
+    try:
+        low, high = (float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'LOW,HIGH', got {text!r}") from None
+    return low, high
+
+
 _PARSERS: dict[str, Any] = {
+    "tuple[float, float]": _parse_float_pair,
     "int": int,
     "float": float,
     "str": str,
     "bool": _parse_bool,
     "float | None": _parse_optional_float,
+    "int | None": int,
+    "bool | None": _parse_bool,
     "str | None": str,
     "tuple[int, ...]": _parse_int_tuple,
     "dict[int, float]": _parse_schedule,

@@ -1,8 +1,10 @@
 """`latr-sglang serve`: the torch engine behind SGLang's native HTTP API.
 
 Endpoints: POST /generate (single or batch; text or input_ids), GET /get_model_info, GET /get_server_info,
-GET|POST /flush_cache, GET /health, GET /health_generate, POST /update_weights_from_disk. Bad requests get a
-400 whose message names the field; the server keeps serving. Binds 127.0.0.1 unless told otherwise.
+GET|POST /flush_cache, GET /health, GET /health_generate, POST /update_weights_from_disk, and SGLang's
+distributed weight update: POST /init_weights_update_group then /update_weights_from_distributed (the trainer
+broadcasts each named tensor from rank 0; gloo here, where SGLang uses NCCL). Bad requests get a 400 whose
+message names the field; the server keeps serving. Binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import threading
 import time
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from latr_sglang import __version__
 from latr_sglang.engines.base import GenerateRequest, RequestError, SamplingParams
 from latr_sglang.engines.torch_engine import TorchEngine
+from latr_sglang.engines.weight_sync import WeightSyncGroup
 from latr_sglang.engines.wire import output_to_sglang, sampling_params_from_sglang
 
 logger = logging.getLogger(__name__)
@@ -184,6 +188,60 @@ def create_app(engine: TorchEngine, served_model_name: str | None = None):
         except (FileNotFoundError, KeyError, ValueError) as e:
             return JSONResponse({"success": False, "message": str(e)}, status_code=400)
         return {"success": True, "message": f"updated {n} tensors from {path}"}
+
+    weight_groups: dict[str, Any] = {}
+
+    @app.post("/init_weights_update_group")
+    async def init_weights_update_group(request: Request):
+        body = await request.json()
+        try:
+            name = body.get("group_name", "weight_update_group")
+            backend = body.get("backend", "gloo")
+            if backend == "nccl" and not torch.cuda.is_available():
+                backend = "gloo"  # the torch engine on a CPU: same protocol, CPU collectives
+            weight_groups[name] = await asyncio.to_thread(
+                WeightSyncGroup,
+                str(body["master_address"]),
+                int(body["master_port"]),
+                int(body["rank_offset"]),
+                int(body["world_size"]),
+                backend,
+                name,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            return JSONResponse({"success": False, "message": f"invalid request: {e!r}"}, status_code=400)
+        return {"success": True, "message": f"joined weight update group {name!r}"}
+
+    @app.post("/update_weights_from_distributed")
+    async def update_weights_from_distributed(request: Request):
+        body = await request.json()
+        group = weight_groups.get(body.get("group_name", "weight_update_group"))
+        if group is None:
+            return error(400, f"group_name={body.get('group_name')!r}: call /init_weights_update_group first")
+        try:
+            names, dtypes, shapes = body["names"], body["dtypes"], body["shapes"]
+            if not len(names) == len(dtypes) == len(shapes):
+                lengths = (len(names), len(dtypes), len(shapes))
+                raise ValueError(f"names, dtypes, shapes differ in length: {lengths}")
+            tensors = {
+                name: torch.empty([int(x) for x in shape], dtype=getattr(torch, dtype))
+                for name, dtype, shape in zip(names, dtypes, shapes)
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            return error(400, f"invalid request: {e!r}")
+
+        def receive() -> None:
+            for tensor in tensors.values():  # the trainer broadcasts in `names` order
+                group.broadcast(tensor, 0)
+
+        await asyncio.to_thread(receive)
+        try:
+            await engine.update_weights(tensors)
+        except (KeyError, ValueError) as e:
+            return JSONResponse({"success": False, "message": str(e)}, status_code=400)
+        if body.get("flush_cache", True):
+            await engine.flush_cache()
+        return {"success": True, "message": f"updated {len(tensors)} tensors"}
 
     return app
 

@@ -40,3 +40,13 @@ def soft_overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int) -> t
         return torch.zeros_like(lengths, dtype=torch.float32)
     over = (lengths.float() - (max_len - buffer)).clamp(min=0)
     return -(over / buffer).clamp(max=1.0)
+
+
+def keep_group(scores: list[float], rule: str, low: float = 0.0, high: float = 1.0) -> bool:
+    """Dynamic sampling for one group's scores: `std` (DAPO) or `mean_range` (OpenRLHF's, bounds open)."""
+    row = torch.tensor([scores], dtype=torch.float64)
+    if rule == "std":
+        return bool(informative_groups(row)[0])
+    if rule == "mean_range":
+        return bool(mean_score_in_range(row, low, high)[0])
+    raise ValueError(f"dynamic_filtering_rule={rule!r}: expected 'std' or 'mean_range'")

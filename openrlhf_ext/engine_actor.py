@@ -3,15 +3,23 @@
 OpenRLHF asks an engine actor for `generate_responses(prompt, label, sampling_params, max_length, tokenizer,
 num_samples=n)`: one prompt, the whole group at once, which is what LATR needs. This actor samples the group
 with the LATR driver (or plainly, eta = 0) on its engine (the torch engine in process, or an SGLang server
-over HTTP), scores it with the `--reward.remote_url` file, and returns OpenRLHF's response dicts. Weights
-arrive by the trainer's protocol: `init_process_group`, then `update_weight(name, dtype, shape)` per tensor (a
-broadcast from rank 0). Tree metadata travels in each response's `extra_logs`.
+over HTTP, launched by the actor on its GPUs or given by URL), scores it with the `--reward.remote_url` file,
+and returns OpenRLHF's response dicts. Weights arrive by the trainer's protocol: `init_process_group`, then
+`update_weight(name, dtype, shape)` per tensor, a broadcast from rank 0 that the torch engine receives here
+and an SGLang server receives itself (/init_weights_update_group, /update_weights_from_distributed). Tree
+metadata travels in each response's `extra_logs`.
+
+`create_rollout_engines` has the signature of OpenRLHF's `create_vllm_engines`; `latr-train` puts it in
+its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import socket
+import tempfile
 from typing import Any
 
 import torch
@@ -35,6 +43,12 @@ def sampling_from_openrlhf(params: Any, max_new_tokens: int) -> SamplingParams:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class LATRRolloutActor:
     def __init__(
         self,
@@ -44,6 +58,7 @@ class LATRRolloutActor:
         sampler: str = "latr",
         remote_rm_url: str | None = None,
         sglang_url: str | None = None,
+        sglang_launch: dict | None = None,
         seed: int = 0,
         **engine_kwargs: Any,
     ) -> None:
@@ -52,6 +67,7 @@ class LATRRolloutActor:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.server = None
         if backend == "torch":
             from latr_sglang.engines.torch_engine import TorchEngine
 
@@ -61,9 +77,10 @@ class LATRRolloutActor:
             from latr_sglang.engines.sglang_http import SGLangHTTPEngine
 
             if not sglang_url:
-                raise ValueError(
-                    "backend='sglang' needs sglang_url (a server or router started for this actor)"
-                )
+                if sglang_launch is None:
+                    raise ValueError("backend='sglang' needs sglang_url (a running server) or sglang_launch")
+                self.server = self._launch_sglang(model_path, seed, **sglang_launch)
+                sglang_url = self.server.url
             self.engine = SGLangHTTPEngine(sglang_url)
             eos_ids = {self.tokenizer.eos_token_id} - {None}
         else:
@@ -80,8 +97,51 @@ class LATRRolloutActor:
             self.reward_func = module.reward_func
         self.training_step = 1
         self._group = None
+        self._group_name: str | None = None
         self._seed = seed
         self._calls = 0
+        self._unfinished = 0  # trajectories requested and not yet returned (OpenRLHF balances on it)
+
+    @staticmethod
+    def _launch_sglang(
+        model_path: str,
+        seed: int,
+        tensor_parallel_size: int = 1,
+        mem_fraction_static: float | None = None,
+        enable_memory_saver: bool = False,
+        extra_server_args: str = "",
+        launch_timeout_s: float = 900.0,
+        command: list[str] | None = None,
+        log_dir: str | None = None,
+    ):
+        """SGLang's launch_server on this actor's GPUs (or `command`, a stand-in speaking the same API,
+        with {port} filled in). Its log goes to log_dir ($LATR_SGLANG_LOG_DIR, else the temp dir)."""
+        from latr_sglang.engines.sglang_launch import ServerProcess, sglang_server_command
+
+        port = _free_port()
+        cmd = (
+            [part.format(port=port) for part in command]
+            if command
+            else sglang_server_command(
+                model_path,
+                port,
+                tensor_parallel_size,
+                mem_fraction_static,
+                seed,
+                enable_memory_saver,
+                extra_server_args,
+            )
+        )
+        log_dir = (
+            log_dir
+            or os.environ.get("LATR_SGLANG_LOG_DIR")
+            or os.path.join(tempfile.gettempdir(), "latr-sglang")
+        )
+        log = os.path.join(log_dir, f"sglang_server_{os.getpid()}_{port}.log")
+        return ServerProcess(cmd, f"http://127.0.0.1:{port}", log, launch_timeout_s)
+
+    def get_num_unfinished_requests(self) -> int:
+        return self._unfinished
 
     def set_training_step(self, step: int) -> None:
         """The mix-ratio schedule is keyed by training step."""
@@ -104,15 +164,19 @@ class LATRRolloutActor:
         sampler = LATRSampler(self.engine, self.latr, sampling, self.eos_ids, lambda t: tok.decode([t]))
         eta = 0.0 if self.sampler_kind == "stochastic" else None
         self._calls += 1
-        group = (
-            await sampler.sample(
-                [prompt_ids],
-                num_samples,
-                step=self.training_step,
-                eta=eta,
-                seed=self._seed * 1_000_003 + self._calls,
-            )
-        )[0]
+        self._unfinished += num_samples
+        try:
+            group = (
+                await sampler.sample(
+                    [prompt_ids],
+                    num_samples,
+                    step=self.training_step,
+                    eta=eta,
+                    seed=self._seed * 1_000_003 + self._calls,
+                )
+            )[0]
+        finally:
+            self._unfinished -= num_samples
         outputs = []
         for traj in group.trajectories:
             observation = list(prompt_ids) + traj.token_ids
@@ -157,38 +221,133 @@ class LATRRolloutActor:
         use_ray: bool = False,
     ) -> None:
         if use_ray:
-            raise NotImplementedError("use_ray weight sync is not supported; use the stateless group")
-        if self.backend != "torch":
-            raise NotImplementedError("SGLang engines sync through /init_weights_update_group (GPU path)")
-        from openrlhf_ext.weight_sync import WeightSyncGroup
+            raise NotImplementedError(
+                "--vllm.sync_with_ray is not supported with LATR engines; use the NCCL (or gloo) group"
+            )
+        self._group_name = group_name
+        if self.backend == "sglang":  # the server joins the group itself, at rank_offset (and its TP ranks)
+            await self.engine.init_weights_update_group(
+                master_address, master_port, rank_offset, world_size, group_name, backend
+            )
+            return
+        from latr_sglang.engines.weight_sync import WeightSyncGroup
 
         self._group = await asyncio.to_thread(
-            WeightSyncGroup, master_address, master_port, rank_offset, world_size, backend
+            WeightSyncGroup, master_address, master_port, rank_offset, world_size, backend, group_name
         )
 
     async def update_weight(
         self, name: str, dtype: torch.dtype, shape: tuple, empty_cache: bool = False
     ) -> None:
-        if self._group is None:
+        if self._group_name is None:
             raise RuntimeError("update_weight before init_process_group")
+        if self.backend == "sglang":
+            await self.engine.update_weights_from_distributed(
+                [name], [dtype], [list(shape)], self._group_name, flush_cache=False
+            )
+            return
         tensor = torch.empty(shape, dtype=dtype)
         await asyncio.to_thread(self._group.broadcast, tensor, 0)
         await self.engine.update_weights({name: tensor})
 
     async def update_weight_cuda_ipc(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("CUDA IPC weight sync needs GPUs (colocated SGLang engines)")
+        raise NotImplementedError(
+            "CUDA IPC weight sync (--train.colocate_all with NCCL) is vLLM-specific; with LATR engines use "
+            "--vllm.sync_backend nccl without --train.colocate_all, or gloo"
+        )
 
     async def reset_prefix_cache(self) -> None:
         await self.engine.flush_cache()
 
-    async def sleep(self, level: int = 1) -> None:  # nothing to release on CPU
-        return None
+    async def sleep(self, level: int = 1) -> None:
+        """Colocation: an SGLang server started with --enable-memory-saver frees weights and KV cache."""
+        if self.backend == "sglang":
+            await self.engine.release_memory_occupation()
 
     async def wake_up(self, tags: Any = None) -> None:
-        return None
+        if self.backend == "sglang":
+            await self.engine.resume_memory_occupation(list(tags) if tags else None)
 
     async def pause_generation(self) -> None:
         return None
 
     async def resume_generation(self) -> None:
         return None
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def create_rollout_engines(
+    num_engines: int,
+    tensor_parallel_size: int,
+    pretrain: str,
+    seed: int,
+    full_determinism: bool,
+    enable_prefix_caching: bool,
+    enforce_eager: bool,
+    max_model_len: int,
+    shared_pg: Any = None,
+    gpu_memory_utilization: float | None = None,
+    vllm_enable_sleep: bool = False,
+    logprobs_mode: str | None = None,
+    agent_func_path: str | None = None,
+    remote_rm_url: str | None = None,
+    max_images_per_prompt: int = 0,
+    *,
+    ext: dict,
+) -> list:
+    """OpenRLHF's `create_vllm_engines`, making LATR engine actors: one per engine, placed on its GPUs the
+    way OpenRLHF places vLLM engines (a packed placement group, or the shared one when colocated), or on CPU
+    slots when the cluster has no GPUs. `ext` is `args.latr_ext` (rollout, sglang, latr settings)."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if agent_func_path:
+        raise ValueError("--train.agent_func_path (multi-turn agents) is not supported with LATR engines")
+    if max_images_per_prompt:
+        raise ValueError("--data.max_images_per_prompt: LATR engines serve text models only")
+    rollout, sglang = ext["rollout"], ext["sglang"]
+    num_engines = sglang.get("num_engines") or num_engines
+    tp = sglang.get("tensor_parallel_size") or tensor_parallel_size
+    urls = [u for u in (sglang.get("server_urls") or "").split(",") if u]
+    on_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    gpus = (0.2 if shared_pg is not None else 1) if on_gpu and tp == 1 and not urls else 0
+    if on_gpu and not urls and shared_pg is None:
+        shared_pg = placement_group([{"GPU": 1, "CPU": 1}] * (num_engines * tp), strategy="PACK")
+        ray.get(shared_pg.ready())
+    launch = {
+        "tensor_parallel_size": tp,
+        "mem_fraction_static": sglang.get("mem_fraction_static") or gpu_memory_utilization,
+        "enable_memory_saver": vllm_enable_sleep,
+        "extra_server_args": sglang.get("extra_server_args", ""),
+        "launch_timeout_s": sglang.get("launch_timeout_s", 900.0),
+    }
+    engines = []
+    for i in range(num_engines):
+        options: dict[str, Any] = {"num_cpus": 1 if gpus == 0 else gpus, "num_gpus": gpus}
+        if shared_pg is not None and not urls:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=shared_pg,
+                placement_group_capture_child_tasks=True,
+                placement_group_bundle_index=i * tp,
+            )
+        kwargs: dict[str, Any] = {
+            "model_path": pretrain,
+            "backend": rollout["backend"],
+            "latr": ext["latr"],
+            "sampler": rollout["sampler"],
+            "remote_rm_url": remote_rm_url,
+            "seed": seed + i,
+        }
+        if rollout["backend"] == "sglang":
+            kwargs.update({"sglang_url": urls[i]} if urls else {"sglang_launch": launch})
+        else:
+            kwargs["device"] = "cuda" if gpus else "cpu"
+        engines.append(ray.remote(LATRRolloutActor).options(**options).remote(**kwargs))
+    if vllm_enable_sleep:
+        ray.get([engine.sleep.remote() for engine in engines])
+    return engines

@@ -37,7 +37,7 @@ from latr_sglang.config import (
 from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.engines.base import SamplingParams
 from latr_sglang.metrics import rollout_metrics
-from openrlhf_ext.dapo import group_advantages, informative_groups, overlong_mask
+from openrlhf_ext.dapo import group_advantages, keep_group, overlong_mask
 
 RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
 
@@ -68,6 +68,19 @@ class LocalTrainConfig:
         default=None, metadata=_help("PPO clip, upper (default GRPO .2, DAPO .28)")
     )
     max_sampling_rounds: int = field(default=3, metadata=_help("DAPO over-sampling rounds per step"))
+    dynamic_filtering_rule: Literal["std", "mean_range"] = field(
+        default="std",
+        metadata=_help(
+            "DAPO: std = keep groups whose scores differ; mean_range = mean score inside the range"
+        ),
+    )
+    dynamic_filtering_range: tuple[float, float] = field(
+        default=(0.0, 1.0), metadata=_help("(low, high), open, for dynamic_filtering_rule=mean_range")
+    )
+    overlong_filtering: bool | None = field(
+        default=None, metadata=_help("mask truncated samples out of the loss (default: DAPO yes, GRPO no)")
+    )
+    temperature: float = field(default=1.0, metadata=_help("rollout sampling temperature"))
     grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
     micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
     seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
@@ -103,10 +116,21 @@ class LocalTrainConfig:
             raise bad("n_samples_per_prompt", "group advantages need at least 2 samples per prompt")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise bad("learning_rate", "must be a positive number")
+        if self.dynamic_filtering_rule not in ("std", "mean_range"):
+            raise bad("dynamic_filtering_rule", "must be 'std' or 'mean_range'")
+        low, high = self.dynamic_filtering_range
+        if not low < high:
+            raise bad("dynamic_filtering_range", "needs low < high")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise bad("temperature", "must be a positive number")
 
     @property
     def kl(self) -> float:
         return self.kl_coef if self.kl_coef is not None else (0.01 if self.algo == "grpo" else 0.0)
+
+    @property
+    def filter_overlong(self) -> bool:
+        return self.overlong_filtering if self.overlong_filtering is not None else self.algo == "dapo"
 
     @property
     def clip_high(self) -> float:
@@ -164,7 +188,7 @@ class LocalTrainer:
         self.policy_loss = PolicyLoss(
             clip_eps_low=cfg.eps_clip_low, clip_eps_high=cfg.clip_high, token_level_loss=True
         )
-        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=1.0)
+        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         tok = self.tokenizer
         self.sampler = LATRSampler(
             self.engine, self.latr, sampling, self.engine.eos_ids, lambda t: tok.decode([t])
@@ -236,7 +260,8 @@ class LocalTrainer:
                 seen.append((prompt, group, rewards, accuracy))
             rounds += 1
             if cfg.algo == "dapo":
-                kept = [g for g in seen if bool(informative_groups(g[3][None])[0])]
+                low, high = cfg.dynamic_filtering_range
+                kept = [g for g in seen if keep_group(g[3].tolist(), cfg.dynamic_filtering_rule, low, high)]
             else:
                 kept = seen
         kept = kept[: cfg.prompts_per_step]
@@ -270,7 +295,7 @@ class LocalTrainer:
             adv = group_advantages(rewards[None])[0]
             truncated = torch.tensor([t.truncated for t in group.trajectories])
             mask = (
-                overlong_mask(truncated[None])[0] if self.cfg.algo == "dapo" else torch.ones(len(truncated))
+                overlong_mask(truncated[None])[0] if self.cfg.filter_overlong else torch.ones(len(truncated))
             )
             for t, a, m in zip(group.trajectories, adv.tolist(), mask.tolist()):
                 prompts.append(ids)

@@ -109,6 +109,59 @@ class SGLangHTTPEngine:
     async def flush_cache(self) -> None:
         await self._request("POST", "/flush_cache")
 
+    async def _checked(self, path: str, payload: dict[str, Any]) -> None:
+        result = await self._request("POST", path, payload)
+        if isinstance(result, dict) and not result.get("success", True):
+            raise RuntimeError(f"{self.base_url}{path} failed: {result.get('message')}")
+
+    # ---- SGLang's distributed weight update: the trainer broadcasts, the server receives ------------------
+    async def init_weights_update_group(
+        self,
+        master_address: str,
+        master_port: int,
+        rank_offset: int,
+        world_size: int,
+        group_name: str = "weight_update_group",
+        backend: str = "nccl",
+    ) -> None:
+        await self._checked(
+            "/init_weights_update_group",
+            {
+                "master_address": master_address,
+                "master_port": master_port,
+                "rank_offset": rank_offset,
+                "world_size": world_size,
+                "group_name": group_name,
+                "backend": backend,
+            },
+        )
+
+    async def update_weights_from_distributed(
+        self,
+        names: list[str],
+        dtypes: list[Any],
+        shapes: list[list[int]],
+        group_name: str = "weight_update_group",
+        flush_cache: bool = False,
+    ) -> None:
+        """Returns once the server has received the tensors the trainer broadcasts (in `names` order)."""
+        await self._checked(
+            "/update_weights_from_distributed",
+            {
+                "names": list(names),
+                "dtypes": [str(d).removeprefix("torch.") for d in dtypes],
+                "shapes": [list(s) for s in shapes],
+                "group_name": group_name,
+                "flush_cache": flush_cache,
+            },
+        )
+
+    async def release_memory_occupation(self, tags: list[str] | None = None) -> None:
+        await self._checked("/release_memory_occupation", {"tags": tags} if tags else {})
+
+    async def resume_memory_occupation(self, tags: list[str] | None = None) -> None:
+        await self._checked("/resume_memory_occupation", {"tags": tags} if tags else {})
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

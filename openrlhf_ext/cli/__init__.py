@@ -1,0 +1,1 @@
+"""Command lines: `latr-train` (train_ppo_ray)."""

@@ -1,0 +1,370 @@
+"""`latr-train`: OpenRLHF's train_ppo_ray with LATR rollouts on SGLang or the torch engine, or one process.
+
+    latr-train [every OpenRLHF train_ppo_ray flag] --rollout.backend sglang --rollout.sampler latr \\
+        --latr.preset countdown [--latr.<field> ...] [--sglang.<field> ...] [--dapo.<field> ...] \\
+        [--trainer.mode ray|local] [--dry-run]
+
+OpenRLHF's flags come from the installed OpenRLHF itself (openrlhf_ext.openrlhf_args), unchanged. Unknown or
+conflicting flags fail before anything starts, naming them. `--dry-run` prints the resolved configuration.
+Ray mode runs OpenRLHF's own `train(args)` with our engine actors in place of its vLLM engines; with the
+sglang/torch backends no vLLM is imported anywhere (openrlhf_ext.vllm_shim says how). Local mode runs the
+single-process trainer (openrlhf_ext.local_trainer) with the OpenRLHF flags it understands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from latr_sglang.config import (
+    ConfigError,
+    LATRConfig,
+    add_dataclass_arguments,
+    add_latr_arguments,
+    dataclass_overrides,
+    latr_config_from_args,
+)
+from openrlhf_ext.openrlhf_args import finalize, hierarchize, openrlhf_parser
+from openrlhf_ext.options import (
+    EXTENSION_GROUPS,
+    DAPOOptions,
+    RolloutOptions,
+    SGLangOptions,
+    TrainerOptions,
+)
+
+PROG = "latr-train"
+
+# OpenRLHF flag -> LocalTrainConfig field, for --trainer.mode local. Any other OpenRLHF flag set away from its
+# default is an error in local mode (it would be silently ignored otherwise).
+LOCAL_FLAGS: dict[str, str] = {
+    "actor.model_name_or_path": "model",
+    "data.prompt_dataset": "prompts",
+    "data.input_key": "input_key",
+    "data.label_key": "label_key",
+    "data.apply_chat_template": "apply_chat_template",
+    "rollout.batch_size": "prompts_per_step",
+    "rollout.n_samples_per_prompt": "n_samples_per_prompt",
+    "rollout.max_new_tokens": "max_new_tokens",
+    "rollout.temperature": "temperature",
+    "actor.adam.lr": "learning_rate",
+    "algo.kl.init_coef": "kl_coef",
+    "actor.eps_clip": "eps_clip_low",
+    "actor.eps_clip_low_high": "eps_clip_low_high",
+    "train.micro_batch_size": "micro_batch_size",
+    "train.seed": "seed",
+    "ckpt.output_dir": "output_dir",
+    "ckpt.save_steps": "save_steps",
+    "ckpt.load_enable": "resume",
+    "logger.wandb.key": "use_wandb",
+    "logger.wandb.project": "wandb_project",
+    "algo.dynamic_filtering_enable": "algo",
+    "algo.dynamic_filtering_range": "dynamic_filtering_range",
+    # accepted and meaningless in one process: logging cadence, the estimator (local is group_norm)
+    "logger.logging_steps": "",
+    "algo.advantage.estimator": "",
+    "reward.remote_url": "",
+}
+LOCAL_ESTIMATORS = ("group_norm",)
+
+
+@dataclass
+class Invocation:
+    """A parsed `latr-train` command line, resolved and checked."""
+
+    rollout: RolloutOptions
+    sglang: SGLangOptions
+    dapo: DAPOOptions
+    trainer: TrainerOptions
+    latr: LATRConfig | None  # None: no LATR (vllm backend or stochastic sampler)
+    openrlhf: argparse.Namespace  # hierarchized; finalized by OpenRLHF's validation in ray mode
+    given: dict[str, Any]  # OpenRLHF flags set away from their defaults
+    extension_given: set[str]  # our flags given on the command line (dests)
+    dry_run: bool
+
+    def ext(self) -> dict[str, Any]:
+        """What travels to Ray workers as args.latr_ext."""
+        return {
+            "rollout": dataclasses.asdict(self.rollout),
+            "sglang": dataclasses.asdict(self.sglang),
+            "dapo": dataclasses.asdict(self.dapo),
+            "trainer": dataclasses.asdict(self.trainer),
+            "latr": self.latr.to_dict() if self.latr is not None else None,
+        }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = openrlhf_parser()
+    parser.prog = PROG
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    titles = {
+        "rollout.": "rollout engines (latr-sglang)",
+        "sglang.": "SGLang engines (latr-sglang)",
+        "dapo.": "DAPO completions (latr-sglang)",
+        "trainer.": "trainer (latr-sglang)",
+    }
+    for prefix, cls in EXTENSION_GROUPS.items():
+        add_dataclass_arguments(parser.add_argument_group(titles[prefix]), cls, prefix)
+    add_latr_arguments(parser)
+    parser.add_argument(
+        "--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the configuration, exit"
+    )
+    return parser
+
+
+def _extension_dests(parser: argparse.ArgumentParser) -> set[str]:
+    dests = {f"{prefix}{f.name}" for prefix, cls in EXTENSION_GROUPS.items() for f in dataclasses.fields(cls)}
+    dests |= {a.dest for a in parser._actions if a.dest.startswith("latr.")}
+    return dests | {"dry_run"}
+
+
+def parse(argv: list[str] | None = None) -> Invocation:
+    """Parses and checks a command line; raises ConfigError naming the bad or conflicting flags. (Flags
+    argparse does not know end in its usual exit 2 naming them.)"""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    ours = _extension_dests(parser)
+    values = vars(namespace)
+    extension = {k: values.pop(k) for k in list(values) if k in ours}
+    extension_given = {k for k in extension if k != "dry_run"} - {
+        k for k, v in extension.items() if k.startswith("latr.") and v is None
+    }
+    defaults = {a.dest: a.default for a in parser._actions if a.dest in values}
+    given = {k: v for k, v in values.items() if _normalize(defaults.get(k)) != _normalize(v)}
+    ext_ns = argparse.Namespace(**extension)
+    try:
+        trainer = TrainerOptions(**dataclass_overrides(ext_ns, TrainerOptions, "trainer."))
+        rollout_given = dataclass_overrides(ext_ns, RolloutOptions, "rollout.")
+        rollout_given.setdefault("backend", "torch" if trainer.mode == "local" else "sglang")
+        rollout = RolloutOptions(**rollout_given)
+        sglang = SGLangOptions(**dataclass_overrides(ext_ns, SGLangOptions, "sglang."))
+        dapo = DAPOOptions(**dataclass_overrides(ext_ns, DAPOOptions, "dapo."))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    latr = None
+    if rollout.backend != "vllm" and rollout.sampler == "latr":
+        latr = latr_config_from_args(ext_ns, default_preset="countdown")
+    inv = Invocation(
+        rollout=rollout,
+        sglang=sglang,
+        dapo=dapo,
+        trainer=trainer,
+        latr=latr,
+        openrlhf=hierarchize(argparse.Namespace(**values)),
+        given=given,
+        extension_given=extension_given,
+        dry_run=bool(extension.get("dry_run")),
+    )
+    problems = conflicts(inv)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if trainer.mode == "ray":
+        inv.openrlhf = finalize(inv.openrlhf)
+        inv.openrlhf.latr_ext = inv.ext()
+    return inv
+
+
+def _normalize(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def conflicts(inv: Invocation) -> list[str]:
+    """Every conflict among the flags, each naming them."""
+    problems: list[str] = []
+    given, ours = inv.given, inv.extension_given
+
+    def named(prefix: str) -> list[str]:
+        return sorted(f"--{k}" for k in ours if k.startswith(prefix))
+
+    backend, sampler, mode = inv.rollout.backend, inv.rollout.sampler, inv.trainer.mode
+    if backend == "vllm":
+        if "rollout.sampler" in ours and sampler == "latr":
+            problems.append(
+                "--rollout.sampler latr needs --rollout.backend sglang or torch "
+                "(--rollout.backend vllm runs OpenRLHF's own engines, which sample stochastically)"
+            )
+        for prefix in ("latr.", "sglang."):
+            if named(prefix):
+                problems.append(f"{', '.join(named(prefix))} given with --rollout.backend vllm")
+    if backend == "torch" and named("sglang."):
+        problems.append(f"{', '.join(named('sglang.'))} given with --rollout.backend torch")
+    if sampler == "stochastic" and named("latr."):
+        problems.append(f"{', '.join(named('latr.'))} given with --rollout.sampler stochastic")
+    dynamic = bool(given.get("algo.dynamic_filtering_enable"))
+    for flag in ("dapo.dynamic_filtering_rule", "dapo.max_sampling_rounds"):
+        if flag in ours and not dynamic:
+            problems.append(f"--{flag} needs --algo.dynamic_filtering_enable")
+    if dynamic and inv.dapo.dynamic_filtering_rule == "std" and "algo.dynamic_filtering_range" in given:
+        problems.append(
+            "--algo.dynamic_filtering_range applies to --dapo.dynamic_filtering_rule mean_range, "
+            "not std (the default)"
+        )
+    if inv.dapo.max_sampling_rounds < 1:
+        problems.append(f"--dapo.max_sampling_rounds={inv.dapo.max_sampling_rounds}: must be >= 1")
+    if backend == "vllm" and any(k.startswith("dapo.") for k in ours):
+        problems.append(f"{', '.join(named('dapo.'))} need --rollout.backend sglang or torch")
+    if mode == "local":
+        if backend != "torch":
+            problems.append(
+                f"--trainer.mode local runs the in-process torch engine, not --rollout.backend {backend}"
+            )
+        if named("sglang."):
+            problems.append(f"{', '.join(named('sglang.'))} given with --trainer.mode local")
+        unsupported = sorted(f"--{k}" for k in given if k not in LOCAL_FLAGS)
+        if unsupported:
+            problems.append(
+                f"not supported with --trainer.mode local: {', '.join(unsupported)} "
+                f"(local mode understands {', '.join('--' + k for k in LOCAL_FLAGS)})"
+            )
+        estimator = given.get("algo.advantage.estimator")
+        if estimator is not None and estimator not in LOCAL_ESTIMATORS:
+            problems.append(f"--algo.advantage.estimator {estimator}: local mode implements group_norm")
+        prompts = given.get("data.prompt_dataset")
+        if prompts is not None and not os.path.isfile(prompts):
+            problems.append(f"--data.prompt_dataset {prompts}: local mode reads a local JSONL file")
+    else:
+        if "trainer.max_steps" in ours:
+            problems.append("--trainer.max_steps is for --trainer.mode local (ray mode sizes by the dataset)")
+        if not given.get("actor.model_name_or_path"):
+            problems.append("--actor.model_name_or_path is required")
+        if not given.get("reward.remote_url") and not given.get("reward.model_name_or_path"):
+            problems.append(
+                "a reward is required: --reward.remote_url (e.g. latr_sglang/tasks/reward_func.py)"
+            )
+        if backend != "vllm":
+            engines = inv.sglang.num_engines or given.get("vllm.num_engines")
+            if not engines:
+                problems.append(
+                    f"--rollout.backend {backend} needs engines: --vllm.num_engines N "
+                    "(or --sglang.num_engines N)"
+                )
+            urls = [u for u in (inv.sglang.server_urls or "").split(",") if u]
+            if urls and engines and len(urls) != engines:
+                problems.append(f"--sglang.server_urls lists {len(urls)} URLs for {engines} engines")
+            if given.get("train.agent_func_path"):
+                problems.append("--train.agent_func_path is not supported with LATR engines")
+    return problems
+
+
+# ---- local mode -------------------------------------------------------------------------------------------
+def local_config(inv: Invocation):
+    from openrlhf_ext.local_trainer import LocalTrainConfig
+
+    kwargs: dict[str, Any] = {"sampler": inv.rollout.sampler}
+    given = inv.given
+    for flag, value in given.items():
+        name = LOCAL_FLAGS.get(flag)
+        if not name:
+            continue
+        if name == "algo":
+            kwargs["algo"] = "dapo" if value else "grpo"
+        elif name == "eps_clip_low_high":
+            kwargs["eps_clip_low"], kwargs["eps_clip_high"] = (float(x) for x in value)
+        elif name == "eps_clip_low":
+            kwargs["eps_clip_low"] = kwargs["eps_clip_high"] = float(value)
+        elif name == "use_wandb":
+            kwargs["use_wandb"] = bool(value)
+        elif name == "save_steps":
+            kwargs["save_steps"] = max(int(value), 0)
+        elif name == "dynamic_filtering_range":
+            kwargs["dynamic_filtering_range"] = tuple(float(x) for x in value)
+        else:
+            kwargs[name] = value
+    if given.get("algo.dynamic_filtering_enable"):
+        kwargs["dynamic_filtering_rule"] = inv.dapo.dynamic_filtering_rule
+        kwargs["max_sampling_rounds"] = inv.dapo.max_sampling_rounds
+    kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
+    if inv.trainer.max_steps is not None:
+        kwargs["steps"] = inv.trainer.max_steps
+    try:
+        return LocalTrainConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def resolved(inv: Invocation) -> dict[str, Any]:
+    """The configuration --dry-run prints."""
+    out: dict[str, Any] = {"trainer": dataclasses.asdict(inv.trainer), **inv.ext()}
+    if inv.trainer.mode == "local":
+        out["local"] = dataclasses.asdict(local_config(inv))
+    else:
+        out["openrlhf"] = _namespace_dict(inv.openrlhf)
+    out["openrlhf_flags_given"] = {k: _normalize(v) for k, v in sorted(inv.given.items())}
+    return out
+
+
+def _namespace_dict(ns: Any) -> Any:
+    if isinstance(ns, argparse.Namespace):
+        return {k: _namespace_dict(v) for k, v in vars(ns).items() if k != "latr_ext"}
+    if isinstance(ns, tuple | list):
+        return [_namespace_dict(v) for v in ns]
+    return ns
+
+
+def run_local(inv: Invocation) -> int:
+    from openrlhf_ext.local_trainer import LocalTrainer
+
+    trainer = LocalTrainer(local_config(inv), inv.latr or LATRConfig.preset("countdown"))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")
+    return 0
+
+
+def run_ray(inv: Invocation) -> int:
+    """OpenRLHF's own train(args), with LATR engine actors in place of its vLLM engines."""
+    import functools
+
+    args = inv.openrlhf
+    if inv.rollout.backend != "vllm":
+        from openrlhf_ext import ray_patches, vllm_shim
+
+        vllm_shim.ray_worker_setup()  # this process too: OpenRLHF's modules import vLLM names at load
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(
+                runtime_env={
+                    "env_vars": {
+                        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+                        "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
+                        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get(
+                            "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"
+                        ),
+                    },
+                    "worker_process_setup_hook": "openrlhf_ext.vllm_shim.ray_worker_setup",
+                }
+            )
+        ray_patches.apply()
+    import openrlhf.cli.train_ppo_ray as openrlhf_main
+
+    if inv.rollout.backend != "vllm":
+        from openrlhf_ext.engine_actor import create_rollout_engines
+
+        openrlhf_main.create_vllm_engines = functools.partial(create_rollout_engines, ext=inv.ext())
+    openrlhf_main.train(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        inv = parse(argv)
+        if inv.dry_run:
+            print(json.dumps(resolved(inv), indent=2, default=str))
+            return 0
+    except (ConfigError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return run_local(inv) if inv.trainer.mode == "local" else run_ray(inv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
