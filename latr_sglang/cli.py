@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,6 +40,62 @@ def _make_engine(args: argparse.Namespace):
         context_length=args.context_length,
         seed=args.seed,
     )
+
+
+def _engine_and_tokenizer(args: argparse.Namespace):
+    """An SGLang server's engine (--server URL) or a local torch engine; with its tokenizer and EOS ids."""
+    if args.server:
+        from latr_sglang.engines.sglang_http import SGLangHTTPEngine
+        from latr_sglang.frontend import tokenizer_for_server
+
+        tokenizer = tokenizer_for_server(args.server)
+        return SGLangHTTPEngine(args.server), tokenizer, {tokenizer.eos_token_id} - {None}
+    engine = _make_engine(args)
+    return engine, engine.tokenizer, engine.eos_ids
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """n samples per prompt of a bundled eval set (or a JSONL), scored: pass@k, mean@k, lengths, distinct."""
+    from latr_sglang.engines.base import SamplingParams
+    from latr_sglang.evaluate import evaluate, load_eval_set, write_results
+
+    items = load_eval_set(args.dataset, args.limit)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
+    )
+    sampling.validate()
+    engine, tokenizer, _ = _engine_and_tokenizer(args)
+    try:
+        metrics = evaluate(
+            engine,
+            tokenizer,
+            items,
+            n=args.n,
+            sampling=sampling,
+            chat=not args.no_chat_template,
+            response_prefix=args.response_prefix,
+            seed=args.seed,
+        )
+    finally:
+        if not args.server:
+            engine.close_sync()
+    results = {"model": args.server or args.model, "dataset": args.dataset, **metrics}
+    print(json.dumps(results, indent=2))
+    if args.output:
+        write_results(args.output, results)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Training logs of one or more runs -> one CSV and PNG plots, side by side."""
+    from latr_sglang.report import report
+
+    combined, images = report(args.run_dirs, args.output)
+    print(f"wrote {combined}")
+    for image in images:
+        print(f"wrote {image}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -79,17 +136,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
     )
     sampling.validate()
-    if args.server:
-        from latr_sglang.engines.sglang_http import SGLangHTTPEngine
-        from latr_sglang.frontend import tokenizer_for_server
-
-        engine = SGLangHTTPEngine(args.server)
-        tokenizer = tokenizer_for_server(args.server)
-        eos_ids = {tokenizer.eos_token_id} - {None}
-    else:
-        engine = _make_engine(args)
-        tokenizer = engine.tokenizer
-        eos_ids = engine.eos_ids
+    engine, tokenizer, eos_ids = _engine_and_tokenizer(args)
     prompts = encode_prompts(tokenizer, texts, chat=not args.no_chat_template)
     sampler = LATRSampler(engine, cfg, sampling, eos_ids, lambda t: tokenizer.decode([t]))
     arms = []
@@ -143,6 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--output", default="trajectories.jsonl", help="JSONL output ('' to skip)")
     add_latr_arguments(sample)
     sample.set_defaults(func=cmd_sample)
+
+    evaluation = sub.add_parser("eval", help="evaluate a policy: pass@k, mean@k, lengths, distinct answers")
+    _engine_args(evaluation)
+    evaluation.add_argument("--server", default=None, help="an SGLang server URL instead of a local engine")
+    evaluation.add_argument(
+        "--dataset", default="countdown", help="countdown, math500, amc23, aime24, olympiadbench, or a JSONL"
+    )
+    evaluation.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    evaluation.add_argument("--n", type=int, default=8, help="samples per prompt (pass@k for k <= n)")
+    evaluation.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluation.add_argument("--temperature", type=float, default=1.0)
+    evaluation.add_argument("--top-p", type=float, default=1.0)
+    evaluation.add_argument("--top-k", type=int, default=-1)
+    evaluation.add_argument("--no-chat-template", action="store_true", help="send prompts as raw text")
+    evaluation.add_argument("--response-prefix", default="", help="text the assistant's turn starts with")
+    evaluation.add_argument("--output", default="", help="results JSON path")
+    evaluation.set_defaults(func=cmd_eval)
+
+    reporting = sub.add_parser("report", help="training logs of runs -> one CSV and PNG plots")
+    reporting.add_argument("run_dirs", nargs="+", help="run directories (metrics.csv or TensorBoard events)")
+    reporting.add_argument("--output", default="outputs/report", help="folder for the CSV and PNGs")
+    reporting.set_defaults(func=cmd_report)
 
     return parser
 

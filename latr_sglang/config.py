@@ -246,8 +246,18 @@ def _parse_float_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _parse_int_pair(text: str) -> tuple[int, int]:
+    parts = text.replace(",", " ").split()
+    try:
+        low, high = (int(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two integers 'LOW,HIGH', got {text!r}") from None
+    return low, high
+
+
 _PARSERS: dict[str, Any] = {
     "tuple[float, float]": _parse_float_pair,
+    "tuple[int, int]": _parse_int_pair,
     "int": int,
     "float": float,
     "str": str,
@@ -261,12 +271,15 @@ _PARSERS: dict[str, Any] = {
 }
 
 
-def add_dataclass_arguments(group: Any, cls: type, prefix: str = "") -> None:
-    """One --<prefix><field> flag per dataclass field, typed from its annotation, help from its metadata.
+def add_dataclass_arguments(group: Any, cls: type, prefix: str = "", only: Any = None) -> None:
+    """One --<prefix><field> flag per dataclass field (or per field named in `only`), typed from its
+    annotation, help from its metadata.
 
     Absent flags are suppressed (not set to a default), so `dataclass_overrides` sees only what was given.
     """
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         type_name = str(f.type)
         choices = None
         if type_name.startswith("Literal["):

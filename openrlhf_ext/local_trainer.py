@@ -53,6 +53,15 @@ class LocalTrainConfig:
     input_key: str = field(default="prompt", metadata=_help("JSONL key of the prompt"))
     label_key: str = field(default="label", metadata=_help("JSONL key of the label"))
     apply_chat_template: bool = field(default=True, metadata=_help("wrap prompts in the chat template"))
+    response_prefix: str = field(
+        default="",
+        metadata=_help(
+            "text the assistant's turn starts with (a prefill, e.g. '<answer>'); the reward sees it"
+        ),
+    )
+    countdown_numbers: tuple[int, int] = field(
+        default=(3, 4), metadata=_help("built-in countdown task: min,max numbers per problem")
+    )
     algo: Literal["grpo", "dapo"] = field(default="dapo", metadata=_help("grpo or dapo"))
     sampler: Literal["latr", "stochastic"] = field(default="latr", metadata=_help("rollout sampler"))
     steps: int = field(default=10, metadata=_help("training steps"))
@@ -74,6 +83,13 @@ class LocalTrainConfig:
             "DAPO: std = keep groups whose scores differ; mean_range = mean score inside the range"
         ),
     )
+    dynamic_filtering_metric: Literal["score", "reward"] = field(
+        default="score",
+        metadata=_help(
+            "what dynamic sampling filters on: score = accuracy (DAPO, OpenRLHF), reward = the shaped reward "
+            "the advantages use (a group is dropped exactly when all its advantages are 0)"
+        ),
+    )
     dynamic_filtering_range: tuple[float, float] = field(
         default=(0.0, 1.0), metadata=_help("(low, high), open, for dynamic_filtering_rule=mean_range")
     )
@@ -93,6 +109,14 @@ class LocalTrainConfig:
         default=False, metadata=_help("log to wandb too (offline unless WANDB_MODE says else)")
     )
     wandb_project: str = field(default="latr-sglang", metadata=_help("wandb project name"))
+    eval_prompts: int = field(
+        default=0, metadata=_help("evaluate before and after training on this many held-out prompts (0: no)")
+    )
+    eval_dataset: str | None = field(
+        default=None,
+        metadata=_help("eval set: a bundled name or JSONL (default: held-out countdown problems)"),
+    )
+    eval_n: int = field(default=8, metadata=_help("samples per eval prompt (pass@k up to k = eval_n)"))
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -121,6 +145,11 @@ class LocalTrainConfig:
         low, high = self.dynamic_filtering_range
         if not low < high:
             raise bad("dynamic_filtering_range", "needs low < high")
+        low_n, high_n = self.countdown_numbers
+        if not 1 <= low_n <= high_n:
+            raise bad("countdown_numbers", "needs 1 <= min <= max")
+        if self.eval_prompts < 0 or self.eval_n < 1:
+            raise bad("eval_prompts" if self.eval_prompts < 0 else "eval_n", "must be >= 0 (eval_n >= 1)")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise bad("temperature", "must be a positive number")
 
@@ -139,6 +168,22 @@ class LocalTrainConfig:
         )
 
 
+def _step_line(step: int, m: dict[str, float]) -> str:
+    """One row of the per-step table under the progress bar."""
+    fields = [
+        ("reward", "rollout/reward_mean", ".3f"),
+        ("acc", "rollout/accuracy_mean", ".3f"),
+        ("len", "rollout/response_length_mean", ".1f"),
+        ("kept", "dynamic_filtering_pass_rate", ".2f"),
+        ("loss", "policy_loss", ".4f"),
+        ("grad", "grad_norm", ".3f"),
+        ("forks", "latr/branches_created", ".2f"),
+        ("s", "timing/step_total", ".1f"),
+    ]
+    cells = [f"{name} {m[key]:{fmt}}" for name, key, fmt in fields if key in m]
+    return f"step {step:4d} | " + " | ".join(cells) + (" | skipped" if m.get("skipped_step") else "")
+
+
 def default_reward(prompt: str, response: str, label: Any) -> tuple[float, float]:
     from latr_sglang.tasks.reward_func import score_one
 
@@ -146,12 +191,21 @@ def default_reward(prompt: str, response: str, label: Any) -> tuple[float, float
     return reward, accuracy
 
 
+EVAL_SEED_OFFSET = 7919  # held-out countdown problems come from another seed, minus any training duplicates
+
+
+def _countdown(cfg: LocalTrainConfig, count: int, seed: int) -> list[tuple[str, Any]]:
+    from latr_sglang.tasks.countdown import generate
+
+    template = "chat" if cfg.apply_chat_template else "raw"
+    low, high = cfg.countdown_numbers
+    problems = generate(count, seed=seed, min_numbers=low, max_numbers=high)
+    return [(p.prompt(template), p.label()) for p in problems]
+
+
 def load_prompts(cfg: LocalTrainConfig) -> list[tuple[str, Any]]:
     if cfg.prompts is None:
-        from latr_sglang.tasks.countdown import generate
-
-        template = "chat" if cfg.apply_chat_template else "raw"
-        return [(p.prompt(template), p.label()) for p in generate(2000, seed=cfg.seed)]
+        return _countdown(cfg, 2000, cfg.seed)
     rows = read_jsonl(cfg.prompts, {cfg.input_key: str, cfg.label_key: object})
     return [(row[cfg.input_key], row[cfg.label_key]) for row in rows]
 
@@ -228,7 +282,13 @@ class LocalTrainer:
         return batch
 
     def _encode(self, text: str) -> list[int]:
-        return encode_prompts(self.tokenizer, [text], chat=self.cfg.apply_chat_template)[0]
+        ids = encode_prompts(self.tokenizer, [text], chat=self.cfg.apply_chat_template)[0]
+        return ids + self._prefix_ids
+
+    @property
+    def _prefix_ids(self) -> list[int]:
+        prefix = self.cfg.response_prefix
+        return list(self.tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else []
 
     # ---- rollout ----------------------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list[tuple[str, GroupResult, torch.Tensor, torch.Tensor]], dict]:
@@ -251,7 +311,9 @@ class LocalTrainer:
             for (prompt, label), group in zip(batch, groups):
                 scored = [
                     self.reward_fn(
-                        prompt, self.tokenizer.decode(t.token_ids, skip_special_tokens=True), label
+                        prompt,
+                        cfg.response_prefix + self.tokenizer.decode(t.token_ids, skip_special_tokens=True),
+                        label,
                     )
                     for t in group.trajectories
                 ]
@@ -261,7 +323,12 @@ class LocalTrainer:
             rounds += 1
             if cfg.algo == "dapo":
                 low, high = cfg.dynamic_filtering_range
-                kept = [g for g in seen if keep_group(g[3].tolist(), cfg.dynamic_filtering_rule, low, high)]
+                column = (
+                    2 if cfg.dynamic_filtering_metric == "reward" else 3
+                )  # (prompt, group, reward, score)
+                kept = [
+                    g for g in seen if keep_group(g[column].tolist(), cfg.dynamic_filtering_rule, low, high)
+                ]
             else:
                 kept = seen
         kept = kept[: cfg.prompts_per_step]
@@ -327,30 +394,18 @@ class LocalTrainer:
             "loss_mask": loss_mask,
         }
 
-    def _actor_logprobs(self, batch: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
-        return self.actor(
-            batch["sequences"][sl],
-            action_mask=batch["action_mask"][sl],
-            attention_mask=batch["attention"][sl],
-        )
-
     def update(self, kept) -> dict[str, float]:
         batch = self._batch_tensors(kept)
         total_tokens = float(batch["loss_mask"].sum())
         metrics = {"overlong_filtered_fraction": 1.0 - float((batch["loss_mask"].sum(1) > 0).float().mean())}
         if total_tokens == 0:
             return {**metrics, "skipped_step": 1.0}
-        # Old log-probs from the actor itself, as OpenRLHF computes them. The engine's rollout log-probs come
-        # from continuously batched, timing-dependent fp32 batches; they are only compared (logprob_mismatch).
+        # Old log-probs: one optimizer step covers the whole batch, so the policy that sampled (as the actor
+        # computes it) is the one being differentiated, and pi_old = pi_theta.detach() exactly; a separate
+        # no-grad pass (what OpenRLHF does, needed for several mini-batches per rollout) would cost a third
+        # more compute for the same numbers. The engine's rollout log-probs come from continuously batched,
+        # timing-dependent fp32 batches; they are only compared (logprob_mismatch).
         b = batch["sequences"].shape[0]
-        self.actor.eval()
-        with torch.no_grad():
-            batch["old"] = torch.cat(
-                [
-                    self._actor_logprobs(batch, slice(i, i + self.cfg.micro_batch_size))
-                    for i in range(0, b, self.cfg.micro_batch_size)
-                ]
-            )
         self.actor.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"policy_loss": 0.0, "kl": 0.0, "ppo_clip_ratio": 0.0, "ppo_kl": 0.0, "logprob_mismatch": 0.0}
@@ -364,7 +419,7 @@ class LocalTrainer:
             )
             loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
                 log_probs,
-                batch["old"][sl],
+                log_probs.detach(),
                 batch["advantages"][sl],
                 action_mask=mask,
                 batch_num_tokens=total_tokens,
@@ -462,6 +517,8 @@ class LocalTrainer:
         from tqdm import tqdm
 
         first = self.load_checkpoint() + 1 if self.cfg.resume else 1
+        if self.cfg.eval_prompts and first == 1:
+            self.evaluate("before")
         history = []
         bar = tqdm(
             range(first, self.cfg.steps + 1),
@@ -478,9 +535,51 @@ class LocalTrainer:
                 acc=f"{m['rollout/accuracy_mean']:.3f}",
                 loss=f"{m.get('policy_loss', float('nan')):.4f}",
             )
+            bar.write(_step_line(step, m))
             if step == self.cfg.steps or (self.cfg.save_steps and step % self.cfg.save_steps == 0):
                 self.save_checkpoint(step)
+        if self.cfg.eval_prompts:
+            self.evaluate("after")
         return history
+
+    # ---- evaluation -------------------------------------------------------------------------------------
+    def eval_items(self):
+        from latr_sglang.evaluate import EvalItem, load_eval_set
+
+        cfg = self.cfg
+        if cfg.eval_dataset:
+            return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
+        if cfg.prompts is not None:
+            raise ValueError("eval_prompts with a custom prompts file needs eval_dataset (a held-out set)")
+        train = {p for p, _ in self.data}
+        held_out = [(p, lab) for p, lab in _countdown(cfg, 4 * cfg.eval_prompts, cfg.seed + EVAL_SEED_OFFSET)]
+        return [EvalItem(p, lab) for p, lab in held_out if p not in train][: cfg.eval_prompts]
+
+    def evaluate(self, tag: str) -> dict[str, Any]:
+        """The current policy on held-out prompts (plain sampling, n = eval_n): eval_{tag}.json."""
+        from latr_sglang.evaluate import evaluate, write_results
+
+        cfg = self.cfg
+        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        metrics = evaluate(
+            self.engine,
+            self.tokenizer,
+            self.eval_items(),
+            n=cfg.eval_n,
+            sampling=sampling,
+            chat=cfg.apply_chat_template,
+            response_prefix=cfg.response_prefix,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+        )
+        write_results(self.out / f"eval_{tag}.json", metrics)
+        print(
+            f"eval ({tag}): reward {metrics['reward_mean']:.4f}  pass@1 {metrics['pass@1']:.4f}  "
+            f"pass@{cfg.eval_n} {metrics[f'pass@{cfg.eval_n}']:.4f}  "
+            f"well-formed {metrics['well_formed_rate']:.3f}  "
+            f"distinct answers {metrics['distinct_answers_mean']:.2f}",
+            flush=True,
+        )
+        return metrics
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:

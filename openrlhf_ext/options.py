@@ -60,6 +60,13 @@ class DAPOOptions:
             "equal); mean_range = OpenRLHF's (mean score inside --algo.dynamic_filtering_range)"
         ),
     )
+    dynamic_filtering_metric: Literal["score", "reward"] = field(
+        default="score",
+        metadata=_help(
+            "what dynamic sampling looks at: score = the reward function's accuracy (DAPO, OpenRLHF), "
+            "reward = the shaped reward the advantages use"
+        ),
+    )
     max_sampling_rounds: int = field(
         default=3,
         metadata=_help(

@@ -42,7 +42,8 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
         ready, pending = ray.wait(pending, num_returns=1, timeout=10.0)
         for ref in ready:
             group = [self._process_response_into_experience(r, **generate_kwargs) for r in ray.get(ref)]
-            scores = [float(e.scores[0]) for e in group if e.scores is not None]
+            field = "rewards" if dapo["dynamic_filtering_metric"] == "reward" else "scores"
+            scores = [float(getattr(e, field)[0]) for e in group if getattr(e, field) is not None]
             if len(scores) < len(group) or keep_group(scores, dapo["dynamic_filtering_rule"], low, high):
                 accepted.extend(group)
                 kept_groups += 1

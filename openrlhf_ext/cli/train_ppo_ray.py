@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sys
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +66,21 @@ LOCAL_FLAGS: dict[str, str] = {
     "logger.wandb.project": "wandb_project",
     "algo.dynamic_filtering_enable": "algo",
     "algo.dynamic_filtering_range": "dynamic_filtering_range",
+    "eval.dataset": "eval_dataset",
+    "eval.n_samples_per_prompt": "eval_n",
     # accepted and meaningless in one process: logging cadence, the estimator (local is group_norm)
     "logger.logging_steps": "",
     "algo.advantage.estimator": "",
     "reward.remote_url": "",
 }
 LOCAL_ESTIMATORS = ("group_norm",)
+# LocalTrainConfig fields no OpenRLHF flag covers: --local.<field>
+LOCAL_ONLY_FIELDS = (
+    "response_prefix",
+    "countdown_numbers",
+    "eval_prompts",
+    "grad_clip",
+)
 
 
 @dataclass
@@ -85,7 +95,9 @@ class Invocation:
     openrlhf: argparse.Namespace  # hierarchized; finalized by OpenRLHF's validation in ray mode
     given: dict[str, Any]  # OpenRLHF flags set away from their defaults
     extension_given: set[str]  # our flags given on the command line (dests)
+    local_overrides: dict[str, Any]  # --local.<field> values given
     dry_run: bool
+    local: Any = None  # the LocalTrainConfig, in local mode
 
     def ext(self) -> dict[str, Any]:
         """What travels to Ray workers as args.latr_ext."""
@@ -111,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for prefix, cls in EXTENSION_GROUPS.items():
         add_dataclass_arguments(parser.add_argument_group(titles[prefix]), cls, prefix)
+    from openrlhf_ext.local_trainer import LocalTrainConfig
+
+    add_dataclass_arguments(
+        parser.add_argument_group("local mode (latr-sglang)"), LocalTrainConfig, "local.", LOCAL_ONLY_FIELDS
+    )
     add_latr_arguments(parser)
     parser.add_argument(
         "--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the configuration, exit"
@@ -120,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extension_dests(parser: argparse.ArgumentParser) -> set[str]:
     dests = {f"{prefix}{f.name}" for prefix, cls in EXTENSION_GROUPS.items() for f in dataclasses.fields(cls)}
-    dests |= {a.dest for a in parser._actions if a.dest.startswith("latr.")}
+    dests |= {a.dest for a in parser._actions if a.dest.startswith(("latr.", "local."))}
     return dests | {"dry_run"}
 
 
@@ -159,6 +176,7 @@ def parse(argv: list[str] | None = None) -> Invocation:
         openrlhf=hierarchize(argparse.Namespace(**values)),
         given=given,
         extension_given=extension_given,
+        local_overrides={k.removeprefix("local."): v for k, v in extension.items() if k.startswith("local.")},
         dry_run=bool(extension.get("dry_run")),
     )
     problems = conflicts(inv)
@@ -197,7 +215,7 @@ def conflicts(inv: Invocation) -> list[str]:
     if sampler == "stochastic" and named("latr."):
         problems.append(f"{', '.join(named('latr.'))} given with --rollout.sampler stochastic")
     dynamic = bool(given.get("algo.dynamic_filtering_enable"))
-    for flag in ("dapo.dynamic_filtering_rule", "dapo.max_sampling_rounds"):
+    for flag in ("dapo.dynamic_filtering_rule", "dapo.dynamic_filtering_metric", "dapo.max_sampling_rounds"):
         if flag in ours and not dynamic:
             problems.append(f"--{flag} needs --algo.dynamic_filtering_enable")
     if dynamic and inv.dapo.dynamic_filtering_rule == "std" and "algo.dynamic_filtering_range" in given:
@@ -229,6 +247,8 @@ def conflicts(inv: Invocation) -> list[str]:
         if prompts is not None and not os.path.isfile(prompts):
             problems.append(f"--data.prompt_dataset {prompts}: local mode reads a local JSONL file")
     else:
+        if named("local."):
+            problems.append(f"{', '.join(named('local.'))} need --trainer.mode local")
         if "trainer.max_steps" in ours:
             problems.append("--trainer.max_steps is for --trainer.mode local (ray mode sizes by the dataset)")
         if not given.get("actor.model_name_or_path"):
@@ -278,10 +298,12 @@ def local_config(inv: Invocation):
             kwargs[name] = value
     if given.get("algo.dynamic_filtering_enable"):
         kwargs["dynamic_filtering_rule"] = inv.dapo.dynamic_filtering_rule
+        kwargs["dynamic_filtering_metric"] = inv.dapo.dynamic_filtering_metric
         kwargs["max_sampling_rounds"] = inv.dapo.max_sampling_rounds
     kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
     if inv.trainer.max_steps is not None:
         kwargs["steps"] = inv.trainer.max_steps
+    kwargs.update(inv.local_overrides)
     try:
         return LocalTrainConfig(**kwargs)
     except (TypeError, ValueError) as e:
@@ -292,7 +314,7 @@ def resolved(inv: Invocation) -> dict[str, Any]:
     """The configuration --dry-run prints."""
     out: dict[str, Any] = {"trainer": dataclasses.asdict(inv.trainer), **inv.ext()}
     if inv.trainer.mode == "local":
-        out["local"] = dataclasses.asdict(local_config(inv))
+        out["local"] = dataclasses.asdict(inv.local or local_config(inv))
     else:
         out["openrlhf"] = _namespace_dict(inv.openrlhf)
     out["openrlhf_flags_given"] = {k: _normalize(v) for k, v in sorted(inv.given.items())}
@@ -300,7 +322,7 @@ def resolved(inv: Invocation) -> dict[str, Any]:
 
 
 def _namespace_dict(ns: Any) -> Any:
-    if isinstance(ns, argparse.Namespace):
+    if isinstance(ns, argparse.Namespace | types.SimpleNamespace):
         return {k: _namespace_dict(v) for k, v in vars(ns).items() if k != "latr_ext"}
     if isinstance(ns, tuple | list):
         return [_namespace_dict(v) for v in ns]
@@ -310,7 +332,7 @@ def _namespace_dict(ns: Any) -> Any:
 def run_local(inv: Invocation) -> int:
     from openrlhf_ext.local_trainer import LocalTrainer
 
-    trainer = LocalTrainer(local_config(inv), inv.latr or LATRConfig.preset("countdown"))
+    trainer = LocalTrainer(inv.local, inv.latr or LATRConfig.preset("countdown"))
     try:
         trainer.fit()
     finally:
@@ -357,6 +379,8 @@ def run_ray(inv: Invocation) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         inv = parse(argv)
+        if inv.trainer.mode == "local":
+            inv.local = local_config(inv)
         if inv.dry_run:
             print(json.dumps(resolved(inv), indent=2, default=str))
             return 0

@@ -1,0 +1,152 @@
+"""Evaluate a policy on a task: n samples per prompt, scored by the task reward.
+
+    latr-sglang eval --model CKPT --dataset countdown|math500|amc23|aime24|olympiadbench --n 8 --output r.json
+
+Reports pass@1 (mean accuracy), unbiased pass@k for k = 1, 2, 4, ... n, mean@k (mean reward), the
+well-formed rate, response length statistics and the number of distinct final answers per prompt. Works on
+any engine of the contract: the torch engine in process (CPU or GPU) or an SGLang server (`--server URL`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latr_sglang.compare import encode_prompts, read_jsonl
+from latr_sglang.engines.base import GenerateRequest, SamplingParams
+from latr_sglang.tasks import countdown
+from latr_sglang.tasks import math as math_task
+from latr_sglang.tasks.evaluation import length_stats, mean_at_k, mean_pass_at_k
+from latr_sglang.tasks.reward_func import parse_label, score_one
+
+EVAL_DIR = Path(__file__).resolve().parent.parent / "datasets" / "eval"
+DATASETS = {
+    "countdown": "countdown_test.jsonl",
+    "math500": "math500.jsonl",
+    "amc23": "amc23.jsonl",
+    "aime24": "aime24.jsonl",
+    "olympiadbench": "olympiadbench.jsonl",
+}
+
+
+@dataclass
+class EvalItem:
+    prompt: str  # the user text (chat) or the raw prompt
+    label: Any
+
+
+def load_eval_set(name_or_path: str, limit: int | None = None) -> list[EvalItem]:
+    """A bundled set by name, or a JSONL with prompt/label (or MATH-style problem/answer) rows."""
+    path = Path(name_or_path)
+    if name_or_path in DATASETS:
+        path = EVAL_DIR / DATASETS[name_or_path]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"dataset={name_or_path!r}: not a bundled set ({', '.join(DATASETS)}) or a file"
+        )
+    rows = read_jsonl(path, {})
+    items = []
+    for i, row in enumerate(rows):
+        if "prompt" in row and "label" in row:
+            items.append(EvalItem(str(row["prompt"]), row["label"]))
+        elif "problem" in row and "answer" in row:
+            items.append(EvalItem(math_task.DAPO_TEMPLATE.format(problem=row["problem"]), str(row["answer"])))
+        else:
+            raise ValueError(f"{path}: row {i + 1} has neither prompt/label nor problem/answer")
+    return items[:limit] if limit else items
+
+
+def final_answer(response: str, label: Any) -> str | None:
+    """The response's final answer, normalized, for counting distinct answers."""
+    task, _ = parse_label(label)
+    if task == "countdown":
+        answer = countdown.extract_answer(response)
+        return " ".join(answer.split()) if answer is not None else None
+    answer = math_task.extract_answer(response)
+    return math_task.normalize(answer) if answer is not None else None
+
+
+def evaluate(
+    engine: Any,
+    tokenizer: Any,
+    items: Sequence[EvalItem],
+    n: int = 8,
+    sampling: SamplingParams | None = None,
+    chat: bool = True,
+    response_prefix: str = "",
+    seed: int = 0,
+    prompts_per_batch: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics over `items`, n seeded samples each; `response_prefix` is the assistant's prefilled text (it is
+    part of the response the reward sees)."""
+    from tqdm import tqdm
+
+    if n < 1:
+        raise ValueError(f"n={n}: need at least one sample per prompt")
+    sampling = sampling or SamplingParams(max_new_tokens=256, temperature=1.0)
+    prefix_ids = (
+        list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
+    )
+    correct, rewards, well_formed, lengths, truncated, distinct = [], [], [], [], [], []
+    start = time.perf_counter()
+    bar = tqdm(total=len(items), desc="evaluate", unit="prompt", disable=not progress)
+    for b in range(0, len(items), prompts_per_batch):
+        batch = items[b : b + prompts_per_batch]
+        encoded = [ids + prefix_ids for ids in encode_prompts(tokenizer, [it.prompt for it in batch], chat)]
+        requests = [
+            GenerateRequest(
+                tuple(ids),
+                dataclasses.replace(sampling, sampling_seed=seed * 1_000_003 + (b + i) * 1009 + j),
+            )
+            for i, ids in enumerate(encoded)
+            for j in range(n)
+        ]
+        outputs = _generate(engine, requests)
+        for i, item in enumerate(batch):
+            group = outputs[i * n : (i + 1) * n]
+            texts = [
+                response_prefix + tokenizer.decode(o.output_ids, skip_special_tokens=True) for o in group
+            ]
+            scored = [score_one(item.prompt + t, item.prompt, item.label) for t in texts]
+            correct.append([s[1] >= 1.0 for s in scored])
+            rewards.append([s[0] for s in scored])
+            well_formed.extend(s[2].get("well_formed", s[2].get("answered", 0.0)) for s in scored)
+            lengths.extend(len(o.output_ids) for o in group)
+            truncated.extend(o.finish_reason == "length" for o in group)
+            distinct.append(len({a for a in (final_answer(t, item.label) for t in texts) if a is not None}))
+        bar.update(len(batch))
+    bar.close()
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
+    return {
+        "prompts": len(items),
+        "n": n,
+        "pass@1": mean_pass_at_k(correct, 1),
+        **{f"pass@{k}": mean_pass_at_k(correct, k) for k in ks},
+        f"mean@{n}": mean_at_k(rewards),
+        "reward_mean": statistics.fmean(r for row in rewards for r in row),
+        "well_formed_rate": statistics.fmean(well_formed) if well_formed else 0.0,
+        "distinct_answers_mean": statistics.fmean(distinct) if distinct else 0.0,
+        **length_stats(lengths, truncated),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _generate(engine: Any, requests: list[GenerateRequest]) -> list:
+    if hasattr(engine, "generate_sync"):  # the torch engine: its own scheduler thread
+        return engine.generate_sync(requests)
+    import asyncio
+
+    return asyncio.run(engine.generate(requests))
+
+
+def write_results(path: str | Path, results: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Shared body of eval-{dataset}.sh: evaluate CHECKPOINT (a HF folder, or 'smollm2') on DATASET with the
+# reference's validation sampling (n = 8, T = 0.6, top-p 0.95, top-k 20): pass@1, unbiased pass@k, mean@k,
+# response length, distinct answers. Writes RESULTS_DIR/<name>-<dataset>.json and a .log next to it.
+# Engine: SERVER=http://host:port (a running SGLang server), else an SGLang server launched here when a GPU
+# and sglang's runtime are present, else the torch engine on the CPU.
+set -euo pipefail
+: "${DATASET:?set DATASET}"
+CHECKPOINT="${1:?usage: $0 CHECKPOINT [extra latr-sglang eval flags]}"; shift
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS_DIR="${RESULTS_DIR:-${REPO_DIR}/outputs/eval}"
+N="${N:-8}"; MAX_NEW="${MAX_NEW:-$([[ "${DATASET}" == countdown ]] && echo 1024 || echo 8192)}"
+NAME="$(basename "${CHECKPOINT%/}")"
+OUT="${RESULTS_DIR}/${NAME}-${DATASET}.json"
+mkdir -p "${RESULTS_DIR}"
+
+engine=()
+if [[ -n "${SERVER:-}" ]]; then
+  engine=(--server "${SERVER}")
+elif command -v nvidia-smi >/dev/null 2>&1 && python -c "import sglang.srt.entrypoints.http_server" 2>/dev/null; then
+  PORT="${PORT:-30123}"
+  python -m sglang.launch_server --model-path "${CHECKPOINT}" --host 127.0.0.1 --port "${PORT}" \
+    >"${OUT%.json}.server.log" 2>&1 &
+  SERVER_PID=$!
+  trap 'kill ${SERVER_PID} 2>/dev/null || true' EXIT
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:${PORT}/health" >/dev/null && break; sleep 1; done
+  engine=(--server "http://127.0.0.1:${PORT}")
+else
+  engine=(--model "${CHECKPOINT}")
+fi
+
+template=(--no-chat-template)  # base models (the paper's); CHAT_TEMPLATE=1 for chat models
+if [[ -n "${CHAT_TEMPLATE:-}" ]]; then template=(); fi
+
+"${LATR_SGLANG:-latr-sglang}" eval "${engine[@]}" "${template[@]}" --dataset "${DATASET}" --n "${N}" \
+  --temperature 0.6 --top-p 0.95 --top-k 20 --max-new-tokens "${MAX_NEW}" --output "${OUT}" "$@" \
+  2>&1 | tee "${OUT%.json}.log"

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# DAPO with stochastic sampling on math: the paper's released hyperparameters (see _train.sh).
+#   MODEL=... NUM_GPUS=8 OUTPUT_DIR=runs WANDB_PROJECT=... scripts/dapo-stochastic-math.sh [extra latr-train flags]
+ALGO=dapo SAMPLER=stochastic DATASET=math exec "$(dirname "$0")/_train.sh" "$@"
