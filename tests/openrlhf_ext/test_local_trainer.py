@@ -169,3 +169,67 @@ def test_prompt_files_are_checked(tmp_path):
         load_prompts(LocalTrainConfig(prompts=str(path)))
     path.write_text('{"prompt": "a", "label": {"numbers": [1], "target": 1}}\n')
     assert load_prompts(LocalTrainConfig(prompts=str(path))) == [("a", {"numbers": [1], "target": 1})]
+
+
+def test_dynamic_sampling_filters_on_the_chosen_metric(tmp_path, tiny_model_dir):
+    """A shaped reward that varies while accuracy is always 0: the score metric drops every group, the reward
+    metric keeps the groups whose advantages are not all zero."""
+
+    def shaped(prompt, response, label):
+        return float(len(response) % 2 == 0) * 0.1, 0.0
+
+    for metric, expect_kept in (("score", False), ("reward", True)):
+        cfg, latr = make(
+            tmp_path / metric,
+            tiny_model_dir,
+            algo="dapo",
+            sampler="stochastic",
+            dynamic_filtering_metric=metric,
+        )
+        trainer = LocalTrainer(cfg, latr, reward_fn=shaped)
+        try:
+            kept, _ = trainer.rollout(step=1)
+            assert bool(kept) == expect_kept, metric
+            for _, _, rewards, _ in kept:
+                assert rewards.max() > rewards.min()
+        finally:
+            trainer.close()
+
+
+def test_latr_train_local_mode_end_to_end_with_eval_and_report(tmp_path, tiny_model_dir):
+    """As a user runs it: `latr-train --trainer.mode local` with OpenRLHF flags, a before/after evaluation,
+    then `latr-sglang report` on the run directory."""
+    out = tmp_path / "run"
+    argv = [
+        sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", "--trainer.mode", "local",
+        "--actor.model_name_or_path", str(tiny_model_dir), "--trainer.max_steps", "2",
+        "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--rollout.max_new_tokens", "8",
+        "--actor.adam.lr", "1e-3", "--algo.dynamic_filtering_enable",
+        "--dapo.dynamic_filtering_metric", "reward",
+        "--local.response_prefix", "<answer>", "--local.countdown_numbers", "2,3",
+        "--local.eval_prompts", "3",
+        "--eval.n_samples_per_prompt", "2", "--latr.lookahead_steps", "4,8", "--latr.chunk_size", "4",
+        "--ckpt.output_dir", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "eval (before)" in proc.stdout and "eval (after)" in proc.stdout
+    import json
+
+    for tag in ("before", "after"):
+        result = json.loads((out / f"eval_{tag}.json").read_text())
+        assert result["prompts"] == 3 and result["n"] == 2 and "pass@2" in result
+    assert len(read_metrics(out / "metrics.csv")) == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["response_prefix"] == "<answer>" and config["train"]["algo"] == "dapo"
+
+    report_dir = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "latr_sglang.cli", "report", str(out), "--output", str(report_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("metrics_combined.csv", "reward.png", "tree.png", "eval.png"):
+        assert (report_dir / name).stat().st_size > 0, name
