@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/cpu.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test test-all bench lint
+.PHONY: setup demo compare test test-all bench lint
 
 setup: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): requirements/cpu.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# LATR vs stochastic sampling on the embedded SmolLM2-135M-Instruct, 8 countdown prompts x 8 (~3 min on 2 cores)
+# The main job: DAPO + LATR training on countdown with the embedded SmolLM2-135M-Instruct, evaluation before vs
+# after, plots (scripts/demo-cpu.sh; under 20 min on 2 cores)
 demo: setup
+	scripts/demo-cpu.sh
+
+# LATR vs stochastic sampling on the embedded SmolLM2-135M-Instruct, 8 countdown prompts x 8 (~2 min)
+compare: setup
 	mkdir -p outputs
 	$(BIN)/latr-sglang sample --num-prompts 8 --n 8 --max-new-tokens 128 --output outputs/demo_trajectories.jsonl
 

@@ -183,10 +183,30 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     return written
 
 
+def eval_table(runs: list[Run]) -> str:
+    """Before/after evaluation of each run that has one, as a text table."""
+    keys = ["reward_mean", "pass@1", "well_formed_rate", "distinct_answers_mean", "response_length_mean"]
+    lines = []
+    for run in runs:
+        if not run.evals:
+            continue
+        n = next(iter(run.evals.values())).get("n")
+        cols = [*keys, f"pass@{n}"] if n else keys
+        lines.append(f"{run.name}: {next(iter(run.evals.values())).get('prompts')} held-out prompts x n={n}")
+        lines.append(f"  {'':8}" + "".join(f"{c:>22}" for c in cols))
+        for tag in ("before", "after"):
+            values = run.evals.get(tag, {})
+            lines.append(f"  {tag:8}" + "".join(f"{values.get(c, float('nan')):>22.4f}" for c in cols))
+    return "\n".join(lines)
+
+
 def report(run_dirs: list[str], output: str | Path) -> tuple[Path, list[Path]]:
     runs = [load_run(d) for d in run_dirs]
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     combined = out / "metrics_combined.csv"
     write_combined_csv(runs, combined)
+    table = eval_table(runs)
+    if table:
+        print(table)
     return combined, plot(runs, out)

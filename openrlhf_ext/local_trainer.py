@@ -100,9 +100,15 @@ class LocalTrainConfig:
     grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
     micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
     seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
-    output_dir: str = field(default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json"))
+    output_dir: str = field(
+        default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json, policy/")
+    )
     save_steps: int = field(
-        default=0, metadata=_help("checkpoint every N steps (0: only after the last step)")
+        default=0,
+        metadata=_help(
+            "trainer checkpoint (policy, optimizer, data position, RNG) every N steps and after the last "
+            "(0: none); the final policy is always saved as a HF folder, output_dir/policy"
+        ),
     )
     resume: bool = field(default=False, metadata=_help("continue from the latest checkpoint in output_dir"))
     use_wandb: bool = field(
@@ -536,8 +542,9 @@ class LocalTrainer:
                 loss=f"{m.get('policy_loss', float('nan')):.4f}",
             )
             bar.write(_step_line(step, m))
-            if step == self.cfg.steps or (self.cfg.save_steps and step % self.cfg.save_steps == 0):
+            if self.cfg.save_steps and (step % self.cfg.save_steps == 0 or step == self.cfg.steps):
                 self.save_checkpoint(step)
+        self.save_policy()
         if self.cfg.eval_prompts:
             self.evaluate("after")
         return history
@@ -582,6 +589,13 @@ class LocalTrainer:
         return metrics
 
     # ---- checkpoints ------------------------------------------------------------------------------------
+    def save_policy(self) -> Path:
+        """The trained policy as a HF folder (output_dir/policy): what eval scripts and SGLang load."""
+        path = self.out / "policy"
+        self.actor.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return path
+
     def save_checkpoint(self, step: int) -> Path:
         """Policy, optimizer, data position, step and RNG: enough to continue exactly where it stopped."""
         path = self.out / "checkpoints" / f"step_{step}"
