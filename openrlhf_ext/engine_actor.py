@@ -314,10 +314,16 @@ def create_rollout_engines(
     num_engines = sglang.get("num_engines") or num_engines
     tp = sglang.get("tensor_parallel_size") or tensor_parallel_size
     urls = [u for u in (sglang.get("server_urls") or "").split(",") if u]
-    on_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    gpus = (0.2 if shared_pg is not None else 1) if on_gpu and tp == 1 and not urls else 0
-    if on_gpu and not urls and shared_pg is None:
-        shared_pg = placement_group([{"GPU": 1, "CPU": 1}] * (num_engines * tp), strategy="PACK")
+    on_gpu = ray.cluster_resources().get("GPU", 0) > 0 and not urls
+    if rollout["backend"] == "torch" and tp > 1:
+        raise ValueError(f"tensor_parallel_size={tp}: the torch engine runs on one device")
+    if shared_pg is not None and tp > 1:
+        raise ValueError("--train.colocate_all with tensor-parallel LATR engines is not supported")
+    # An engine actor holds all the GPUs of its engine (one bundle of tp GPUs): an SGLang server it launches
+    # sees exactly those. Colocated (shared_pg from OpenRLHF, tp = 1) it takes a fraction of a trainer GPU.
+    gpus = (0.2 if shared_pg is not None else tp) if on_gpu else 0
+    if on_gpu and shared_pg is None:
+        shared_pg = placement_group([{"GPU": tp, "CPU": 1}] * num_engines, strategy="PACK")
         ray.get(shared_pg.ready())
     launch = {
         "tensor_parallel_size": tp,
@@ -328,12 +334,12 @@ def create_rollout_engines(
     }
     engines = []
     for i in range(num_engines):
-        options: dict[str, Any] = {"num_cpus": 1 if gpus == 0 else gpus, "num_gpus": gpus}
-        if shared_pg is not None and not urls:
+        options: dict[str, Any] = {"num_cpus": 1 if not gpus else min(gpus, 1), "num_gpus": gpus}
+        if on_gpu:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_group=shared_pg,
                 placement_group_capture_child_tasks=True,
-                placement_group_bundle_index=i * tp,
+                placement_group_bundle_index=i,
             )
         kwargs: dict[str, Any] = {
             "model_path": pretrain,
