@@ -95,6 +95,9 @@ def evaluate(
         list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
     )
     correct, rewards, well_formed, lengths, truncated, distinct = [], [], [], [], [], []
+    examples: list[
+        dict[str, Any]
+    ] = []  # the first sample of the first prompts, to read what the policy writes
     start = time.perf_counter()
     bar = tqdm(total=len(items), desc="evaluate", unit="prompt", disable=not progress)
     for b in range(0, len(items), prompts_per_batch):
@@ -121,6 +124,8 @@ def evaluate(
             lengths.extend(len(o.output_ids) for o in group)
             truncated.extend(o.finish_reason == "length" for o in group)
             distinct.append(len({a for a in (final_answer(t, item.label) for t in texts) if a is not None}))
+            if len(examples) < 4:
+                examples.append({"label": item.label, "response": texts[0], "reward": scored[0][0]})
         bar.update(len(batch))
     bar.close()
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
@@ -135,6 +140,7 @@ def evaluate(
         "distinct_answers_mean": statistics.fmean(distinct) if distinct else 0.0,
         **length_stats(lengths, truncated),
         "wall_s": time.perf_counter() - start,
+        "examples": examples,
     }
 
 

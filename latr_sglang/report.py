@@ -197,6 +197,9 @@ def eval_table(runs: list[Run]) -> str:
         for tag in ("before", "after"):
             values = run.evals.get(tag, {})
             lines.append(f"  {tag:8}" + "".join(f"{values.get(c, float('nan')):>22.4f}" for c in cols))
+        for tag in ("before", "after"):
+            for example in run.evals.get(tag, {}).get("examples", [])[:2]:
+                lines.append(f"  {tag} sample (label {example['label']}): {example['response'][:100]!r}")
     return "\n".join(lines)
 
 
