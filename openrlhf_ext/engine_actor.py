@@ -116,7 +116,7 @@ class LATRRolloutActor:
     ):
         """SGLang's launch_server on this actor's GPUs (or `command`, a stand-in speaking the same API,
         with {port} filled in). Its log goes to log_dir ($LATR_SGLANG_LOG_DIR, else the temp dir)."""
-        from latr_sglang.engines.sglang_launch import ServerProcess, sglang_server_command
+        from latr_sglang.engines.sglang_launch import SGLANG_SERVER_ENV, ServerProcess, sglang_server_command
 
         port = _free_port()
         cmd = (
@@ -138,7 +138,7 @@ class LATRRolloutActor:
             or os.path.join(tempfile.gettempdir(), "latr-sglang")
         )
         log = os.path.join(log_dir, f"sglang_server_{os.getpid()}_{port}.log")
-        return ServerProcess(cmd, f"http://127.0.0.1:{port}", log, launch_timeout_s)
+        return ServerProcess(cmd, f"http://127.0.0.1:{port}", log, launch_timeout_s, env=SGLANG_SERVER_ENV)
 
     def get_num_unfinished_requests(self) -> int:
         return self._unfinished

@@ -267,3 +267,65 @@ def test_update_weights_from_disk(tiny_model_dir, tmp_path, prompt_ids):
             server.url + "/update_weights_from_disk", json={"model_path": str(tmp_path / "none")}
         )
         assert bad.status_code == 400 and "safetensors" in bad.json()["message"]
+
+
+def test_distributed_weight_update_rejects_bad_requests_naming_them(tiny_server):
+    url = tiny_server.url
+    resp = requests.post(url + "/update_weights_from_distributed", json={"names": ["x"]}, timeout=10)
+    assert resp.status_code == 400 and "init_weights_update_group" in resp.json()["error"]["message"]
+    resp = requests.post(url + "/init_weights_update_group", json={"master_port": 1}, timeout=10)
+    assert resp.status_code == 400 and "master_address" in resp.json()["message"]
+    assert requests.get(url + "/health", timeout=10).status_code == 200
+
+
+def test_distributed_weight_update_over_gloo(tiny_server, tiny_engine, tiny_model_dir):
+    """SGLang's two-call protocol against our server: the trainer (this thread) is rank 0 of a group the
+    server joins at rank 1; each named tensor is announced over HTTP and broadcast. Afterwards the engine
+    holds exactly the trainer's weights."""
+    import socket
+    import threading
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from latr_sglang.engines.weight_sync import WeightSyncGroup
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    body = {"master_address": "127.0.0.1", "master_port": port, "rank_offset": 1, "world_size": 2,
+            "group_name": "g", "backend": "gloo"}  # fmt: skip
+    joined = {}
+    thread = threading.Thread(
+        target=lambda: joined.update(
+            r=requests.post(tiny_server.url + "/init_weights_update_group", json=body)
+        )
+    )
+    thread.start()
+    group = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name="g")
+    thread.join(60)
+    assert joined["r"].json()["success"]
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    original = {k: v.clone() for k, v in tiny_engine.hf_model.state_dict().items()}
+    try:
+        torch.manual_seed(3)
+        new = {name: torch.randn_like(p) for name, p in list(model.named_parameters())[:3]}
+        payload = {"names": list(new), "dtypes": [str(t.dtype).removeprefix("torch.") for t in new.values()],
+                   "shapes": [list(t.shape) for t in new.values()], "group_name": "g"}  # fmt: skip
+        done = {}
+        thread = threading.Thread(
+            target=lambda: done.update(
+                r=requests.post(tiny_server.url + "/update_weights_from_distributed", json=payload)
+            )
+        )
+        thread.start()
+        for tensor in new.values():
+            group.broadcast(tensor, 0)
+        thread.join(60)
+        assert done["r"].json()["success"]
+        served = tiny_engine.hf_model.state_dict()
+        for name, tensor in new.items():
+            assert torch.equal(served[name], tensor.to(served[name].dtype)), name
+    finally:
+        tiny_engine.update_weights_sync(original)

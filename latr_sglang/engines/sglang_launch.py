@@ -6,6 +6,7 @@ stand in (the tests launch `latr-sglang serve`, which needs no GPU).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+# LATR's fork rule reads raw (pre-temperature) top log-probs; SGLang returns those only when told to.
+SGLANG_SERVER_ENV = {"SGLANG_RETURN_ORIGINAL_LOGPROB": "1"}
 
 
 def sglang_server_command(
@@ -37,11 +41,20 @@ def sglang_server_command(
 class ServerProcess:
     """A launched server: `url`, `stop()`. Its output goes to `log_path`."""
 
-    def __init__(self, cmd: list[str], url: str, log_path: str | Path, timeout_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        url: str,
+        log_path: str | Path,
+        timeout_s: float = 900.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.cmd, self.url, self.log_path = cmd, url.rstrip("/"), Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             self._wait_healthy(timeout_s)
         except BaseException:

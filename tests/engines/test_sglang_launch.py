@@ -1,0 +1,54 @@
+"""Launching an SGLang-API server as a child process: SGLang's own parser accepts our command, and the
+launcher waits for health, reports a dead server with its log, and stops it."""
+
+import argparse
+import sys
+
+import pytest
+
+from latr_sglang.engines.sglang_launch import ServerProcess, sglang_server_command
+
+
+def test_command_parses_with_sglangs_own_server_args():
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    cmd = sglang_server_command("/m", 1234, 2, 0.7, 3, True, "--dtype bfloat16 --chunked-prefill-size 4096")
+    assert cmd[1:3] == ["-m", "sglang.launch_server"]
+    args = parser.parse_args(cmd[3:])
+    assert (args.model_path, args.port, args.tp_size, args.random_seed) == ("/m", 1234, 2, 3)
+    assert args.mem_fraction_static == 0.7 and args.enable_memory_saver and args.host == "127.0.0.1"
+    assert args.dtype == "bfloat16" and args.chunked_prefill_size == 4096
+
+
+def test_launches_a_server_and_stops_it(tmp_path, tiny_model_dir):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "latr_sglang.cli",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+    ]
+    server = ServerProcess(cmd, f"http://127.0.0.1:{port}", tmp_path / "server.log", timeout_s=120)
+    try:
+        with urllib.request.urlopen(server.url + "/get_model_info", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+
+
+def test_a_server_that_dies_is_reported_with_its_log(tmp_path):
+    cmd = [sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*bad flag --nope"):
+        ServerProcess(cmd, "http://127.0.0.1:9", tmp_path / "server.log", timeout_s=30)
