@@ -237,27 +237,20 @@ def _parse_bool(text: str) -> bool:
     return value in ("1", "true", "yes")
 
 
-def _parse_float_pair(text: str) -> tuple[float, float]:
-    parts = text.replace(",", " ").split()
-    try:
-        low, high = (float(x) for x in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'LOW,HIGH', got {text!r}") from None
-    return low, high
+def _pair_parser(kind: type, what: str) -> Any:
+    def parse(text: str) -> tuple:
+        try:
+            low, high = (kind(x) for x in text.replace(",", " ").split())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected two {what} 'LOW,HIGH', got {text!r}") from None
+        return low, high
 
-
-def _parse_int_pair(text: str) -> tuple[int, int]:
-    parts = text.replace(",", " ").split()
-    try:
-        low, high = (int(x) for x in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two integers 'LOW,HIGH', got {text!r}") from None
-    return low, high
+    return parse
 
 
 _PARSERS: dict[str, Any] = {
-    "tuple[float, float]": _parse_float_pair,
-    "tuple[int, int]": _parse_int_pair,
+    "tuple[float, float]": _pair_parser(float, "numbers"),
+    "tuple[int, int]": _pair_parser(int, "integers"),
     "int": int,
     "float": float,
     "str": str,

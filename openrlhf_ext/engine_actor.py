@@ -27,6 +27,7 @@ import torch
 from latr_sglang.config import LATRConfig
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
+from latr_sglang.metrics import pairwise_edit_distance, tree_stats
 
 
 def sampling_from_openrlhf(params: Any, max_new_tokens: int) -> SamplingParams:
@@ -177,6 +178,13 @@ class LATRRolloutActor:
             )[0]
         finally:
             self._unfinished -= num_samples
+        stats = tree_stats(group)
+        group_logs = {
+            "latr_branches_created": stats["branches_created"],
+            "latr_branches_pruned": stats["branches_pruned"],
+            "latr_tree_exit_step": stats["tree_exit_step"],
+            "latr_pairwise_edit_distance": pairwise_edit_distance([t.token_ids for t in group.trajectories]),
+        }
         outputs = []
         for traj in group.trajectories:
             observation = list(prompt_ids) + traj.token_ids
@@ -194,8 +202,7 @@ class LATRRolloutActor:
                 "extra_logs": {
                     "latr_origin_tree": float(traj.origin == "tree"),
                     "latr_shared_prefix_len": float(traj.shared_prefix_len),
-                    "latr_branches_created": float(max(len(group.branches) - 1, 0)),
-                    "latr_branches_pruned": float(sum(b.pruned_at is not None for b in group.branches)),
+                    **group_logs,  # the same group-level numbers on each of its samples
                 },
             }
             if self.reward_func is not None:

@@ -652,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"local_trainer: error: {e}", file=sys.stderr)
         return 2
+    return train(cfg, latr)
+
+
+def train(cfg: LocalTrainConfig, latr: LATRConfig) -> int:
+    """Runs a whole local training job (the local_trainer CLI and `latr-train --trainer.mode local`)."""
     trainer = LocalTrainer(cfg, latr)
     try:
         trainer.fit()

@@ -159,6 +159,8 @@ def parse(argv: list[str] | None = None) -> Invocation:
         trainer = TrainerOptions(**dataclass_overrides(ext_ns, TrainerOptions, "trainer."))
         rollout_given = dataclass_overrides(ext_ns, RolloutOptions, "rollout.")
         rollout_given.setdefault("backend", "torch" if trainer.mode == "local" else "sglang")
+        if rollout_given["backend"] == "vllm":  # OpenRLHF's own engines sample n independent responses
+            rollout_given.setdefault("sampler", "stochastic")
         rollout = RolloutOptions(**rollout_given)
         sglang = SGLangOptions(**dataclass_overrides(ext_ns, SGLangOptions, "sglang."))
         dapo = DAPOOptions(**dataclass_overrides(ext_ns, DAPOOptions, "dapo."))
@@ -330,15 +332,9 @@ def _namespace_dict(ns: Any) -> Any:
 
 
 def run_local(inv: Invocation) -> int:
-    from openrlhf_ext.local_trainer import LocalTrainer
+    from openrlhf_ext.local_trainer import train
 
-    trainer = LocalTrainer(inv.local, inv.latr or LATRConfig.preset("countdown"))
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")
-    return 0
+    return train(inv.local, inv.latr or LATRConfig.preset("countdown"))
 
 
 def run_ray(inv: Invocation) -> int:

@@ -178,7 +178,7 @@ def test_openrlhf_samples_generator_runs_on_latr_engines(ray_cluster, tiny_model
         assert exp.rollout_log_probs.shape == exp.action_mask.shape
         assert (exp.rollout_log_probs[exp.action_mask.bool()] <= 0).all()
         assert float(exp.scores[0]) in (0.0, 1.0)
-        assert "latr_branches_created" in exp.info and "latr_origin_tree" in exp.info
+        assert {"latr_branches_created", "latr_origin_tree", "latr_pairwise_edit_distance"} <= set(exp.info)
     # the step reached the engines (mix-ratio schedule): our generate_samples wrapper counted one step
     assert generator._latr_step == 1
     for engine in engines:

@@ -63,6 +63,11 @@ def test_dry_run_prints_the_resolved_ray_configuration(capsys):
     assert openrlhf["rollout"]["vllm_generate_batch_size"] == 8
 
 
+def test_vllm_backend_means_openrlhfs_own_stochastic_engines():
+    inv = parse([*RAY_BASE, "--rollout.backend", "vllm"])
+    assert inv.rollout.sampler == "stochastic" and inv.latr is None
+
+
 def test_parsed_ray_args_carry_the_extension_to_workers():
     inv = parse([*RAY_BASE, "--rollout.backend", "torch", "--algo.dynamic_filtering_enable"])
     ext = inv.openrlhf.latr_ext
