@@ -173,6 +173,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
                 ax.bar([x + i * width for x in (0, 1)], values, width, label=run.name)
             ax.set_xticks([x + width * (len(with_eval) - 1) / 2 for x in (0, 1)], ["before", "after"])
             ax.set_title(f"eval: {key}", fontsize=10)
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3, axis="y")
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
