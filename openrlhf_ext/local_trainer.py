@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -291,7 +292,7 @@ class LocalTrainer:
         ids = encode_prompts(self.tokenizer, [text], chat=self.cfg.apply_chat_template)[0]
         return ids + self._prefix_ids
 
-    @property
+    @functools.cached_property
     def _prefix_ids(self) -> list[int]:
         prefix = self.cfg.response_prefix
         return list(self.tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else []
@@ -329,9 +330,7 @@ class LocalTrainer:
             rounds += 1
             if cfg.algo == "dapo":
                 low, high = cfg.dynamic_filtering_range
-                column = (
-                    2 if cfg.dynamic_filtering_metric == "reward" else 3
-                )  # (prompt, group, reward, score)
+                column = 2 if cfg.dynamic_filtering_metric == "reward" else 3  # seen: (.., rewards, scores)
                 kept = [
                     g for g in seen if keep_group(g[column].tolist(), cfg.dynamic_filtering_rule, low, high)
                 ]
