@@ -97,6 +97,7 @@ class LATRRolloutActor:
             spec.loader.exec_module(module)
             self.reward_func = module.reward_func
         self.training_step = 1
+        self.evaluating = False
         self._group = None
         self._group_name: str | None = None
         self._seed = seed
@@ -148,6 +149,10 @@ class LATRRolloutActor:
         """The mix-ratio schedule is keyed by training step."""
         self.training_step = step
 
+    def set_eval_mode(self, evaluating: bool) -> None:
+        """Evaluation samples plainly (the paper validates with stochastic sampling), training with LATR."""
+        self.evaluating = evaluating
+
     async def generate_responses(
         self,
         prompt: str,
@@ -163,7 +168,7 @@ class LATRRolloutActor:
         max_tokens = getattr(sampling_params, "max_tokens", None) or max(1, max_length - len(prompt_ids))
         sampling = sampling_from_openrlhf(sampling_params, max_tokens)
         sampler = LATRSampler(self.engine, self.latr, sampling, self.eos_ids, lambda t: tok.decode([t]))
-        eta = 0.0 if self.sampler_kind == "stochastic" else None
+        eta = 0.0 if self.sampler_kind == "stochastic" or self.evaluating else None
         self._calls += 1
         self._unfinished += num_samples
         try:

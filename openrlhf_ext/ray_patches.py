@@ -1,11 +1,12 @@
 """What `latr-train` adds inside OpenRLHF's Ray trainer, applied in every Ray worker (vllm_shim's setup hook).
 
-Three methods are wrapped, each doing nothing unless `args.latr_ext` (set by latr-train) asks for it:
+Four methods are wrapped, each doing nothing unless `args.latr_ext` (set by latr-train) asks for it:
 - `SamplesGenerator._generate_vllm`: DAPO dynamic sampling. OpenRLHF keeps a group when its mean score lies
   in a range and replaces a dropped prompt with a new one until the dataloader runs out; here the rule is
   selectable (`std`: scores not all equal, DAPO's) and over-sampling is bounded: at most
   `max_sampling_rounds` x the prompt batch per call, the count logged.
-- `SamplesGenerator.generate_samples`: tells the LATR engines the training step (the mix-ratio schedule).
+- `SamplesGenerator.generate_samples`: tells the LATR engines the training step (the mix-ratio schedule);
+  `generate_eval_samples`: switches them to plain sampling for the evaluation (as the paper validates).
 - `RemoteExperienceMaker.compute_advantages_and_returns`: DAPO overlong filtering; a truncated sample's
   advantages are zeroed, so it adds no gradient. It still counts in its group's statistics and in the
   token-mean denominator (OpenRLHF's loss has no per-sample mask to drop it from).
@@ -84,6 +85,7 @@ def apply() -> None:
         return
     original_generate = generator._generate_vllm
     original_samples = generator.generate_samples
+    original_eval = generator.generate_eval_samples
     maker = experience_maker.RemoteExperienceMaker
     original_advantages = maker.compute_advantages_and_returns
 
@@ -99,6 +101,16 @@ def apply() -> None:
             batch_vllm_engine_call(self.vllm_engines, "set_training_step", self._latr_step)
         return original_samples(self, **kwargs)
 
+    def generate_eval_samples(self, **kwargs):
+        ext = _ext(self)
+        if ext is None or ext["rollout"]["backend"] == "vllm":
+            return original_eval(self, **kwargs)
+        batch_vllm_engine_call(self.vllm_engines, "set_eval_mode", True)
+        try:
+            return original_eval(self, **kwargs)
+        finally:
+            batch_vllm_engine_call(self.vllm_engines, "set_eval_mode", False)
+
     def compute_advantages_and_returns(self, experiences):
         experiences = original_advantages(self, experiences)
         ext = _ext(self)
@@ -108,5 +120,6 @@ def apply() -> None:
 
     generator._generate_vllm = _generate_vllm
     generator.generate_samples = generate_samples
+    generator.generate_eval_samples = generate_eval_samples
     maker.compute_advantages_and_returns = compute_advantages_and_returns
     generator._latr_patched = True

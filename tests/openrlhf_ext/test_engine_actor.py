@@ -155,7 +155,9 @@ def openrlhf_generator(inv, tiny_model_dir, engines):
 
     batches = [(None, [prompt], [label], [None]) for prompt, label in COUNTDOWN]  # OpenRLHF's loader items
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    return SamplesGenerator(types.SimpleNamespace(args=inv.openrlhf), batches, None, tokenizer, engines)
+    return SamplesGenerator(
+        types.SimpleNamespace(args=inv.openrlhf), batches, batches[:2], tokenizer, engines
+    )
 
 
 GENERATE_KWARGS = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 12, "max_len": 256}
@@ -181,6 +183,11 @@ def test_openrlhf_samples_generator_runs_on_latr_engines(ray_cluster, tiny_model
         assert {"latr_branches_created", "latr_origin_tree", "latr_pairwise_edit_distance"} <= set(exp.info)
     # the step reached the engines (mix-ratio schedule): our generate_samples wrapper counted one step
     assert generator._latr_step == 1
+    assert any(float(exp.info["latr_origin_tree"][0]) == 1.0 for exp in samples)
+    # OpenRLHF's evaluation samples plainly on the same engines (the paper validates with stochastic sampling)
+    evaluated = generator.generate_eval_samples(**GENERATE_KWARGS)
+    assert len(evaluated) == 2 * 4
+    assert all(float(exp.info["latr_origin_tree"][0]) == 0.0 for exp in evaluated)
     for engine in engines:
         ray.kill(engine)
 
