@@ -101,6 +101,7 @@ class LocalTrainConfig:
     grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
     micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
     seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
+    device: str = field(default="cpu", metadata=_help("cpu or cuda[:N]: the actor, reference and engine"))
     output_dir: str = field(
         default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json, policy/")
     )
@@ -157,6 +158,14 @@ class LocalTrainConfig:
             raise bad("countdown_numbers", "needs 1 <= min <= max")
         if self.eval_prompts < 0 or self.eval_n < 1:
             raise bad("eval_prompts" if self.eval_prompts < 0 else "eval_n", "must be >= 0 (eval_n >= 1)")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise bad("device", "not a device (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise bad("device", "CUDA is not available on this machine")
+        if device.type not in ("cpu", "cuda"):
+            raise bad("device", "expected cpu or cuda[:N]")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise bad("temperature", "must be a positive number")
 
@@ -234,13 +243,16 @@ class LocalTrainer:
         self.reward_fn = reward_fn or default_reward
         torch.manual_seed(cfg.seed)
         path = str(resolve_model_path(cfg.model))
-        self.actor = Actor(path, attn_implementation="sdpa", param_dtype="bf16").float()
+        self.device = torch.device(cfg.device)
+        self.actor = Actor(path, attn_implementation="sdpa", param_dtype="bf16").float().to(self.device)
         self.actor.model.config.use_cache = False
         self.reference = None
         if cfg.kl > 0:
-            self.reference = Actor(path, attn_implementation="sdpa", param_dtype="bf16").float().eval()
+            self.reference = (
+                Actor(path, attn_implementation="sdpa", param_dtype="bf16").float().to(self.device).eval()
+            )
             self.reference.requires_grad_(False)
-        hf_model, self.tokenizer, _ = load_model_and_tokenizer(path, dtype="float32")
+        hf_model, self.tokenizer, _ = load_model_and_tokenizer(path, dtype="float32", device=cfg.device)
         self.engine = TorchEngine(hf_model, self.tokenizer, model_path=path, seed=cfg.seed)
         self.engine.update_weights_sync(
             self.actor.model.state_dict()
@@ -390,7 +402,7 @@ class LocalTrainer:
             rollout[i, : len(r)] = torch.tensor(lp)
         loss_mask = action_mask.float() * torch.tensor(keep)[:, None]
         adv = torch.tensor(advantages)[:, None].expand(b, r_len)
-        return {
+        tensors = {
             "sequences": sequences,
             "attention": attention,
             "action_mask": action_mask,
@@ -398,6 +410,7 @@ class LocalTrainer:
             "advantages": adv,
             "loss_mask": loss_mask,
         }
+        return {k: v.to(self.device) for k, v in tensors.items()}
 
     def update(self, kept) -> dict[str, float]:
         batch = self._batch_tensors(kept)
@@ -457,6 +470,8 @@ class LocalTrainer:
         metrics["policy_loss"] = sums["policy_loss"]  # micro-batch losses are already global token means
         metrics["grad_norm"] = float(grad_norm)
         metrics["actor_lr"] = self.cfg.learning_rate
+        if self.device.type == "cuda":
+            metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if not math.isfinite(float(grad_norm)) or not math.isfinite(metrics["policy_loss"]):
             self.optimizer.zero_grad(set_to_none=True)
             print(

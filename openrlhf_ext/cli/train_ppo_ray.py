@@ -80,6 +80,7 @@ LOCAL_ONLY_FIELDS = (
     "countdown_numbers",
     "eval_prompts",
     "grad_clip",
+    "device",
 )
 
 

@@ -130,6 +130,7 @@ LOCAL_CONFLICTS = [
     (["--data.prompt_dataset", "some/hub-dataset"], ["some/hub-dataset"]),
     (["--local.countdown_numbers", "3,2"], ["countdown_numbers=(3, 2)"]),
     (["--actor.adam.lr", "-1"], ["learning_rate=-1.0"]),
+    (["--local.device", "tpu"], ["device='tpu'"]),
 ]
 
 
