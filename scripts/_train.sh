@@ -68,5 +68,5 @@ case "${ALGO}" in
 esac
 if [[ -n "${DRY_RUN:-}" ]]; then args+=(--dry-run); fi
 
-mkdir -p "${OUTPUT_DIR}"
+if [[ -z "${DRY_RUN:-}" ]]; then mkdir -p "${OUTPUT_DIR}"; fi
 exec "${LATR_TRAIN:-latr-train}" "${args[@]}" "$@"
