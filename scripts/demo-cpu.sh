@@ -12,19 +12,25 @@
 # problem got solved.
 #
 #   scripts/demo-cpu.sh [extra latr-train flags]      # OUT=outputs/demo STEPS=12 EVAL_PROMPTS=16
+#   SAMPLER=stochastic OUT=outputs/demo-stochastic scripts/demo-cpu.sh   # the same run without LATR
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO_DIR}/.venv/bin}"
 OUT="${OUT:-${REPO_DIR}/outputs/demo}"
 STEPS="${STEPS:-12}"
 EVAL_PROMPTS="${EVAL_PROMPTS:-16}"
+SAMPLER="${SAMPLER:-latr}"
+sampler=(--rollout.sampler "${SAMPLER}")
+if [[ "${SAMPLER}" == latr ]]; then
+  sampler+=(--latr.preset countdown --latr.lookahead_steps 8,16 --latr.chunk_size 8)
+fi
 
 rm -rf "${OUT}"
 start=$(date +%s)
 "${BIN}/latr-train" --trainer.mode local \
   --trainer.max_steps "${STEPS}" \
   --algo.dynamic_filtering_enable --dapo.dynamic_filtering_metric reward --dapo.max_sampling_rounds 3 \
-  --rollout.sampler latr --latr.preset countdown --latr.lookahead_steps 8,16 --latr.chunk_size 8 \
+  "${sampler[@]}" \
   --rollout.batch_size 4 --rollout.n_samples_per_prompt 8 --rollout.max_new_tokens 24 \
   --actor.adam.lr 3e-5 --actor.eps_clip_low_high 0.2 0.28 \
   --local.response_prefix "<answer>" --local.countdown_numbers 2,3 \
