@@ -158,6 +158,13 @@ class LocalTrainConfig:
             raise bad("countdown_numbers", "needs 1 <= min <= max")
         if self.eval_prompts < 0 or self.eval_n < 1:
             raise bad("eval_prompts" if self.eval_prompts < 0 else "eval_n", "must be >= 0 (eval_n >= 1)")
+        if self.eval_dataset is not None:
+            from latr_sglang.evaluate import DATASETS
+
+            if self.eval_dataset not in DATASETS and not Path(self.eval_dataset).is_file():
+                raise bad("eval_dataset", f"neither a bundled set ({', '.join(DATASETS)}) nor a file")
+        if self.eval_prompts and self.prompts is not None and self.eval_dataset is None:
+            raise bad("eval_dataset", "evaluating a custom prompts file needs a held-out eval_dataset")
         try:
             device = torch.device(self.device)
         except RuntimeError:
@@ -570,8 +577,6 @@ class LocalTrainer:
         cfg = self.cfg
         if cfg.eval_dataset:
             return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
-        if cfg.prompts is not None:
-            raise ValueError("eval_prompts with a custom prompts file needs eval_dataset (a held-out set)")
         train = {p for p, _ in self.data}
         held_out = [(p, lab) for p, lab in _countdown(cfg, 4 * cfg.eval_prompts, cfg.seed + EVAL_SEED_OFFSET)]
         return [EvalItem(p, lab) for p, lab in held_out if p not in train][: cfg.eval_prompts]
@@ -671,7 +676,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(cfg: LocalTrainConfig, latr: LATRConfig) -> int:
     """Runs a whole local training job (the local_trainer CLI and `latr-train --trainer.mode local`)."""
-    trainer = LocalTrainer(cfg, latr)
+    import sys
+
+    try:
+        trainer = LocalTrainer(cfg, latr)
+    except (ValueError, FileNotFoundError) as e:  # a bad prompts file, eval set or model path, named
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         trainer.fit()
     finally:

@@ -131,6 +131,7 @@ LOCAL_CONFLICTS = [
     (["--local.countdown_numbers", "3,2"], ["countdown_numbers=(3, 2)"]),
     (["--actor.adam.lr", "-1"], ["learning_rate=-1.0"]),
     (["--local.device", "tpu"], ["device='tpu'"]),
+    (["--eval.dataset", "nope"], ["eval_dataset='nope'"]),
 ]
 
 
