@@ -40,14 +40,12 @@ def test_metrics_on_the_tiny_engine(tiny_engine):
         )
     ]
     items *= 3
-    metrics = evaluate(
-        tiny_engine,
-        tiny_engine.tokenizer,
-        items,
-        n=4,
-        sampling=SamplingParams(max_new_tokens=6),
-        progress=False,
-    )
+
+    def run():
+        sampling = SamplingParams(max_new_tokens=6)
+        return evaluate(tiny_engine, tiny_engine.tokenizer, items, n=4, sampling=sampling, progress=False)
+
+    metrics = run()
     assert metrics["prompts"] == 3 and metrics["n"] == 4
     assert {"pass@1", "pass@2", "pass@4", "mean@4", "distinct_answers_mean", "response_length_mean"} <= set(
         metrics
@@ -55,14 +53,7 @@ def test_metrics_on_the_tiny_engine(tiny_engine):
     assert 0 <= metrics["pass@1"] <= metrics["pass@2"] <= metrics["pass@4"] <= 1
     assert 1 <= metrics["response_length_mean"] <= 6
     # seeded: the same call gives the same numbers
-    again = evaluate(
-        tiny_engine,
-        tiny_engine.tokenizer,
-        items,
-        n=4,
-        sampling=SamplingParams(max_new_tokens=6),
-        progress=False,
-    )
+    again = run()
     assert again["response_length_mean"] == metrics["response_length_mean"]
 
 
