@@ -57,7 +57,12 @@ def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
     return [row[input_key] for row in read_jsonl(path, {input_key: str})]
 
 
-def encode_prompts(tokenizer: Any, texts: Sequence[str], chat: bool) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: Any, texts: Sequence[str], chat: bool, response_prefix: str = ""
+) -> list[list[int]]:
+    """Prompt ids (in the chat template when `chat`), followed by the ids of `response_prefix`: text the
+    assistant's turn starts with (a prefill)."""
+    prefix = list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
     if chat and getattr(tokenizer, "chat_template", None):
         return [
             list(
@@ -68,9 +73,10 @@ def encode_prompts(tokenizer: Any, texts: Sequence[str], chat: bool) -> list[lis
                     return_dict=False,
                 )
             )
+            + prefix
             for t in texts
         ]
-    return [list(tokenizer(t).input_ids) for t in texts]
+    return [list(tokenizer(t).input_ids) + prefix for t in texts]
 
 
 @dataclass

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
     """A bad LATRConfig value; the message names the field and the value."""
 
 
-def _help(text: str) -> dict[str, str]:
+def help_text(text: str) -> dict[str, str]:
     return {"help": text}
 
 
@@ -26,63 +26,68 @@ class LATRConfig:
     # --- branching --------------------------------------------------------------------------------
     max_branch_per_token: int = field(
         default=2,
-        metadata=_help("m: candidates per position are the top-m raw tokens (the argmax and m-1 forks)"),
+        metadata=help_text("m: candidates per position are the top-m raw tokens (the argmax and m-1 forks)"),
     )
     tau_abs: float = field(
-        default=0.25, metadata=_help("a fork candidate needs raw probability p_j > tau_abs")
+        default=0.25, metadata=help_text("a fork candidate needs raw probability p_j > tau_abs")
     )
-    tau_rel: float = field(default=0.15, metadata=_help("and p_0 - p_j < tau_rel (rel_rule=paper)"))
+    tau_rel: float = field(default=0.15, metadata=help_text("and p_0 - p_j < tau_rel (rel_rule=paper)"))
     rel_rule: Literal["paper", "released"] = field(
         default="paper",
-        metadata=_help(
+        metadata=help_text(
             "paper: fork iff p_0 - p_j < tau_rel; released: the inverted rule of the released runs"
         ),
     )
     tree_sampling: Literal["greedy", "sample"] = field(
         default="greedy",
-        metadata=_help("greedy: branches append the argmax (reference); sample: a token drawn at T=1"),
+        metadata=help_text("greedy: branches append the argmax (reference); sample: a token drawn at T=1"),
     )
     # --- pruning ----------------------------------------------------------------------------------
     lookahead_steps: tuple[int, ...] = field(
-        default=(20, 30, 50), metadata=_help("child ages (tokens after its fork) at which pruning is checked")
+        default=(20, 30, 50),
+        metadata=help_text("child ages (tokens after its fork) at which pruning is checked"),
     )
     prune_edit_distance_below: float | None = field(
-        default=0.4, metadata=_help("prune if normalized token edit distance < this (None: metric off)")
+        default=0.4, metadata=help_text("prune if normalized token edit distance < this (None: metric off)")
     )
     prune_suffix_match_above: float | None = field(
-        default=None, metadata=_help("prune if longest shared suffix / r > this (None: metric off)")
+        default=None, metadata=help_text("prune if longest shared suffix / r > this (None: metric off)")
     )
     prune_rouge_l_above: float | None = field(
-        default=None, metadata=_help("prune if token ROUGE-L F1 > this (None: metric off)")
+        default=None, metadata=help_text("prune if token ROUGE-L F1 > this (None: metric off)")
     )
     exempt_chars: str = field(
         default=EXEMPT_CHARS,
-        metadata=_help(
+        metadata=help_text(
             "forks whose parent token is whitespace or made only of these characters are never pruned"
         ),
     )
     # --- group split and exit ---------------------------------------------------------------------
     mix_ratio_schedule: dict[int, float] = field(
         default_factory=lambda: {0: 1.0, 10: 0.75, 20: 0.5, 80: 0.25, 200: 0.0},
-        metadata=_help("eta by training step (value of the largest key <= step): k_latr = round(n * eta)"),
+        metadata=help_text(
+            "eta by training step (value of the largest key <= step): k_latr = round(n * eta)"
+        ),
     )
     exit_threshold: float = field(
-        default=0.98, metadata=_help("leave the tree phase when this share is full")
+        default=0.98, metadata=help_text("leave the tree phase when this share is full")
     )
     exit_decay: float = field(
-        default=0.05, metadata=_help("threshold decay: thr = exit_threshold - decay*t/L")
+        default=0.05, metadata=help_text("threshold decay: thr = exit_threshold - decay*t/L")
     )
     force_return_step: int = field(
-        default=512, metadata=_help("leave the tree phase at this step regardless")
+        default=512, metadata=help_text("leave the tree phase at this step regardless")
     )
     exit_scope: Literal["prompt", "batch"] = field(
         default="prompt",
-        metadata=_help(
+        metadata=help_text(
             "prompt: each tree leaves when its own is full and settled; batch: the reference rule"
         ),
     )
     # --- engine scheduling (no effect on the tree) ------------------------------------------------
-    chunk_size: int = field(default=32, metadata=_help("tokens per tree-phase engine request (speculation)"))
+    chunk_size: int = field(
+        default=32, metadata=help_text("tokens per tree-phase engine request (speculation)")
+    )
 
     def __post_init__(self) -> None:
         self.lookahead_steps = tuple(self.lookahead_steps)

@@ -91,9 +91,6 @@ def evaluate(
     if n < 1:
         raise ValueError(f"n={n}: need at least one sample per prompt")
     sampling = sampling or SamplingParams(max_new_tokens=256, temperature=1.0)
-    prefix_ids = (
-        list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
-    )
     correct, rewards, well_formed, lengths, truncated, distinct = [], [], [], [], [], []
     examples: list[
         dict[str, Any]
@@ -102,7 +99,7 @@ def evaluate(
     bar = tqdm(total=len(items), desc="evaluate", unit="prompt", disable=not progress)
     for b in range(0, len(items), prompts_per_batch):
         batch = items[b : b + prompts_per_batch]
-        encoded = [ids + prefix_ids for ids in encode_prompts(tokenizer, [it.prompt for it in batch], chat)]
+        encoded = encode_prompts(tokenizer, [it.prompt for it in batch], chat, response_prefix)
         requests = [
             GenerateRequest(
                 tuple(ids),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import functools
 import json
 import math
 import random
@@ -33,6 +32,7 @@ from latr_sglang.config import (
     add_dataclass_arguments,
     add_latr_arguments,
     dataclass_overrides,
+    help_text,
     latr_config_from_args,
 )
 from latr_sglang.driver import GroupResult, LATRSampler
@@ -43,88 +43,92 @@ from openrlhf_ext.dapo import group_advantages, keep_group, overlong_mask
 RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class LocalTrainConfig:
-    model: str = field(default="smollm2", metadata=_help("local HF folder, or 'smollm2' (embedded default)"))
-    prompts: str | None = field(default=None, metadata=_help("JSONL with prompt/label (default: countdown)"))
-    input_key: str = field(default="prompt", metadata=_help("JSONL key of the prompt"))
-    label_key: str = field(default="label", metadata=_help("JSONL key of the label"))
-    apply_chat_template: bool = field(default=True, metadata=_help("wrap prompts in the chat template"))
+    model: str = field(
+        default="smollm2", metadata=help_text("local HF folder, or 'smollm2' (embedded default)")
+    )
+    prompts: str | None = field(
+        default=None, metadata=help_text("JSONL with prompt/label (default: countdown)")
+    )
+    input_key: str = field(default="prompt", metadata=help_text("JSONL key of the prompt"))
+    label_key: str = field(default="label", metadata=help_text("JSONL key of the label"))
+    apply_chat_template: bool = field(default=True, metadata=help_text("wrap prompts in the chat template"))
     response_prefix: str = field(
         default="",
-        metadata=_help(
+        metadata=help_text(
             "text the assistant's turn starts with (a prefill, e.g. '<answer>'); the reward sees it"
         ),
     )
     countdown_numbers: tuple[int, int] = field(
-        default=(3, 4), metadata=_help("built-in countdown task: min,max numbers per problem")
+        default=(3, 4), metadata=help_text("built-in countdown task: min,max numbers per problem")
     )
-    algo: Literal["grpo", "dapo"] = field(default="dapo", metadata=_help("grpo or dapo"))
-    sampler: Literal["latr", "stochastic"] = field(default="latr", metadata=_help("rollout sampler"))
-    steps: int = field(default=10, metadata=_help("training steps"))
-    prompts_per_step: int = field(default=4, metadata=_help("groups per step (after dynamic sampling)"))
-    n_samples_per_prompt: int = field(default=8, metadata=_help("n: trajectories per prompt"))
-    max_new_tokens: int = field(default=128, metadata=_help("response length limit"))
-    learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
+    algo: Literal["grpo", "dapo"] = field(default="dapo", metadata=help_text("grpo or dapo"))
+    sampler: Literal["latr", "stochastic"] = field(default="latr", metadata=help_text("rollout sampler"))
+    steps: int = field(default=10, metadata=help_text("training steps"))
+    prompts_per_step: int = field(default=4, metadata=help_text("groups per step (after dynamic sampling)"))
+    n_samples_per_prompt: int = field(default=8, metadata=help_text("n: trajectories per prompt"))
+    max_new_tokens: int = field(default=128, metadata=help_text("response length limit"))
+    learning_rate: float = field(default=1e-6, metadata=help_text("AdamW learning rate"))
     kl_coef: float | None = field(
-        default=None, metadata=_help("k3 KL coefficient (default: GRPO 0.01, DAPO 0)")
+        default=None, metadata=help_text("k3 KL coefficient (default: GRPO 0.01, DAPO 0)")
     )
-    eps_clip_low: float = field(default=0.2, metadata=_help("PPO clip, lower"))
+    eps_clip_low: float = field(default=0.2, metadata=help_text("PPO clip, lower"))
     eps_clip_high: float | None = field(
-        default=None, metadata=_help("PPO clip, upper (default GRPO .2, DAPO .28)")
+        default=None, metadata=help_text("PPO clip, upper (default GRPO .2, DAPO .28)")
     )
-    max_sampling_rounds: int = field(default=3, metadata=_help("DAPO over-sampling rounds per step"))
+    max_sampling_rounds: int = field(default=3, metadata=help_text("DAPO over-sampling rounds per step"))
     dynamic_filtering_rule: Literal["std", "mean_range"] = field(
         default="std",
-        metadata=_help(
+        metadata=help_text(
             "DAPO: std = keep groups whose scores differ; mean_range = mean score inside the range"
         ),
     )
     dynamic_filtering_metric: Literal["score", "reward"] = field(
         default="score",
-        metadata=_help(
+        metadata=help_text(
             "what dynamic sampling filters on: score = accuracy (DAPO, OpenRLHF), reward = the shaped reward "
             "the advantages use (a group is dropped exactly when all its advantages are 0)"
         ),
     )
     dynamic_filtering_range: tuple[float, float] = field(
-        default=(0.0, 1.0), metadata=_help("(low, high), open, for dynamic_filtering_rule=mean_range")
+        default=(0.0, 1.0), metadata=help_text("(low, high), open, for dynamic_filtering_rule=mean_range")
     )
     overlong_filtering: bool | None = field(
-        default=None, metadata=_help("mask truncated samples out of the loss (default: DAPO yes, GRPO no)")
+        default=None,
+        metadata=help_text("mask truncated samples out of the loss (default: DAPO yes, GRPO no)"),
     )
-    temperature: float = field(default=1.0, metadata=_help("rollout sampling temperature"))
-    grad_clip: float = field(default=1.0, metadata=_help("gradient norm clip"))
-    micro_batch_size: int = field(default=8, metadata=_help("sequences per forward/backward"))
-    seed: int = field(default=0, metadata=_help("seed of data order, sampling and init"))
-    device: str = field(default="cpu", metadata=_help("cpu or cuda[:N]: the actor, reference and engine"))
+    temperature: float = field(default=1.0, metadata=help_text("rollout sampling temperature"))
+    grad_clip: float = field(default=1.0, metadata=help_text("gradient norm clip"))
+    micro_batch_size: int = field(default=8, metadata=help_text("sequences per forward/backward"))
+    seed: int = field(default=0, metadata=help_text("seed of data order, sampling and init"))
+    device: str = field(default="cpu", metadata=help_text("cpu or cuda[:N]: the actor, reference and engine"))
     output_dir: str = field(
-        default="outputs/local", metadata=_help("metrics.csv, tensorboard/, config.json, policy/")
+        default="outputs/local", metadata=help_text("metrics.csv, tensorboard/, config.json, policy/")
     )
     save_steps: int = field(
         default=0,
-        metadata=_help(
+        metadata=help_text(
             "trainer checkpoint (policy, optimizer, data position, RNG) every N steps and after the last "
             "(0: none); the final policy is always saved as a HF folder, output_dir/policy"
         ),
     )
-    resume: bool = field(default=False, metadata=_help("continue from the latest checkpoint in output_dir"))
-    use_wandb: bool = field(
-        default=False, metadata=_help("log to wandb too (offline unless WANDB_MODE says else)")
+    resume: bool = field(
+        default=False, metadata=help_text("continue from the latest checkpoint in output_dir")
     )
-    wandb_project: str = field(default="latr-sglang", metadata=_help("wandb project name"))
+    use_wandb: bool = field(
+        default=False, metadata=help_text("log to wandb too (offline unless WANDB_MODE says else)")
+    )
+    wandb_project: str = field(default="latr-sglang", metadata=help_text("wandb project name"))
     eval_prompts: int = field(
-        default=0, metadata=_help("evaluate before and after training on this many held-out prompts (0: no)")
+        default=0,
+        metadata=help_text("evaluate before and after training on this many held-out prompts (0: no)"),
     )
     eval_dataset: str | None = field(
         default=None,
-        metadata=_help("eval set: a bundled name or JSONL (default: held-out countdown problems)"),
+        metadata=help_text("eval set: a bundled name or JSONL (default: held-out countdown problems)"),
     )
-    eval_n: int = field(default=8, metadata=_help("samples per eval prompt (pass@k up to k = eval_n)"))
+    eval_n: int = field(default=8, metadata=help_text("samples per eval prompt (pass@k up to k = eval_n)"))
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -308,13 +312,12 @@ class LocalTrainer:
         return batch
 
     def _encode(self, text: str) -> list[int]:
-        ids = encode_prompts(self.tokenizer, [text], chat=self.cfg.apply_chat_template)[0]
-        return ids + self._prefix_ids
-
-    @functools.cached_property
-    def _prefix_ids(self) -> list[int]:
-        prefix = self.cfg.response_prefix
-        return list(self.tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else []
+        return encode_prompts(
+            self.tokenizer,
+            [text],
+            chat=self.cfg.apply_chat_template,
+            response_prefix=self.cfg.response_prefix,
+        )[0]
 
     # ---- rollout ----------------------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list[tuple[str, GroupResult, torch.Tensor, torch.Tensor]], dict]:
@@ -578,7 +581,7 @@ class LocalTrainer:
         if cfg.eval_dataset:
             return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
         train = {p for p, _ in self.data}
-        held_out = [(p, lab) for p, lab in _countdown(cfg, 4 * cfg.eval_prompts, cfg.seed + EVAL_SEED_OFFSET)]
+        held_out = _countdown(cfg, 4 * cfg.eval_prompts, cfg.seed + EVAL_SEED_OFFSET)
         return [EvalItem(p, lab) for p, lab in held_out if p not in train][: cfg.eval_prompts]
 
     def evaluate(self, tag: str) -> dict[str, Any]:

@@ -10,73 +10,77 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+from latr_sglang.config import help_text
 
 
 @dataclass
 class RolloutOptions:
     backend: Literal["sglang", "torch", "vllm"] = field(
         default="sglang",
-        metadata=_help(
+        metadata=help_text(
             "rollout engines: sglang (SGLang servers, GPUs), torch (our reference engine, CPU or GPU), "
             "or vllm "
             "(OpenRLHF's own vLLM engines, untouched; no LATR)"
         ),
     )
     sampler: Literal["latr", "stochastic"] = field(
-        default="latr", metadata=_help("latr: lookahead tree rollouts; stochastic: n independent samples")
+        default="latr", metadata=help_text("latr: lookahead tree rollouts; stochastic: n independent samples")
     )
 
 
 @dataclass
 class SGLangOptions:
     num_engines: int | None = field(
-        default=None, metadata=_help("SGLang engines (default: --vllm.num_engines, which OpenRLHF sizes by)")
+        default=None,
+        metadata=help_text("SGLang engines (default: --vllm.num_engines, which OpenRLHF sizes by)"),
     )
     tensor_parallel_size: int | None = field(
-        default=None, metadata=_help("GPUs per SGLang engine (default: --vllm.tensor_parallel_size)")
+        default=None, metadata=help_text("GPUs per SGLang engine (default: --vllm.tensor_parallel_size)")
     )
     mem_fraction_static: float | None = field(
-        default=None, metadata=_help("SGLang --mem-fraction-static (default: --vllm.gpu_memory_utilization)")
+        default=None,
+        metadata=help_text("SGLang --mem-fraction-static (default: --vllm.gpu_memory_utilization)"),
     )
     server_urls: str | None = field(
         default=None,
-        metadata=_help("comma-separated URLs of running SGLang servers/routers, one per engine (no launch)"),
+        metadata=help_text(
+            "comma-separated URLs of running SGLang servers/routers, one per engine (no launch)"
+        ),
     )
     extra_server_args: str = field(
-        default="", metadata=_help("more sglang.launch_server flags, as one shell-quoted string")
+        default="", metadata=help_text("more sglang.launch_server flags, as one shell-quoted string")
     )
-    launch_timeout_s: float = field(default=900.0, metadata=_help("seconds to wait for a server's /health"))
+    launch_timeout_s: float = field(
+        default=900.0, metadata=help_text("seconds to wait for a server's /health")
+    )
 
 
 @dataclass
 class DAPOOptions:
     dynamic_filtering_rule: Literal["std", "mean_range"] = field(
         default="std",
-        metadata=_help(
+        metadata=help_text(
             "with --algo.dynamic_filtering_enable: std = DAPO's rule (keep groups whose scores are not all "
             "equal); mean_range = OpenRLHF's (mean score inside --algo.dynamic_filtering_range)"
         ),
     )
     dynamic_filtering_metric: Literal["score", "reward"] = field(
         default="score",
-        metadata=_help(
+        metadata=help_text(
             "what dynamic sampling looks at: score = the reward function's accuracy (DAPO, OpenRLHF), "
             "reward = the shaped reward the advantages use"
         ),
     )
     max_sampling_rounds: int = field(
         default=3,
-        metadata=_help(
+        metadata=help_text(
             "over-sampling bound: a step draws at most this many times its prompt batch while filling it "
             "with informative groups (OpenRLHF's own loop is unbounded)"
         ),
     )
     overlong_filtering: bool = field(
         default=False,
-        metadata=_help("mask truncated samples out of the loss (DAPO); they still count in group stats"),
+        metadata=help_text("mask truncated samples out of the loss (DAPO); they still count in group stats"),
     )
 
 
@@ -84,10 +88,11 @@ class DAPOOptions:
 class TrainerOptions:
     mode: Literal["ray", "local"] = field(
         default="ray",
-        metadata=_help("ray: OpenRLHF's distributed trainer; local: one process (CPU or one GPU)"),
+        metadata=help_text("ray: OpenRLHF's distributed trainer; local: one process (CPU or one GPU)"),
     )
     max_steps: int | None = field(
-        default=None, metadata=_help("local mode: training steps (default 10); ray mode sizes by the dataset")
+        default=None,
+        metadata=help_text("local mode: training steps (default 10); ray mode sizes by the dataset"),
     )
 
 

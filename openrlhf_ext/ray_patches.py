@@ -32,6 +32,7 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
 
     dapo = _ext(self)["dapo"]
     low, high = self.args.algo.dynamic_filtering_range
+    field = "rewards" if dapo["dynamic_filtering_metric"] == "reward" else "scores"
     budget = dapo["max_sampling_rounds"] * num_prompts  # prompts this call may consume, replacements included
     prompts, labels, images, exhausted = _collect_prompt_batch(dataloader_iter, num_prompts)
     if not prompts:
@@ -43,7 +44,6 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
         ready, pending = ray.wait(pending, num_returns=1, timeout=10.0)
         for ref in ready:
             group = [self._process_response_into_experience(r, **generate_kwargs) for r in ray.get(ref)]
-            field = "rewards" if dapo["dynamic_filtering_metric"] == "reward" else "scores"
             scores = [float(getattr(e, field)[0]) for e in group if getattr(e, field) is not None]
             if len(scores) < len(group) or keep_group(scores, dapo["dynamic_filtering_rule"], low, high):
                 accepted.extend(group)

@@ -2,7 +2,6 @@
 
 import asyncio
 import concurrent.futures
-import os
 import random
 import subprocess
 import sys
@@ -186,48 +185,38 @@ def test_in_process_adapter_shares_the_wire_translation(tiny_engine, prompt_ids)
     assert adapter.engine.flushed == 1
 
 
-def test_cli_serve_subprocess(tiny_model_dir, prompt_ids):
-    """`latr-sglang serve` as a user runs it: a separate process bound to 127.0.0.1."""
+def test_cli_serve_subprocess(tiny_model_dir, prompt_ids, tmp_path):
+    """`latr-sglang serve` as a user runs it: a separate process bound to 127.0.0.1, started and stopped by
+    the launcher the engine actors use (it waits for /health)."""
     import socket
+
+    from latr_sglang.engines.sglang_launch import ServerProcess
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "latr_sglang.cli",
-            "serve",
-            "--model",
-            str(tiny_model_dir),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "latr_sglang.cli",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+    ]
+    server = ServerProcess(cmd, f"http://127.0.0.1:{port}", tmp_path / "server.log", timeout_s=120)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("server did not come up")
+        assert requests.get(server.url + "/get_model_info", timeout=10).status_code == 200
         r = requests.post(
-            url + "/generate",
+            server.url + "/generate",
             json={"input_ids": list(prompt_ids[0]), "sampling_params": {"max_new_tokens": 3}},
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["meta_info"]["completion_tokens"] <= 3
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
+    assert server.process.returncode is not None
 
 
 def test_cli_serve_names_a_missing_model(tmp_path):
