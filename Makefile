@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/cpu.lock pyproject.toml | sha1sum | cut -c1-12)
 
+.PHONY: demo-ray
 .PHONY: setup demo compare test test-all bench lint
 
 setup: $(STAMP)
@@ -26,10 +27,30 @@ $(STAMP): requirements/cpu.lock pyproject.toml
 demo: setup
 	scripts/demo-cpu.sh
 
-# LATR vs stochastic sampling on the embedded SmolLM2-135M-Instruct, 8 countdown prompts x 8 (~2 min)
+# The main job through OpenRLHF's own Ray trainer on the CPU (--trainer.device cpu: Ray actors, DeepSpeed
+# ZeRO-2 over gloo, reference model, weight broadcast to a LATR engine actor); smaller than `make demo`,
+# a debugging/CI run of the distributed path (scripts/demo-ray.sh; 3 steps of 2 prompts x 8; its time on idle cores is not yet measured)
+demo-ray: setup
+	scripts/demo-ray.sh
+
+# LATR vs stochastic sampling over seeds: the main job (demo-cpu.sh) with each sampler, SEEDS="1 2 3", then one
+# table + one plot in outputs/experiment/experiment.{md,png} (scripts/experiment-cpu.sh; 1-2 hours on 2 cores;
+# rerunning continues where it stopped; SMOKE=1 for a quick check of the pipeline)
+.PHONY: experiment
+experiment: setup
+	scripts/experiment-cpu.sh
+
+# LATR vs stochastic sampling on the embedded SmolLM2-135M-Instruct, built-in countdown prompts; sizes and any
+# other `latr-sglang sample` flags from the command line:
+#   make compare PROMPTS=16 N=8 MAX_NEW_TOKENS=256 ARGS="--latr.preset small"
+PROMPTS ?= 8
+N ?= 8
+MAX_NEW_TOKENS ?= 128
+ARGS ?=
 compare: setup
 	mkdir -p outputs
-	$(BIN)/latr-sglang sample --num-prompts 8 --n 8 --max-new-tokens 128 --output outputs/demo_trajectories.jsonl
+	$(BIN)/latr-sglang sample --num-prompts $(PROMPTS) --n $(N) --max-new-tokens $(MAX_NEW_TOKENS) \
+		--output outputs/compare_trajectories.jsonl $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -12,6 +12,7 @@ from typing import Any
 
 from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.metrics import rollout_metrics
+from latr_sglang.tasks.prompts import encode_prompts, load_prompts, read_jsonl  # noqa: F401 (re-exported)
 
 COUNTDOWN_TEMPLATE = (
     "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
@@ -31,52 +32,6 @@ def builtin_countdown_prompts(count: int, seed: int = 0) -> list[str]:
             target = target + x if rng.random() < 0.5 or target - x <= 0 else target - x
         prompts.append(COUNTDOWN_TEMPLATE.format(numbers=numbers, target=target))
     return prompts
-
-
-def read_jsonl(path: str | Path, required: dict[str, type]) -> list[dict]:
-    """Rows of a JSONL file, each checked to hold the required keys with values of the given types."""
-    rows = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
-        for key, kind in required.items():
-            value = row.get(key) if isinstance(row, dict) else None
-            if not isinstance(value, kind) or value in ("", None):
-                raise ValueError(f"{path}:{i + 1}: no non-empty {kind.__name__} under key {key!r}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no prompts")
-    return rows
-
-
-def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
-    return [row[input_key] for row in read_jsonl(path, {input_key: str})]
-
-
-def encode_prompts(
-    tokenizer: Any, texts: Sequence[str], chat: bool, response_prefix: str = ""
-) -> list[list[int]]:
-    """Prompt ids (in the chat template when `chat`), followed by the ids of `response_prefix`: text the
-    assistant's turn starts with (a prefill)."""
-    prefix = list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
-    if chat and getattr(tokenizer, "chat_template", None):
-        return [
-            list(
-                tokenizer.apply_chat_template(
-                    [{"role": "user", "content": t}],
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=False,
-                )
-            )
-            + prefix
-            for t in texts
-        ]
-    return [list(tokenizer(t).input_ids) + prefix for t in texts]
 
 
 @dataclass

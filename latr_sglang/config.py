@@ -1,4 +1,4 @@
-"""LATRConfig: every knob of LATR (../shared/docs/LATR_SPEC.md), one object for the CLI, OpenRLHF flags and
+"""LATRConfig: every knob of LATR (docs/ALGORITHM.md), one object for the CLI, OpenRLHF flags and
 the frontend. Presets `countdown` and `math` hold the released scripts' values; YAML/JSON load and save."""
 
 from __future__ import annotations
@@ -40,7 +40,26 @@ class LATRConfig:
     )
     tree_sampling: Literal["greedy", "sample"] = field(
         default="greedy",
-        metadata=help_text("greedy: branches append the argmax (reference); sample: a token drawn at T=1"),
+        metadata=help_text(
+            "greedy: branches append the argmax (reference); sample: a token drawn with the training "
+            "sampling parameters, and the other valid top-m tokens fork"
+        ),
+    )
+    fork_between_stops: bool = field(
+        default=True,
+        metadata=help_text(
+            "fork where the branch's token and the candidate both end the response (e.g. EOS vs a newline "
+            "stop id): the child repeats its parent's text. True (default) is the paper's rule; False skips "
+            "those forks (a stop candidate where the branch continues still forks)"
+        ),
+    )
+    admission_order: Literal["rank", "branch"] = field(
+        default="rank",
+        metadata=help_text(
+            "which fork candidates fill the tree's free slots first: rank (default, the reference): every "
+            "branch's rank-1 candidate (branches in creation order), then every rank-2 one, ...; branch: all "
+            "candidates of the first branch, then the next branch's. Equal for m=2"
+        ),
     )
     # --- pruning ----------------------------------------------------------------------------------
     lookahead_steps: tuple[int, ...] = field(
@@ -58,15 +77,23 @@ class LATRConfig:
     )
     exempt_chars: str = field(
         default=EXEMPT_CHARS,
+        metadata=help_text("the symbol string of the exemption test (see exempt_rule)"),
+    )
+    exempt_rule: Literal["chars", "reference"] = field(
+        default="chars",
         metadata=help_text(
-            "forks whose parent token is whitespace or made only of these characters are never pruned"
+            "forks whose parent token (decoded, stripped) is exempt are never pruned. chars (default, the "
+            "stated intent: whitespace, digits, operators): empty or every character in exempt_chars, so "
+            "'20', '))' and '$$' are exempt; reference: a substring of exempt_chars, as the released code "
+            "tests it ('12' is exempt, '20' and '))' are not)"
         ),
     )
     # --- group split and exit ---------------------------------------------------------------------
     mix_ratio_schedule: dict[int, float] = field(
         default_factory=lambda: {0: 1.0, 10: 0.75, 20: 0.5, 80: 0.25, 200: 0.0},
         metadata=help_text(
-            "eta by training step (value of the largest key <= step): k_latr = round(n * eta)"
+            "eta by training step (value of the largest key <= step): k_latr = round(n * eta), Python's "
+            "round (half to even, as the reference): n=10, eta=0.25 gives 2"
         ),
     )
     exit_threshold: float = field(
@@ -82,6 +109,24 @@ class LATRConfig:
         default="prompt",
         metadata=help_text(
             "prompt: each tree leaves when its own is full and settled; batch: the reference rule"
+        ),
+    )
+    exit_age_rule: Literal["reference", "pending"] = field(
+        default="reference",
+        metadata=help_text(
+            "which branches must be old enough to leave the tree phase at token s (0-based). reference "
+            "(default, as the released runs): every branch, the root (born at 0) and finished ones included, "
+            "with birth + max(lookahead_steps) < s, so a tree decodes at least max(lookahead_steps) + 2 "
+            "tokens; pending: only unfinished children, until their last lookahead check has run (birth + "
+            "max(lookahead_steps) <= s + 1): shorter tree phases, and a tree with k_latr = 1 leaves at once"
+        ),
+    )
+    fill_after_finished_root: Literal["sample", "copy"] = field(
+        default="sample",
+        metadata=help_text(
+            "fills of a tree with fewer than k_latr branches continue the root's prefix by sampling; when "
+            "the root has already finished: sample (default) draws fresh samples from the prompt, copy "
+            "repeats the finished root, as the reference does (duplicates carry no learning signal)"
         ),
     )
     # --- engine scheduling (no effect on the tree) ------------------------------------------------
@@ -111,8 +156,17 @@ class LATRConfig:
             raise bad("rel_rule", "must be 'paper' or 'released'")
         if self.tree_sampling not in ("greedy", "sample"):
             raise bad("tree_sampling", "must be 'greedy' or 'sample'")
-        if self.exit_scope not in ("prompt", "batch"):
-            raise bad("exit_scope", "must be 'prompt' or 'batch'")
+        if not isinstance(self.fork_between_stops, bool):
+            raise bad("fork_between_stops", "must be true or false")
+        for name, allowed in (
+            ("exit_scope", ("prompt", "batch")),
+            ("exit_age_rule", ("reference", "pending")),
+            ("exempt_rule", ("chars", "reference")),
+            ("admission_order", ("rank", "branch")),
+            ("fill_after_finished_root", ("sample", "copy")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise bad(name, "must be " + " or ".join(repr(a) for a in allowed))
         steps = self.lookahead_steps
         if not steps:
             raise bad("lookahead_steps", "must not be empty")
@@ -210,6 +264,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         lookahead_steps=(20, 30, 50),
         mix_ratio_schedule={0: 1.0, 100: 0.75, 200: 0.5, 300: 0.25},
         force_return_step=1024,
+    ),
+    # Small models on short answers (the main job: SmolLM2-135M, countdown-fewshot, ~10-token answers that
+    # stop at a newline). The released thresholds fork ~1.4 times per prompt there (the model's uncertain
+    # choices, the operator and the digits, sit at p ~0.05-0.4) and lookahead ages of 20+ tokens outlive
+    # the answers. Forking on every top-3 candidate above p = 0.05 (tau_rel = 1 leaves only tau_abs) fills
+    # the tree with distinct answers: 7.4 distinct answers per group of 8 vs 3.6 for plain sampling at no
+    # extra wall time (BENCHMARKS.md, "LATR on the embedded model: a sweep"; latr_sglang.bench.sweep).
+    "small": dict(
+        max_branch_per_token=3,
+        tau_abs=0.05,
+        tau_rel=1.0,
+        prune_edit_distance_below=0.4,
+        prune_suffix_match_above=None,
+        prune_rouge_l_above=None,
+        lookahead_steps=(2, 4, 8),
+        mix_ratio_schedule={0: 1.0, 10: 0.75, 20: 0.5, 80: 0.25, 200: 0.0},
+        force_return_step=512,
+        chunk_size=16,
     ),
 }
 

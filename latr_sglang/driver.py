@@ -3,11 +3,12 @@
 Every live branch asks its engine for a greedy chunk of tokens with the raw top-m log-probs at every position
 (one request, not one per token). Because the tree phase is greedy, a branch's chunk holds exactly the tokens
 a step-by-step run would produce, so the driver replays the steps in order as soon as every live branch of a
-tree set (one prompt, or the batch) has data for the step: forks are admitted by capacity in creation order,
+tree set (one prompt, or the batch) has data for the step: forks are admitted by capacity (admission_order),
 children become continuation requests on the parent's prefix (served by the engine's prefix cache), pruning
 checks run at the lookahead ages, and the exit rule is applied. The tree therefore equals the
 step-synchronous algorithm's; chunking only changes how many requests it takes. Afterwards unfinished
-branches, fills and the plain stochastic samples are completed with the training sampling parameters.
+branches, fills and the plain stochastic samples are completed with the training sampling parameters; with a
+training temperature other than 1 the responses are rescored so that every log-prob is the policy's at T = 1.
 The algorithm's decisions are the pure functions of `latr_sglang.algorithm`; this module only schedules.
 """
 
@@ -15,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from latr_sglang.algorithm import (
     PruneCheck,
+    admit_forks,
     branches_to_prune,
     effective_size,
-    fork_tokens,
+    fork_candidates,
     group_split,
+    leave_tree_phase,
     mix_ratio,
-    tree_phase_done,
     with_descendants,
 )
 from latr_sglang.config import LATRConfig
@@ -40,7 +43,7 @@ class Trajectory:
     """One of the n responses of a prompt."""
 
     token_ids: list[int]
-    logprobs: list[float]  # per token, under the policy (raw for tree tokens, the sampling params' otherwise)
+    logprobs: list[float]  # per token, log p(token) under the policy at T = 1 (softmax of the raw logits)
     finish_reason: FinishReason
     origin: Origin
     branch_id: int | None = None  # tree branches: the branch; fills and stochastic samples: None
@@ -108,6 +111,8 @@ class _Tree:
     exit_step: int | None = None
     requests: int = 0
     decoded: int = 0
+    # one per group, on every request of it (SGLang's routing_key: a router keeps the group's prefix together)
+    routing_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def live(self) -> list[_Branch]:
         return [b for b in self.branches if b.live]
@@ -159,21 +164,31 @@ class LATRSampler:
             for j in range(k_sto)
         ]
         try:
-            if k_latr > 0:
-                sets = [[t] for t in trees] if self.cfg.exit_scope == "prompt" else [trees]
-                await asyncio.gather(*(self._tree_phase(s, seed) for s in sets))
-            completions = await asyncio.gather(*(self._finish_tree(t, seed) for t in trees))
+            sets = [[t] for t in trees] if self.cfg.exit_scope == "prompt" else [trees]
+
+            async def tree_then_completion(trees_of_set: list[_Tree]) -> list[list[Trajectory]]:
+                # a set's completions start when its own tree phase ends, not when the slowest set's does:
+                # with exit_scope=prompt the engine's batch stays full while other trees are still forking
+                if k_latr > 0:
+                    await self._tree_phase(trees_of_set, seed)
+                return await asyncio.gather(*(self._finish_tree(t, seed) for t in trees_of_set))
+
+            per_set = await asyncio.gather(*(tree_then_completion(s) for s in sets))
+            completions = [trajs for set_trajs in per_set for trajs in set_trajs]
             sto_outputs = await asyncio.gather(*stochastic)
+            sto_trajs = [self._trajectory(out, [], [], "stochastic") for out in sto_outputs]
+            if not self.sampling.greedy and self.sampling.temperature != 1.0:
+                await asyncio.gather(
+                    *(self._rescore(t, traj) for t, trajs in zip(trees, completions) for traj in trajs),
+                    *(self._rescore(trees[i // k_sto], traj) for i, traj in enumerate(sto_trajs)),
+                )
         except BaseException:
             for task in stochastic:
                 task.cancel()
             raise
         results = []
         for t, tree_trajs in zip(trees, completions):
-            sto = [
-                self._trajectory(out, [], [], "stochastic")
-                for out in sto_outputs[t.index * k_sto : (t.index + 1) * k_sto]
-            ]
+            sto = sto_trajs[t.index * k_sto : (t.index + 1) * k_sto]
             results.append(
                 GroupResult(
                     prompt_ids=t.prompt,
@@ -203,7 +218,12 @@ class LATRSampler:
                 for tree in trees:
                     for b in tree.live():
                         self._maybe_request(tree, b, t, arrivals, seed)
-                waiting = [b for tree in trees for b in tree.live() if not b.finished and len(b.tokens) <= t]
+                waiting = [
+                    b
+                    for tree in trees
+                    for b in tree.live()
+                    if not b.finished and len(b.tokens) <= t and b.engine_done is None
+                ]
                 if waiting:
                     branch, out, asked = await arrivals.get()
                     branch.awaiting = False
@@ -252,7 +272,10 @@ class LATRSampler:
             stop=(),
         )
         request = GenerateRequest(
-            tuple(tree.prompt + b.tokens), sp, top_logprobs_num=self.cfg.max_branch_per_token
+            tuple(tree.prompt + b.tokens),
+            sp,
+            top_logprobs_num=self.cfg.max_branch_per_token,
+            routing_key=tree.routing_key,
         )
         tree.requests += 1
 
@@ -276,46 +299,52 @@ class LATRSampler:
         b.tokens += out.output_ids
         b.logprobs += out.logprobs
         b.tops += out.top_logprobs or [None] * len(out.output_ids)
-        if out.finish_reason == FinishReason.STOP or not out.output_ids:
-            b.engine_done = FinishReason.STOP if out.output_ids else FinishReason.LENGTH
+        if out.finish_reason == FinishReason.STOP and out.output_ids:
+            b.engine_done = FinishReason.STOP  # on its last token, maybe an EOS id the driver was not told
         elif len(out.output_ids) < asked:
             b.engine_done = FinishReason.LENGTH  # the engine's context limit ended it early
 
     def _apply_step(self, tree: _Tree, t: int) -> None:
         """Step t of the step-synchronous algorithm, on data that is already there."""
-        children: list[_Branch] = []
-        next_id = len(tree.branches)
-        room = tree.k_latr - len(tree.live())
-        for b in tree.live():
+        live = tree.live()
+        candidates: list[tuple[int, int, int]] = []  # (branch order, rank, token), as admit_forks wants
+        parents: list[_Branch] = []
+        for order, b in enumerate(live):
             if b.finished or (b.birth is not None and b.birth >= t):
                 continue
-            token = b.tokens[t]
-            forks = fork_tokens(b.tops[t] or [], self.cfg, chosen=token)
-            for alt in forks:
-                if room <= 0:
-                    break
-                alt_logprob = dict(b.tops[t])[alt]
-                children.append(
-                    _Branch(
-                        next_id,
-                        b.id,
-                        t,
-                        [*b.tokens[:t], alt],
-                        [*b.logprobs[:t], alt_logprob],
-                        [*b.tops[:t], None],
-                    )
-                )
-                next_id += 1
-                room -= 1
+            if len(b.tokens) <= t:  # the engine cannot extend it: finished here, as a per-token loop sees it
+                b.finished = FinishReason.LENGTH
+                continue
             self._mark_finished(b, t)
-        for c in children:
-            self._mark_finished(c, t)
-        tree.branches += children
+            for rank, alt in fork_candidates(b.tops[t] or [], self.cfg, chosen=b.tokens[t]):
+                if (
+                    b.finished == FinishReason.STOP
+                    and alt in self.stop_ids
+                    and not self.cfg.fork_between_stops
+                ):
+                    continue  # both end the response here: the child would repeat its parent's text
+                candidates.append((order, rank, alt))
+                parents.append(b)
+        next_id = len(tree.branches)
+        for i in admit_forks(candidates, tree.k_latr - len(live), self.cfg):
+            b, alt = parents[i], candidates[i][2]
+            child = _Branch(
+                next_id,
+                b.id,
+                t,
+                [*b.tokens[:t], alt],
+                [*b.logprobs[:t], dict(b.tops[t])[alt]],
+                [*b.tops[:t], None],
+            )
+            self._mark_finished(child, t)
+            tree.branches.append(child)
+            next_id += 1
         # lookahead pruning of children whose age reaches a checkpoint at this step
         by_id = {b.id: b for b in tree.branches}
         checks = []
         for c in tree.live():
-            if c.birth is None or (t - c.birth + 1) not in self.cfg.lookahead_steps:
+            age = None if c.birth is None else t - c.birth + 1
+            if age not in self.cfg.lookahead_steps:
                 continue
             parent = by_id[c.parent]
             checks.append(
@@ -324,34 +353,33 @@ class LATRSampler:
                     tuple(c.tokens[c.birth : t + 1]),
                     tuple(parent.tokens[c.birth : t + 1]),
                     self.token_text(parent.tokens[c.birth]),
+                    age=age,
+                    stopped=FinishReason.STOP in (c.finished, parent.finished),
                 )
             )
         if checks:
             parent_of = {b.id: b.parent for b in tree.live()}
-            for branch_id in with_descendants(branches_to_prune(checks, self.eos_ids, self.cfg), parent_of):
+            for branch_id in with_descendants(branches_to_prune(checks, self.stop_ids, self.cfg), parent_of):
                 by_id[branch_id].pruned_at = t
                 if by_id[branch_id].in_flight is not None:
                     by_id[branch_id].in_flight.cancel()
 
     def _mark_finished(self, b: _Branch, t: int) -> None:
-        if b.tokens[t] in self.stop_ids:
+        if b.tokens[t] in self.stop_ids or (b.engine_done == FinishReason.STOP and len(b.tokens) == t + 1):
             b.finished = FinishReason.STOP
-        elif t + 1 >= self.max_len or (b.engine_done is not None and len(b.tokens) == t + 1):
+        elif t + 1 >= self.max_len:
             b.finished = FinishReason.LENGTH
 
     def _should_exit(self, trees: list[_Tree], steps_done: int) -> bool:
-        effs, youngest = [], None
+        if all(b.finished for tree in trees for b in tree.live()):
+            return True  # nothing left to decode (the reference pads finished rows with EOS: no change)
+        effs, branches = [], []
         for tree in trees:
             live = tree.live()
             effs.append(effective_size(tree.k_latr, len(live), all(b.finished for b in live)))
-            for c in live:
-                if c.birth is not None and not c.finished:
-                    age = steps_done - c.birth
-                    youngest = age if youngest is None else min(youngest, age)
+            branches += [(b.birth, b.finished is not None) for b in live]
         k_total = sum(t.k_latr for t in trees)
-        if all(b.finished for tree in trees for b in tree.live()):
-            return True
-        return tree_phase_done(effs, k_total, youngest, steps_done, self.max_len, self.cfg)
+        return leave_tree_phase(effs, k_total, branches, steps_done - 1, self.max_len, self.cfg)
 
     # ---- completion phase ------------------------------------------------------------------------------
     async def _finish_tree(self, tree: _Tree, seed: int) -> list[Trajectory]:
@@ -366,10 +394,12 @@ class LATRSampler:
             else:
                 jobs.append(self._complete(tree, b.tokens, self._seed(seed, tree.index, b.id)))
         n_fill = tree.k_latr - len(live)
+        copy_root = root.finished is not None and self.cfg.fill_after_finished_root == "copy"
         fill_prefix = [] if root.finished else list(root.tokens)
         fill_prefix_logprobs = [] if root.finished else list(root.logprobs)
         fills = [
-            self._complete(tree, fill_prefix, self._seed(seed, tree.index, 500 + j)) for j in range(n_fill)
+            self._complete(tree, fill_prefix, self._seed(seed, tree.index, 500 + j))
+            for j in range(0 if copy_root else n_fill)
         ]
         outs = await asyncio.gather(*(j for j in jobs if j is not None), *fills)
         outs_iter = iter(outs)
@@ -392,16 +422,45 @@ class LATRSampler:
                 )
                 trajectories.append(traj)
         for _ in range(n_fill):
-            traj = self._trajectory(next(outs_iter), fill_prefix, fill_prefix_logprobs, "fill")
-            traj.shared_prefix_len = len(fill_prefix)
+            if copy_root:  # the reference's fills: the finished root, repeated
+                traj = Trajectory(list(root.tokens), list(root.logprobs), root.finished, "fill")
+                traj.shared_prefix_len = len(root.tokens)
+            else:
+                traj = self._trajectory(next(outs_iter), fill_prefix, fill_prefix_logprobs, "fill")
+                traj.shared_prefix_len = len(fill_prefix)
             trajectories.append(traj)
         return trajectories
+
+    async def _rescore(self, tree: _Tree, traj: Trajectory) -> None:
+        """Replaces traj.logprobs by log p(token) at T = 1: one prefill of prompt + response.
+
+        Engines report a sampled token's log-prob under the sampling distribution (logits / T); at T = 1 that
+        is already the policy's, so this runs only when the training temperature is not 1.
+        """
+        request = GenerateRequest(
+            tuple(tree.prompt + traj.token_ids),
+            dataclasses.replace(self.sampling, max_new_tokens=0, min_new_tokens=0, stop=()),
+            logprob_start_len=len(tree.prompt),
+            routing_key=tree.routing_key,
+        )
+        tree.requests += 1
+        out = (await tree.engine.generate([request]))[0]
+        if out.finish_reason == FinishReason.ABORT:
+            raise RuntimeError(f"the engine aborted a log-prob request: {out.error}")
+        logprobs = [lp for _, lp in out.input_logprobs]
+        if len(logprobs) != len(traj.token_ids) or any(lp is None for lp in logprobs):
+            raise RuntimeError(
+                f"the engine returned {len(logprobs)} input log-probs for a "
+                f"{len(traj.token_ids)}-token response"
+            )
+        traj.logprobs = logprobs
 
     async def _complete(self, tree: _Tree, prefix: list[int], seed: int) -> GenerateOutput:
         remaining = self.max_len - len(prefix)
         sp = dataclasses.replace(self.sampling, max_new_tokens=remaining, sampling_seed=seed)
         tree.requests += 1
-        out = (await tree.engine.generate([GenerateRequest(tuple(tree.prompt + prefix), sp)]))[0]
+        request = GenerateRequest(tuple(tree.prompt + prefix), sp, routing_key=tree.routing_key)
+        out = (await tree.engine.generate([request]))[0]
         if out.finish_reason == FinishReason.ABORT:
             raise RuntimeError(f"the engine aborted a completion request: {out.error}")
         tree.decoded += len(out.output_ids)

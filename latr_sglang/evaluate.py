@@ -18,14 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latr_sglang.compare import encode_prompts, read_jsonl
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
 from latr_sglang.tasks.evaluation import length_stats, mean_at_k, mean_pass_at_k
-from latr_sglang.tasks.reward_func import parse_label, score_one
+from latr_sglang.tasks.prompts import encode_prompts, read_jsonl
+from latr_sglang.tasks.reward_func import parse_label, score_response
 
-EVAL_DIR = Path(__file__).resolve().parent.parent / "datasets" / "eval"
+
+def _eval_dir() -> Path:
+    """The bundled eval sets: datasets/eval in a checkout (or an editable install), else where a wheel puts
+    them (<prefix>/share/latr-sglang/eval, pyproject's data-files)."""
+    import sys
+    import sysconfig
+
+    checkout = Path(__file__).resolve().parent.parent / "datasets" / "eval"
+    if checkout.is_dir():
+        return checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix):
+        installed = Path(prefix) / "share" / "latr-sglang" / "eval"
+        if installed.is_dir():
+            return installed
+    return checkout
+
+
+EVAL_DIR = _eval_dir()
 DATASETS = {
     "countdown": "countdown_test.jsonl",
     "math500": "math500.jsonl",
@@ -95,6 +112,7 @@ def evaluate(
     examples: list[
         dict[str, Any]
     ] = []  # the first sample of the first prompts, to read what the policy writes
+    correct_examples: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = tqdm(total=len(items), desc="evaluate", unit="prompt", disable=not progress)
     for b in range(0, len(items), prompts_per_batch):
@@ -114,7 +132,7 @@ def evaluate(
             texts = [
                 response_prefix + tokenizer.decode(o.output_ids, skip_special_tokens=True) for o in group
             ]
-            scored = [score_one(item.prompt + t, item.prompt, item.label) for t in texts]
+            scored = [score_response(t, item.label) for t in texts]
             correct.append([s[1] >= 1.0 for s in scored])
             rewards.append([s[0] for s in scored])
             well_formed.extend(s[2].get("well_formed", s[2].get("answered", 0.0)) for s in scored)
@@ -123,6 +141,9 @@ def evaluate(
             distinct.append(len({a for a in (final_answer(t, item.label) for t in texts) if a is not None}))
             if len(examples) < 4:
                 examples.append({"label": item.label, "response": texts[0], "reward": scored[0][0]})
+            right = next((t for t, s in zip(texts, scored) if s[1] >= 1.0), None)
+            if right is not None and len(correct_examples) < 8:  # what a solved problem looks like
+                correct_examples.append({"label": item.label, "response": right})
         bar.update(len(batch))
     bar.close()
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
@@ -138,6 +159,9 @@ def evaluate(
         **length_stats(lengths, truncated),
         "wall_s": time.perf_counter() - start,
         "examples": examples,
+        "correct_examples": correct_examples,
+        # per prompt, in order: correct samples out of n (confidence intervals, paired before/after tests)
+        "correct_per_prompt": [sum(map(bool, c)) for c in correct],
     }
 
 
@@ -146,7 +170,59 @@ def _generate(engine: Any, requests: list[GenerateRequest]) -> list:
         return engine.generate_sync(requests)
     import asyncio
 
-    return asyncio.run(engine.generate(requests))
+    async def run() -> list:
+        try:
+            return await engine.generate(requests)
+        finally:  # an HTTP session belongs to this event loop: close it here (no "Unclosed client session")
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+@dataclass
+class RunSettings:
+    """How a local training run (its config.json) wrote and scored prompts, so that an evaluation of its
+    policy sees the prompts the same way: chat template or not, the response prefix, stopping at a newline,
+    and the run's own held-out problems."""
+
+    chat: bool
+    response_prefix: str
+    stop_at_newline: bool
+    held_out: list[EvalItem] | None  # the run's held-out problems (built-in task), else None
+    description: str
+
+
+def run_settings(run_dir: str | Path) -> RunSettings:
+    """The settings of the local trainer's run in `run_dir`, read with the trainer's own config class (so a
+    default the trainer derives, like countdown-fewshot's prefix, is derived the same way)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--run {run_dir}: no config.json there (a `latr-train --trainer.mode local` run)"
+        )
+    try:
+        train = json.loads(path.read_text())["train"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"--run {run_dir}: {path} is not a local training run's config") from None
+    try:
+        from openrlhf_ext.local_trainer import LocalTrainConfig, load_problems
+    except ImportError as e:
+        raise ValueError(f"--run needs the training package (openrlhf_ext): {e}") from None
+    names = {f.name for f in dataclasses.fields(LocalTrainConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k in names}
+    cfg = LocalTrainConfig(**values)
+    held_out = None
+    if getattr(cfg, "prompts", None) is None and getattr(cfg, "eval_prompts", 0):
+        _, pairs = load_problems(cfg)
+        held_out = [EvalItem(prompt, label) for prompt, label in pairs]
+    task = getattr(cfg, "builtin_task", None) or getattr(cfg, "task", None)
+    return RunSettings(
+        chat=bool(cfg.chat),
+        response_prefix=cfg.prefix,
+        stop_at_newline=bool(cfg.stops_at_newline),
+        held_out=held_out,
+        description=f"{run_dir} (task {task}, chat {cfg.chat}, prefix {cfg.prefix!r})",
+    )
 
 
 def write_results(path: str | Path, results: dict[str, Any]) -> None:

@@ -2,14 +2,15 @@
 
     @sgl.function
     def solve(s, question):
-        s += question
-        forks = latr_fork(s, 8, LATRConfig.preset("countdown"), max_tokens=256)
-        for f in forks:
-            f += "\\nFinal answer: " + sgl.gen("answer", max_tokens=16)
+        s += chat_prompt(tokenizer, question)  # chat models answer inside their template
+        forks = latr_fork(s, 4, LATRConfig.preset("countdown", lookahead_steps=(8, 16)), max_tokens=64)
+        s["answers"] = [f["latr"] for f in forks]  # the trajectory texts
+        s["trees"] = [f.get_meta_info("latr") for f in forks]  # origin, parent, birth step, ids, log-probs
 
 `latr_fork` runs LATR from the state's current text against the state's backend server (a real SGLang
 server or `latr-sglang serve`), then returns n forked states, each extended with one trajectory's text (also
-stored as the variable `name`, with its tree metadata as that variable's meta info).
+stored as the variable `name`, with its tree metadata as that variable's meta info). A complete example that
+runs in about a minute on the embedded model: docs/examples/latr_fork_program.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import re
 from typing import Any
 
 from latr_sglang.config import LATRConfig
@@ -25,13 +27,81 @@ from latr_sglang.engines.base import SamplingParams
 from latr_sglang.engines.sglang_http import SGLangHTTPEngine
 
 
+class ServerError(ConnectionError):
+    """The server cannot be used: unreachable, not speaking SGLang's API, or its tokenizer is not readable
+    here. The message is one line that starts with the URL."""
+
+
+def server_model_info(base_url: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The server's /get_model_info, or a ServerError saying in one line why it cannot be had."""
+    import requests
+
+    url = base_url.rstrip("/")
+    if not re.match(r"https?://", url):
+        raise ServerError(f"{base_url}: not an http(s):// URL")
+    try:
+        resp = requests.get(url + "/get_model_info", timeout=timeout)
+    except requests.ConnectionError:
+        raise ServerError(
+            f"{url}: cannot connect (is a server running there? start one with `latr-sglang serve`)"
+        ) from None
+    except requests.Timeout:
+        raise ServerError(f"{url}: no answer within {timeout:g} s") from None
+    except requests.RequestException as e:
+        raise ServerError(f"{url}: {type(e).__name__}: {e}") from None
+    try:
+        info = resp.json()
+    except ValueError:
+        info = None
+    if resp.status_code != 200 or not isinstance(info, dict) or "model_path" not in info:
+        raise ServerError(
+            f"{url}: /get_model_info answered HTTP {resp.status_code} without a model_path: "
+            "not an SGLang server (or it needs an API key)"
+        )
+    return info
+
+
 @functools.lru_cache(maxsize=8)
 def tokenizer_for_server(base_url: str):
-    import requests
+    """The tokenizer of the model a server serves, loaded from the path the server reports (the server and
+    this process must see the same files: a shared disk or the same machine)."""
     from transformers import AutoTokenizer
 
-    info = requests.get(base_url.rstrip("/") + "/get_model_info", timeout=30).json()
-    return AutoTokenizer.from_pretrained(info.get("tokenizer_path") or info["model_path"])
+    info = server_model_info(base_url)
+    path = info.get("tokenizer_path") or info["model_path"]
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ServerError(
+            f"{base_url}: cannot load the server's tokenizer from {path!r} here ({first[:200]}); "
+            "pass tokenizer=... (latr_fork) or run where that path exists"
+        ) from None
+
+
+def server_eos_ids(base_url: str, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids of the served model, as SGLang stops on them: the tokenizer's and its generation
+    config's (chat models end a turn with a token that is not always the tokenizer's eos_token)."""
+    from latr_sglang.engines.sglang_http import model_eos_ids
+
+    try:
+        path = server_model_info(base_url).get("model_path")
+    except ServerError:
+        path = None
+    if not path:
+        return {tokenizer.eos_token_id} - {None}
+    return set(model_eos_ids(path, tokenizer))
+
+
+def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
+    """The text of a one-turn chat in the model's own template, up to where the assistant starts writing.
+    Instruct models need it: on a raw prompt their most likely first token is often end-of-turn."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}
+    ]
+    if not getattr(tokenizer, "chat_template", None):
+        return user
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _run(coro):
@@ -65,11 +135,14 @@ def latr_fork(
     if url is None:
         raise TypeError("latr_fork needs a RuntimeEndpoint backend (or base_url=...) to reach the server")
     tokenizer = tokenizer or tokenizer_for_server(url)
-    prompt_ids = list(tokenizer(s.text()).input_ids)
+    text = s.text()
+    # a chat-templated text already starts with its BOS: do not add a second one
+    bos = getattr(tokenizer, "bos_token", None)
+    prompt_ids = list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
     if not prompt_ids:
         raise ValueError("latr_fork: the program state is empty; add a prompt before forking")
     sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
-    eos = {tokenizer.eos_token_id} - {None}
+    eos = server_eos_ids(url, tokenizer)
 
     async def sample() -> GroupResult:
         engine = SGLangHTTPEngine(url)

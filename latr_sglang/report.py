@@ -1,9 +1,12 @@
-"""`latr-sglang report RUN_DIR...`: training logs of one or more runs -> one CSV and PNG plots.
+"""`latr-sglang report RUN_DIR...`: training logs of one or more runs -> one CSV, PNG plots and a summary.
 
-A run directory holds the local trainer's `metrics.csv` (and `eval_before.json` / `eval_after.json`), or
-TensorBoard event files (OpenRLHF's Ray trainer, `--logger.tensorboard_dir`). Plots put the runs side by
-side: reward and accuracy, response length, LATR tree and diversity metrics against the step, and the
-before/after evaluation when there is one.
+A run directory holds the local trainer's `metrics.csv` (and `config.json`, `eval_before.json` /
+`eval_after.json`), or TensorBoard event files (OpenRLHF's Ray trainer, `--logger.tensorboard_dir`). Plots
+put the runs side by side against the training step: reward and accuracy, held-out evaluation over steps
+when the run logged one, response length, LATR tree and diversity metrics, optimization, and the before/after
+evaluation. Steps the trainer skipped (no informative group) are shaded; lines that give a number its
+meaning (the countdown reward of a well-formed wrong answer, the tie level of a group) are drawn dashed.
+`summary.md` beside the PNGs is one page: each run's settings, its steps, the before/after table, examples.
 """
 
 from __future__ import annotations
@@ -13,20 +16,29 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-# (title, [(metric, label)]) per figure; a metric a run lacks is left out of its panel
-PANELS: list[tuple[str, list[tuple[str, str]]]] = [
+# (file, title, [(metric, label)]) per figure; metrics no run has are left out, empty figures not drawn
+PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "reward",
+        "reward and accuracy on the training rollouts",
         [
             ("rollout/reward_mean", "reward (shaped)"),
-            ("rollout/accuracy_mean", "accuracy = pass@1"),
+            ("rollout/accuracy_mean", "accuracy = pass@1 (rollouts)"),
             ("train/reward", "reward (OpenRLHF)"),
             ("train/score", "score (OpenRLHF)"),
+            ("dynamic_filtering_pass_rate", "groups kept (dynamic sampling)"),
         ],
     ),
     (
+        "heldout",
+        "held-out evaluation during training",
+        [],  # filled per report from the runs' eval/* series (see _heldout_metrics)
+    ),
+    (
         "response_length",
+        "responses",
         [
             ("rollout/response_length_mean", "response length (tokens)"),
             ("rollout/truncated_rate", "truncated fraction"),
@@ -35,24 +47,39 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     (
         "tree",
+        "LATR tree and group diversity",
         [
             ("latr/branches_created", "branches created / prompt"),
             ("latr/branches_pruned", "branches pruned / prompt"),
             ("latr/pairwise_edit_distance", "pairwise edit distance"),
             ("latr/distinct_2", "distinct-2"),
+            ("latr/reward_tie_fraction", "groups with tied rewards"),
         ],
     ),
     (
         "optimization",
+        "optimization",
         [
             ("policy_loss", "policy loss"),
+            ("kl", "KL to the initial policy"),
             ("grad_norm", "grad norm"),
-            ("dynamic_filtering_pass_rate", "groups kept (dynamic sampling)"),
             ("timing/step_total", "step time (s)"),
         ],
     ),
 ]
 EVAL_KEYS = ["reward_mean", "pass@1", "well_formed_rate", "distinct_answers_mean"]
+SKIP_KEY = "skipped_step"
+# Shares and rates live in [0, 1]: their axes start at 0 so that a flat zero is a visible line, not a frame.
+UNIT_METRICS = (
+    "accuracy",
+    "pass@",
+    "rate",
+    "fraction",
+    "distinct_",
+    "edit_distance",
+    "score",
+    "well_formed",
+)
 
 
 @dataclass
@@ -61,6 +88,18 @@ class Run:
     path: Path
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
     evals: dict[str, dict] = field(default_factory=dict)  # "before"/"after" -> metrics
+    summary: dict[str, Any] = field(default_factory=dict)  # the local trainer's summary.json (CIs, times)
+    config: dict[str, Any] = field(default_factory=dict)  # config.json of a local run
+
+    @property
+    def skipped_steps(self) -> list[int]:
+        return sorted(step for step, value in self.series.get(SKIP_KEY, []) if value >= 0.5)
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(
+            {s for k, points in self.series.items() if not k.startswith(HELDOUT) for s, _ in points}
+        )
 
 
 def _float(text: str) -> float | None:
@@ -71,14 +110,21 @@ def _float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _run_name(path: Path) -> str:
+def _read_config(path: Path) -> dict[str, Any]:
     config = path / "config.json"
-    if config.exists():
-        try:
-            train = json.loads(config.read_text()).get("train", {})
-            return f"{path.name} ({train.get('algo')}+{train.get('sampler')})"
-        except (json.JSONDecodeError, AttributeError):
-            pass
+    if not config.is_file():
+        return {}
+    try:
+        data = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _run_name(path: Path, config: dict[str, Any]) -> str:
+    train = config.get("train")
+    if isinstance(train, dict) and train.get("algo") and train.get("sampler"):
+        return f"{path.name} ({train.get('algo')}+{train.get('sampler')})"
     return path.name
 
 
@@ -86,18 +132,25 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
-    run = Run(_run_name(path), path)
+    config = _read_config(path)
+    run = Run(_run_name(path, config), path, config=config)
     metrics_csv = path / "metrics.csv"
     if metrics_csv.exists():
+        by_step: dict[int, dict[str, float]] = {}
         with open(metrics_csv, newline="") as f:
             for row in csv.DictReader(f):
                 step = _float(row.get("train/global_step", ""))
                 if step is None:
                     continue
-                for key, text in row.items():
-                    value = _float(text)
-                    if value is not None and key != "train/global_step":
-                        run.series.setdefault(key, []).append((int(step), value))
+                # a resumed run may log a step twice: the later row is the one that counts
+                by_step[int(step)] = {
+                    key: value
+                    for key, text in row.items()
+                    if key and key != "train/global_step" and (value := _float(text)) is not None
+                }
+        for step, values in sorted(by_step.items()):
+            for key, value in values.items():
+                run.series.setdefault(key, []).append((step, value))
     else:
         _load_tensorboard(path, run)
     if not run.series:
@@ -105,7 +158,18 @@ def load_run(path: str | Path) -> Run:
     for tag in ("before", "after"):
         file = path / f"eval_{tag}.json"
         if file.exists():
-            run.evals[tag] = json.loads(file.read_text())
+            try:
+                run.evals[tag] = json.loads(file.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{file}: not valid JSON ({e.msg})") from None
+    summary = path / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+            run.summary = data if isinstance(data, dict) else {}
+        except json.JSONDecodeError:
+            run.summary = {}
+    _add_before_after(run)
     return run
 
 
@@ -119,7 +183,8 @@ def _load_tensorboard(path: Path, run: Run) -> None:
         acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
-            run.series.setdefault(tag, []).extend((int(e.step), float(e.value)) for e in acc.Scalars(tag))
+            points = {int(e.step): float(e.value) for e in acc.Scalars(tag)}  # last value per step wins
+            run.series.setdefault(tag, []).extend(sorted(points.items()))
 
 
 def write_combined_csv(runs: list[Run], path: Path) -> int:
@@ -137,6 +202,73 @@ def write_combined_csv(runs: list[Run], path: Path) -> int:
     return len(rows)
 
 
+HELDOUT = "heldout/"  # series built from eval_before/after.json: before at step 0, after at the last step
+
+
+def _add_before_after(run: Run) -> None:
+    """Held-out evaluations as series: before RL at step 0, eval_step{K}.json at K, after RL at the end."""
+    last = max(run.steps, default=0)
+    evals = [(0, run.evals.get("before"))]
+    for file in run.path.glob("eval_step*.json"):
+        step = file.stem.removeprefix("eval_step")
+        if step.isdigit():
+            try:
+                evals.append((int(step), json.loads(file.read_text())))
+            except json.JSONDecodeError:
+                continue  # a file being written while the report runs
+    evals.append((last, run.evals.get("after")))
+    evals = [(step, e) for step, e in evals if isinstance(e, dict)]
+    n = next((e.get("n") for _, e in evals if e.get("n")), None)
+    for key in ("pass@1", f"pass@{n}"):
+        points = {step: float(e[key]) for step, e in evals if isinstance(e.get(key), (int, float))}
+        if points:
+            run.series[HELDOUT + key] = sorted(points.items())
+
+
+def _heldout_metrics(runs: list[Run]) -> list[tuple[str, str]]:
+    """Held-out evaluation over steps: what a trainer logged during training (eval/*, OpenRLHF's eval_*),
+    and the before/after evaluation as points at step 0 and the last step."""
+    keys = sorted({k for run in runs for k in run.series if k.startswith(("eval/", "eval_", HELDOUT))})
+    preferred = [k for k in keys if "pass@1" in k or "pass1" in k or "accuracy" in k]
+    chosen = preferred + [k for k in keys if k not in preferred]
+    return [
+        (k, f"held-out {k.split('/', 1)[-1]}" + (" (step 0 = before RL)" if k.startswith(HELDOUT) else ""))
+        for k in chosen[:4]
+    ]
+
+
+def _task(run: Run) -> str | None:
+    train = run.config.get("train", {}) if isinstance(run.config.get("train"), dict) else {}
+    task = train.get("task")
+    if isinstance(task, str):
+        return task
+    return None
+
+
+def reference_lines(metric: str, runs: list[Run]) -> list[tuple[float, str]]:
+    """Dashed lines that say what a value of `metric` means, where the runs make one meaningful."""
+    lines = []
+    shaped = [r for r in runs if (r.config.get("train") or {}).get("reward", "shaped") == "shaped"]
+    countdown = [r for r in shaped if (_task(r) or "countdown").startswith("countdown")]
+    if metric in ("rollout/reward_mean", "train/reward") and countdown:
+        # countdown's shaped reward: 1 correct, 0.1 well-formed but wrong, 0 otherwise
+        lines.append((0.1, "0.1 = format only (well-formed, wrong)"))
+    if metric == "latr/reward_tie_fraction":
+        lines.append((1.0, "all groups tied: no learning signal"))
+    if metric == "dynamic_filtering_pass_rate":
+        lines.append((0.0, "no group kept: step skipped"))
+    return lines
+
+
+def _is_unit(metric: str) -> bool:
+    return any(word in metric for word in UNIT_METRICS) or metric in ("rollout/reward_mean", "train/reward")
+
+
+def _shade_skipped(ax, steps: list[int], label: str | None) -> None:
+    for i, step in enumerate(steps):
+        ax.axvspan(step - 0.5, step + 0.5, color="0.6", alpha=0.25, lw=0, label=label if i == 0 else None)
+
+
 def plot(runs: list[Run], out: Path) -> list[Path]:
     import matplotlib
 
@@ -144,55 +276,113 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for title, metrics in PANELS:
+    many = len(runs) > 1
+    skipped = {run.name: run.skipped_steps for run in runs}
+    for file_name, title, metrics in PANELS:
+        if file_name == "heldout":
+            metrics = _heldout_metrics(runs)
         present = [(m, label) for m, label in metrics if any(m in run.series for run in runs)]
         if not present:
             continue
-        fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
+        width = max(4.4 * len(present), 7.0)  # room for the title of a one-panel figure
+        fig, axes = plt.subplots(1, len(present), figsize=(width, 3.6), squeeze=False)
         for ax, (metric, label) in zip(axes[0], present):
-            for run in runs:
+            for k, run in enumerate(runs):
                 points = sorted(run.series.get(metric, []))
+                color = f"C{k}"
                 if points:
-                    ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=run.name)
+                    xs, ys = [s for s, _ in points], [v for _, v in points]
+                    ax.plot(xs, ys, marker=".", color=color, label=run.name)
+                    # a skipped step trained nothing: its point is hollow
+                    skip = set(skipped[run.name])
+                    hollow = [(s, v) for s, v in points if s in skip]
+                    if hollow:
+                        ax.plot(
+                            [s for s, _ in hollow],
+                            [v for _, v in hollow],
+                            "o",
+                            mfc="white",
+                            color=color,
+                            label=f"{run.name}: skipped step" if many else "skipped step (trained nothing)",
+                        )
+                if not many and skipped[run.name]:
+                    _shade_skipped(ax, skipped[run.name], None)
+            for y, text in reference_lines(metric, runs):
+                ax.axhline(y, color="0.3", ls="--", lw=1, label=text)
+            if _is_unit(metric):
+                values = [v for run in runs for _, v in run.series.get(metric, [])]
+                top = max([*values, 0.0]) if values else 1.0
+                ax.set_ylim(-0.03 * max(top, 0.1), max(top * 1.15, 0.1))
             ax.set_title(label, fontsize=10)
-            ax.set_xlabel("step")
+            ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+            handles, _ = ax.get_legend_handles_labels()
+            if handles and (many or ax is axes[0][0] or reference_lines(metric, runs)):
+                ax.legend(fontsize=7, loc="best")
+        fig.suptitle(title + _skip_note(runs), fontsize=11)
         fig.tight_layout()
-        file = out / f"{title}.png"
+        file = out / f"{file_name}.png"
         fig.savefig(file, dpi=110)
         plt.close(fig)
         written.append(file)
     with_eval = [run for run in runs if run.evals]
     if with_eval:
-        fig, axes = plt.subplots(1, len(EVAL_KEYS), figsize=(4.2 * len(EVAL_KEYS), 3.4), squeeze=False)
-        for ax, key in zip(axes[0], EVAL_KEYS):
-            width = 0.8 / len(with_eval)
-            for i, run in enumerate(with_eval):
-                values = [run.evals.get(tag, {}).get(key, float("nan")) for tag in ("before", "after")]
-                ax.bar([x + i * width for x in (0, 1)], values, width, label=run.name)
-            ax.set_xticks([x + width * (len(with_eval) - 1) / 2 for x in (0, 1)], ["before", "after"])
-            ax.set_title(f"eval: {key}", fontsize=10)
-            ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3, axis="y")
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        file = out / "eval.png"
-        fig.savefig(file, dpi=110)
-        plt.close(fig)
-        written.append(file)
+        written.append(_plot_eval(plt, with_eval, out))
     return written
+
+
+def _skip_note(runs: list[Run]) -> str:
+    notes = [
+        f"{run.name}: {len(run.skipped_steps)} of {len(run.steps)} steps skipped"
+        for run in runs
+        if run.skipped_steps
+    ]
+    return ("\n(" + "; ".join(notes) + ", shaded/hollow)") if notes else ""
+
+
+def _plot_eval(plt, runs: list[Run], out: Path) -> Path:
+    n = next((r.evals[t].get("n") for r in runs for t in ("before", "after") if t in r.evals), None)
+    keys = [*EVAL_KEYS[:2], *([f"pass@{n}"] if n and n > 1 else []), *EVAL_KEYS[2:]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.6), squeeze=False)
+    width = 0.8 / len(runs)
+    for ax, key in zip(axes[0], keys):
+        top = 0.0
+        for i, run in enumerate(runs):
+            values = [run.evals.get(tag, {}).get(key, float("nan")) for tag in ("before", "after")]
+            xs = [x + i * width for x in (0, 1)]
+            bars = ax.bar(xs, values, width, label=run.name, color=f"C{i}")
+            # the value on each bar: a 0 is a number, not a missing bar
+            ax.bar_label(bars, labels=[f"{v:.3f}" if math.isfinite(v) else "n/a" for v in values], fontsize=7)
+            top = max([top, *[v for v in values if math.isfinite(v)]])
+        ax.set_xticks([x + width * (len(runs) - 1) / 2 for x in (0, 1)], ["before RL", "after RL"])
+        ax.set_title(f"held-out {key}", fontsize=10)
+        ax.set_ylim(0, max(top * 1.25, 0.1 if key != "distinct_answers_mean" else 1.0))
+        ax.grid(alpha=0.3, axis="y")
+        if len(runs) > 1 or ax is axes[0][0]:
+            ax.legend(fontsize=7)
+    prompts = next((r.evals[t].get("prompts") for r in runs for t in r.evals), None)
+    fig.suptitle(f"evaluation before and after training ({prompts} held-out prompts x n={n})", fontsize=11)
+    fig.tight_layout()
+    file = out / "eval.png"
+    fig.savefig(file, dpi=110)
+    plt.close(fig)
+    return file
+
+
+def _eval_columns(run: Run) -> list[str]:
+    keys = ["reward_mean", "pass@1", "well_formed_rate", "distinct_answers_mean", "response_length_mean"]
+    n = next(iter(run.evals.values())).get("n")
+    return [*keys, f"pass@{n}"] if n and n > 1 else keys
 
 
 def eval_table(runs: list[Run]) -> str:
     """Before/after evaluation of each run that has one, as a text table."""
-    keys = ["reward_mean", "pass@1", "well_formed_rate", "distinct_answers_mean", "response_length_mean"]
     lines = []
     for run in runs:
         if not run.evals:
             continue
         n = next(iter(run.evals.values())).get("n")
-        cols = [*keys, f"pass@{n}"] if n else keys
+        cols = _eval_columns(run)
         lines.append(f"{run.name}: {next(iter(run.evals.values())).get('prompts')} held-out prompts x n={n}")
         lines.append(f"  {'':8}" + "".join(f"{c:>22}" for c in cols))
         for tag in ("before", "after"):
@@ -204,13 +394,137 @@ def eval_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+# Settings worth a line in the summary, by the local trainer's config names (others are in config.json)
+SUMMARY_SETTINGS = (
+    "model",
+    "task",
+    "algo",
+    "sampler",
+    "reward",
+    "steps",
+    "prompts_per_step",
+    "n_samples_per_prompt",
+    "max_new_tokens",
+    "learning_rate",
+    "temperature",
+    "response_prefix",
+    "dynamic_filtering",
+    "dynamic_filtering_metric",
+    "seed",
+)
+SUMMARY_LATR = (
+    "tau_abs",
+    "tau_rel",
+    "rel_rule",
+    "tree_sampling",
+    "lookahead_steps",
+    "chunk_size",
+    "exit_scope",
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def summary_markdown(runs: list[Run], images: list[Path]) -> str:
+    """One page: per run its settings, steps trained and skipped, last values, the before/after table."""
+    lines = ["# Training report", ""]
+    for run in runs:
+        lines += [f"## {run.name}", "", f"Run directory: `{run.path}`", ""]
+        train = run.config.get("train") if isinstance(run.config.get("train"), dict) else {}
+        latr = run.config.get("latr") if isinstance(run.config.get("latr"), dict) else {}
+        settings = [(k, train[k]) for k in SUMMARY_SETTINGS if k in train]
+        if train.get("sampler", "latr") == "latr":
+            settings += [(f"latr.{k}", latr[k]) for k in SUMMARY_LATR if k in latr]
+        if settings:
+            lines += ["| setting | value |", "|---|---|"]
+            lines += [f"| {k} | `{_fmt(v)}` |" for k, v in settings]
+            lines += ["", "Every setting: `config.json` in the run directory.", ""]
+        steps, skipped = run.steps, run.skipped_steps
+        if steps:
+            skip_text = (
+                f"{len(skipped)} skipped ({', '.join(map(str, skipped[:20]))})" if skipped else "none skipped"
+            )
+            timing = sum(v for _, v in run.series.get("timing/step_total", []))
+            took = f" Training took {timing / 60:.1f} min (sum of step times)." if timing else ""
+            lines += [f"Steps logged: {len(steps)} ({steps[0]}..{steps[-1]}), {skip_text}.{took}", ""]
+        last = [
+            (label, run.series[m][-1][1])
+            for _, _, metrics in PANELS
+            for m, label in metrics
+            if run.series.get(m)
+        ]
+        if last:
+            lines += ["| last logged value | |", "|---|---|"]
+            lines += [f"| {label} | {value:.4g} |" for label, value in last]
+            lines.append("")
+        if run.evals:
+            first = next(iter(run.evals.values()))
+            cols = _eval_columns(run)
+            lines += [f"Held-out evaluation: {first.get('prompts')} prompts x n={first.get('n')}.", ""]
+            lines += ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for tag in ("before", "after"):
+                values = run.evals.get(tag)
+                if values is not None:
+                    cells = [_fmt(values.get(c, float("nan"))) for c in cols]
+                    lines.append(f"| {tag} RL | " + " | ".join(cells) + " |")
+            # confidence intervals, under whatever key the evaluator wrote them (e.g. pass@1_ci95)
+            ci = [
+                f"{tag} {key} {_fmt(value)}"
+                for tag in ("before", "after")
+                for key, value in (run.evals.get(tag) or {}).items()
+                if "ci" in key.lower().split("_")[-1] or key.lower().endswith("ci95")
+            ]
+            if ci:
+                lines += ["", "Intervals: " + "; ".join(ci)]
+            gain = run.summary.get("gain") if isinstance(run.summary.get("gain"), dict) else None
+            if gain and isinstance(gain.get("pass@1_ci95"), list):
+                lo, hi = gain["pass@1_ci95"]
+                lines += [
+                    "",
+                    f"pass@1 gain from RL: {_fmt(gain.get('pass@1'))} (95% interval {_fmt(lo)}..{_fmt(hi)})",
+                ]
+            if isinstance(run.summary.get("total_s"), (int, float)):
+                lines += ["", f"Time in all (training and evaluation): {run.summary['total_s'] / 60:.1f} min"]
+            examples = (
+                run.evals.get("after", {}).get("correct_examples")
+                or run.evals.get("after", {}).get("examples", [])
+            )[:3]
+            if examples:
+                lines += ["", "Answers after training (correct ones when there are any):", ""]
+                for ex in examples:
+                    text = " ".join(str(ex.get("response", "")).split())[:160]
+                    reward = f", reward {_fmt(ex['reward'])}" if "reward" in ex else ""
+                    lines.append(f"- label `{ex.get('label')}`{reward}: `{text}`")
+            lines.append("")
+    if images:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in images]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def report(run_dirs: list[str], output: str | Path) -> tuple[Path, list[Path]]:
     runs = [load_run(d) for d in run_dirs]
+    names = [run.name for run in runs]
+    for run in runs:  # two runs named alike (a/final, b/final) must stay apart in legends
+        if names.count(run.name) > 1:
+            run.name = f"{run.path.parent.name}/{run.name}"
     out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     combined = out / "metrics_combined.csv"
     write_combined_csv(runs, combined)
     table = eval_table(runs)
     if table:
         print(table)
-    return combined, plot(runs, out)
+    images = plot(runs, out)
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(runs, images))
+    return combined, [*images, summary]

@@ -1,1 +1,1 @@
-"""OpenRLHF integration of LATR rollouts (training side). See ARCHITECTURE.md."""
+"""OpenRLHF integration of LATR rollouts (training side). See docs/ARCHITECTURE.md."""

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import torch
 
+GROUP_NORM_EPS = 1e-9  # OpenRLHF's group_norm estimator (experience_maker.py), so both trainers agree
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, normalize_std: bool = True) -> torch.Tensor:
-    """GRPO's group-normalized advantages: (r - mean) / (std + eps) within each group. [G, n] -> [G, n]."""
-    centered = rewards - rewards.mean(dim=1, keepdim=True)
+
+def group_advantages(rewards: torch.Tensor, normalize_std: bool = True) -> torch.Tensor:
+    """GRPO's group-normalized advantages, OpenRLHF's `group_norm` exactly: (r - mean) / (std + 1e-9) within
+    each group, with the unbiased (n - 1) std. [G, n] -> [G, n]. A tied group gets 0 everywhere."""
+    centered = rewards - rewards.mean(dim=-1, keepdim=True)
     if not normalize_std:
         return centered
-    return centered / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)
+    return centered / (rewards.std(dim=-1, keepdim=True) + GROUP_NORM_EPS)
 
 
 def informative_groups(scores: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import os
 import socket
 import tempfile
+import zlib
 from typing import Any
 
 import torch
 
+from latr_sglang.algorithm import mix_ratio
 from latr_sglang.config import LATRConfig
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
@@ -42,6 +45,41 @@ def sampling_from_openrlhf(params: Any, max_new_tokens: int) -> SamplingParams:
         stop_token_ids=tuple(getattr(params, "stop_token_ids", None) or ()),
         ignore_eos=bool(getattr(params, "ignore_eos", False)),
     )
+
+
+def load_reward_func(remote_rm_url: str | list | tuple | None):
+    """`reward_func` from the reward file OpenRLHF passes: `--reward.remote_url` reaches create_vllm_engines
+    as OpenRLHF's validation leaves it, a list of URLs/paths (cli/train_ppo_ray.py splits the flag on commas);
+    a plain string is accepted too. The engines score with one Python file; anything else fails naming it."""
+    if not remote_rm_url:
+        return None
+    urls = [remote_rm_url] if isinstance(remote_rm_url, str) else list(remote_rm_url)
+    if len(urls) != 1:
+        raise ValueError(
+            f"--reward.remote_url {','.join(map(str, urls))}: LATR engines score with one reward file, "
+            f"got {len(urls)}"
+        )
+    path = str(urls[0])
+    if not path.endswith(".py") or not os.path.isfile(path):
+        raise ValueError(
+            f"--reward.remote_url {path}: LATR engines need a local Python file defining reward_func "
+            "(e.g. latr_sglang/tasks/reward_func.py), not an HTTP reward server"
+        )
+    spec = importlib.util.spec_from_file_location("reward_func", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "reward_func", None)):
+        raise ValueError(f"--reward.remote_url {path}: defines no reward_func(queries, prompts, labels)")
+    return module.reward_func
+
+
+def _accepts_keyword(fn: Any, name: str) -> bool:
+    """Whether `fn` takes keyword `name` (users' reward files may predate the `responses` keyword)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _free_port() -> int:
@@ -75,7 +113,7 @@ class LATRRolloutActor:
             self.engine = TorchEngine.from_pretrained(model_path, seed=seed, **engine_kwargs)
             eos_ids = self.engine.eos_ids
         elif backend == "sglang":
-            from latr_sglang.engines.sglang_http import SGLangHTTPEngine
+            from latr_sglang.engines.sglang_http import SGLangHTTPEngine, model_eos_ids
 
             if not sglang_url:
                 if sglang_launch is None:
@@ -83,25 +121,26 @@ class LATRRolloutActor:
                 self.server = self._launch_sglang(model_path, seed, **sglang_launch)
                 sglang_url = self.server.url
             self.engine = SGLangHTTPEngine(sglang_url)
-            eos_ids = {self.tokenizer.eos_token_id} - {None}
+            # SGLang stops on the generation config's EOS ids too (an instruct model's <|im_end|>)
+            eos_ids = model_eos_ids(model_path, self.tokenizer)
         else:
             raise ValueError(f"backend={backend!r}: expected 'torch' or 'sglang'")
         self.backend = backend
         self.eos_ids = frozenset(eos_ids)
         self.latr = LATRConfig.from_dict(latr or {"preset": "countdown"})
         self.sampler_kind = sampler
-        self.reward_func = None
-        if remote_rm_url:
-            spec = importlib.util.spec_from_file_location("reward_func", remote_rm_url)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            self.reward_func = module.reward_func
+        self.device = str(engine_kwargs.get("device", "cpu")) if backend == "torch" else "cuda"
+        self.reward_func = load_reward_func(remote_rm_url)
+        self._reward_takes_responses = self.reward_func is not None and _accepts_keyword(
+            self.reward_func, "responses"
+        )
         self.training_step = 1
         self.evaluating = False
         self._group = None
         self._group_name: str | None = None
         self._seed = seed
-        self._calls = 0
+        self._seed_step: int | None = None
+        self._seen: dict[int, int] = {}
         self._unfinished = 0  # trajectories requested and not yet returned (OpenRLHF balances on it)
 
     @staticmethod
@@ -115,6 +154,7 @@ class LATRRolloutActor:
         launch_timeout_s: float = 900.0,
         command: list[str] | None = None,
         log_dir: str | None = None,
+        deterministic: bool = False,
     ):
         """SGLang's launch_server on this actor's GPUs (or `command`, a stand-in speaking the same API,
         with {port} filled in). Its log goes to log_dir ($LATR_SGLANG_LOG_DIR, else the temp dir)."""
@@ -132,6 +172,7 @@ class LATRRolloutActor:
                 seed,
                 enable_memory_saver,
                 extra_server_args,
+                deterministic=deterministic,
             )
         )
         log_dir = (
@@ -169,7 +210,13 @@ class LATRRolloutActor:
         sampling = sampling_from_openrlhf(sampling_params, max_tokens)
         sampler = LATRSampler(self.engine, self.latr, sampling, self.eos_ids, lambda t: tok.decode([t]))
         eta = 0.0 if self.sampler_kind == "stochastic" or self.evaluating else None
-        self._calls += 1
+        # The seed depends on (engine seed, training step, prompt, its n-th request this step), not on a
+        # per-process call counter: a run resumed from a checkpoint draws what the uninterrupted run drew.
+        if self._seed_step != self.training_step:
+            self._seed_step, self._seen = self.training_step, {}
+        key = zlib.crc32(prompt.encode("utf-8"))
+        self._seen[key] = self._seen.get(key, 0) + 1
+        call_seed = zlib.crc32(f"{self._seed}:{self.training_step}:{key}:{self._seen[key]}".encode())
         self._unfinished += num_samples
         try:
             group = (
@@ -178,17 +225,23 @@ class LATRRolloutActor:
                     num_samples,
                     step=self.training_step,
                     eta=eta,
-                    seed=self._seed * 1_000_003 + self._calls,
+                    seed=call_seed,
                 )
             )[0]
         finally:
             self._unfinished -= num_samples
         stats = tree_stats(group)
+        # OpenRLHF puts extra_logs into Experience.info (samples_generator.py:289-292), which its actor
+        # averages into the step's metrics: the latr/* names below reach tensorboard/wandb as they are.
         group_logs = {
-            "latr_branches_created": stats["branches_created"],
-            "latr_branches_pruned": stats["branches_pruned"],
-            "latr_tree_exit_step": stats["tree_exit_step"],
-            "latr_pairwise_edit_distance": pairwise_edit_distance([t.token_ids for t in group.trajectories]),
+            "latr/branches_created": stats["branches_created"],
+            "latr/branches_pruned": stats["branches_pruned"],
+            "latr/tree_exit_step": stats["tree_exit_step"],
+            "latr/shared_token_fraction": stats["shared_token_fraction"],
+            "latr/pairwise_edit_distance": pairwise_edit_distance([t.token_ids for t in group.trajectories]),
+            "latr/eta": float(
+                eta if eta is not None else mix_ratio(self.latr.mix_ratio_schedule, self.training_step)
+            ),
         }
         outputs = []
         for traj in group.trajectories:
@@ -205,14 +258,22 @@ class LATRRolloutActor:
                 "reward": None,
                 "scores": None,
                 "extra_logs": {
-                    "latr_origin_tree": float(traj.origin == "tree"),
-                    "latr_shared_prefix_len": float(traj.shared_prefix_len),
+                    # tree metadata of this sample (-1: none), for a tree-aware advantage later
+                    "latr/origin_tree": float(traj.origin == "tree"),
+                    "latr/branch_id": float(-1 if traj.branch_id is None else traj.branch_id),
+                    "latr/parent": float(-1 if traj.parent is None else traj.parent),
+                    "latr/birth_step": float(-1 if traj.birth_step is None else traj.birth_step),
+                    "latr/shared_prefix_len": float(traj.shared_prefix_len),
                     **group_logs,  # the same group-level numbers on each of its samples
                 },
             }
             if self.reward_func is not None:
                 query = tok.decode(observation, skip_special_tokens=False)
-                info = await asyncio.to_thread(self.reward_func, [query], [prompt], [label])
+                # the response decoded from its own tokens, so the reward need not cut it out of the query
+                extra = {}
+                if self._reward_takes_responses:
+                    extra["responses"] = [tok.decode(traj.token_ids, skip_special_tokens=False)]
+                info = await asyncio.to_thread(self.reward_func, [query], [prompt], [label], **extra)
                 out["reward"] = info["rewards"][0] if info.get("rewards") is not None else None
                 scores = info.get("scores")
                 out["scores"] = scores[0] if scores is not None else out["reward"]
@@ -220,6 +281,17 @@ class LATRRolloutActor:
                     out["extra_logs"][key] = value[0] if hasattr(value, "__getitem__") else value
             outputs.append(out)
         return outputs
+
+    async def greedy(self, prompt: str, max_new_tokens: int) -> list[int]:
+        """The engine's greedy response token ids (a check that it holds the trained weights; no effect on
+        the sampling seeds or the step's LATR state)."""
+        prompt_ids = self.tokenizer(text=prompt, add_special_tokens=False)["input_ids"]
+        sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        sampler = LATRSampler(
+            self.engine, self.latr, sampling, self.eos_ids, lambda t: self.tokenizer.decode([t])
+        )
+        group = (await sampler.sample([prompt_ids], 1, step=self.training_step, eta=0.0, seed=0))[0]
+        return list(group.trajectories[0].token_ids)
 
     # ---- weight sync ------------------------------------------------------------------------------------
     async def init_process_group(
@@ -236,6 +308,9 @@ class LATRRolloutActor:
             raise NotImplementedError(
                 "--vllm.sync_with_ray is not supported with LATR engines; use the NCCL (or gloo) group"
             )
+        from openrlhf_ext.vllm_shim import sync_backend
+
+        backend = sync_backend(backend, self.device)  # the rule the trainer's side applies too
         self._group_name = group_name
         if self.backend == "sglang":  # the server joins the group itself, at rank_offset (and its TP ranks)
             await self.engine.init_weights_update_group(
@@ -326,7 +401,9 @@ def create_rollout_engines(
     num_engines = sglang.get("num_engines") or num_engines
     tp = sglang.get("tensor_parallel_size") or tensor_parallel_size
     urls = [u for u in (sglang.get("server_urls") or "").split(",") if u]
-    on_gpu = ray.cluster_resources().get("GPU", 0) > 0 and not urls
+    # --trainer.device cpu: the cluster's GPUs are logical (openrlhf_ext.cpu_mode), the engines run on CPU
+    cpu_mode = (ext.get("trainer") or {}).get("device") == "cpu"
+    on_gpu = ray.cluster_resources().get("GPU", 0) > 0 and not urls and not cpu_mode
     if rollout["backend"] == "torch" and tp > 1:
         raise ValueError(f"tensor_parallel_size={tp}: the torch engine runs on one device")
     if shared_pg is not None and tp > 1:
@@ -343,6 +420,7 @@ def create_rollout_engines(
         "enable_memory_saver": vllm_enable_sleep,
         "extra_server_args": sglang.get("extra_server_args", ""),
         "launch_timeout_s": sglang.get("launch_timeout_s", 900.0),
+        "deterministic": full_determinism,  # --train.full_determinism_enable
     }
     engines = []
     for i in range(num_engines):
@@ -366,6 +444,9 @@ def create_rollout_engines(
         else:
             kwargs["device"] = "cuda" if gpus else "cpu"
         engines.append(ray.remote(LATRRolloutActor).options(**options).remote(**kwargs))
+    # An engine that fails to start (a bad reward file, a model it cannot load) fails here, at once, with
+    # its error: otherwise the trainer would wait for it at the weight-sync rendezvous (300 s) first.
+    ray.get([engine.__ray_ready__.remote() for engine in engines])
     if vllm_enable_sleep:
         ray.get([engine.sleep.remote() for engine in engines])
     return engines

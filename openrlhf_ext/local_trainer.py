@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from typing import Any, Literal
 
 import torch
 
-from latr_sglang.compare import encode_prompts, read_jsonl
 from latr_sglang.config import (
     LATRConfig,
     add_dataclass_arguments,
@@ -38,7 +38,16 @@ from latr_sglang.config import (
 from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.engines.base import SamplingParams
 from latr_sglang.metrics import rollout_metrics
-from openrlhf_ext.dapo import group_advantages, keep_group, overlong_mask
+from latr_sglang.tasks.prompts import (
+    TASKS,
+    encode_prompts,
+    newline_token_ids,
+    read_jsonl,
+    split_problems,
+    task_problems,
+)
+from openrlhf_ext.checkpointing import RESUME_MAY_CHANGE, CheckpointError, CheckpointStore
+from openrlhf_ext.dapo import group_advantages, keep_group, overlong_mask, soft_overlong_penalty
 
 RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
 
@@ -48,18 +57,35 @@ class LocalTrainConfig:
     model: str = field(
         default="smollm2", metadata=help_text("local HF folder, or 'smollm2' (embedded default)")
     )
+    task: str = field(
+        default="countdown-fewshot",
+        metadata=help_text(
+            "built-in task when no prompts file is given: countdown-fewshot (2 numbers in 1..max_number, a "
+            "raw few-shot prompt, a one-line answer: what the embedded 135M model learns from) or countdown "
+            "(the paper's prompt, countdown_numbers numbers in 1..100)"
+        ),
+    )
     prompts: str | None = field(
-        default=None, metadata=help_text("JSONL with prompt/label (default: countdown)")
+        default=None, metadata=help_text("JSONL with prompt/label (default: the built-in task)")
     )
     input_key: str = field(default="prompt", metadata=help_text("JSONL key of the prompt"))
     label_key: str = field(default="label", metadata=help_text("JSONL key of the label"))
-    apply_chat_template: bool = field(default=True, metadata=help_text("wrap prompts in the chat template"))
-    response_prefix: str = field(
-        default="",
+    apply_chat_template: bool = field(
+        default=True,
+        metadata=help_text("wrap prompts in the chat template (not countdown-fewshot: its prompt is raw)"),
+    )
+    response_prefix: str | None = field(
+        default=None,
         metadata=help_text(
-            "text the assistant's turn starts with (a prefill, e.g. '<answer>'); the reward sees it"
+            "text the assistant's turn starts with (a prefill, e.g. '<answer>'); the reward sees it "
+            "(default: ' <answer>' for countdown-fewshot, else none)"
         ),
     )
+    stop_at_newline: bool | None = field(
+        default=None,
+        metadata=help_text("end responses at the first newline (default: countdown-fewshot yes, else no)"),
+    )
+    max_number: int = field(default=12, metadata=help_text("countdown-fewshot: numbers are in 1..max_number"))
     countdown_numbers: tuple[int, int] = field(
         default=(3, 4), metadata=help_text("built-in countdown task: min,max numbers per problem")
     )
@@ -70,8 +96,30 @@ class LocalTrainConfig:
     n_samples_per_prompt: int = field(default=8, metadata=help_text("n: trajectories per prompt"))
     max_new_tokens: int = field(default=128, metadata=help_text("response length limit"))
     learning_rate: float = field(default=1e-6, metadata=help_text("AdamW learning rate"))
-    kl_coef: float | None = field(
-        default=None, metadata=help_text("k3 KL coefficient (default: GRPO 0.01, DAPO 0)")
+    kl_coef: float = field(
+        default=0.01,
+        metadata=help_text(
+            "k3 KL-loss coefficient to the initial policy (0.01: what the released LATR GRPO and DAPO runs "
+            "used; 0: no reference model)"
+        ),
+    )
+    reward: Literal["shaped", "accuracy"] = field(
+        default="shaped",
+        metadata=help_text(
+            "what the advantages use: shaped = the task reward (countdown: 1 correct, 0.1 well-formed), "
+            "accuracy = 1/0 correctness only (DAPO's rule-based reward: format earns nothing)"
+        ),
+    )
+    overlong_buffer_len: int = field(
+        default=0,
+        metadata=help_text(
+            "DAPO's soft overlong punishment: the last N tokens before max_new_tokens lower the reward "
+            "linearly, down to -overlong_penalty_factor (0: off, as in the released LATR scripts; DAPO's "
+            "paper: 4096 of 20480, factor 1)"
+        ),
+    )
+    overlong_penalty_factor: float = field(
+        default=1.0, metadata=help_text("DAPO's soft overlong punishment: the largest penalty")
     )
     eps_clip_low: float = field(default=0.2, metadata=help_text("PPO clip, lower"))
     eps_clip_high: float | None = field(
@@ -101,6 +149,13 @@ class LocalTrainConfig:
     temperature: float = field(default=1.0, metadata=help_text("rollout sampling temperature"))
     grad_clip: float = field(default=1.0, metadata=help_text("gradient norm clip"))
     micro_batch_size: int = field(default=8, metadata=help_text("sequences per forward/backward"))
+    shared_prefix: bool = field(
+        default=True,
+        metadata=help_text(
+            "update: run the prompt prefix a micro-batch shares once and the rest against its cache (same "
+            "log-probs as the padded forward, a fraction of the compute when prompts share a few-shot prefix)"
+        ),
+    )
     seed: int = field(default=0, metadata=help_text("seed of data order, sampling and init"))
     device: str = field(default="cpu", metadata=help_text("cpu or cuda[:N]: the actor, reference and engine"))
     output_dir: str = field(
@@ -116,6 +171,13 @@ class LocalTrainConfig:
     resume: bool = field(
         default=False, metadata=help_text("continue from the latest checkpoint in output_dir")
     )
+    force_resume: bool = field(
+        default=False,
+        metadata=help_text(
+            "resume even when the checkpoint's config differs in a field that changes what is trained "
+            "(seed, lengths, model, ...; refused without it)"
+        ),
+    )
     use_wandb: bool = field(
         default=False, metadata=help_text("log to wandb too (offline unless WANDB_MODE says else)")
     )
@@ -129,6 +191,19 @@ class LocalTrainConfig:
         metadata=help_text("eval set: a bundled name or JSONL (default: held-out countdown problems)"),
     )
     eval_n: int = field(default=8, metadata=help_text("samples per eval prompt (pass@k up to k = eval_n)"))
+    eval_every: int = field(
+        default=0,
+        metadata=help_text(
+            "also evaluate every N steps (eval_step{N}.json; --eval.steps; 0 or less: only before and after)"
+        ),
+    )
+    eval_before: bool = field(
+        default=True,
+        metadata=help_text(
+            "evaluate the starting policy too (false: reuse output_dir/eval_before.json, e.g. of an earlier "
+            "run with the same seed, task and eval settings)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -138,6 +213,20 @@ class LocalTrainConfig:
             raise bad("algo", "must be 'grpo' or 'dapo'")
         if self.sampler not in ("latr", "stochastic"):
             raise bad("sampler", "must be 'latr' or 'stochastic'")
+        if self.task not in TASKS:
+            raise bad("task", f"expected one of {', '.join(TASKS)}")
+        if self.reward not in ("shaped", "accuracy"):
+            raise bad("reward", "must be 'shaped' or 'accuracy'")
+        if not isinstance(self.max_number, int) or self.max_number < 2:
+            raise bad("max_number", "must be an integer >= 2")
+        if not math.isfinite(self.kl_coef) or self.kl_coef < 0:
+            raise bad("kl_coef", "must be a finite number >= 0")
+        if not isinstance(self.overlong_buffer_len, int) or self.overlong_buffer_len < 0:
+            raise bad("overlong_buffer_len", "must be an integer >= 0")
+        if self.overlong_buffer_len > self.max_new_tokens:
+            raise bad("overlong_buffer_len", f"must be <= max_new_tokens ({self.max_new_tokens})")
+        if not math.isfinite(self.overlong_penalty_factor) or self.overlong_penalty_factor < 0:
+            raise bad("overlong_penalty_factor", "must be a finite number >= 0")
         for name in (
             "steps",
             "prompts_per_step",
@@ -182,7 +271,27 @@ class LocalTrainConfig:
 
     @property
     def kl(self) -> float:
-        return self.kl_coef if self.kl_coef is not None else (0.01 if self.algo == "grpo" else 0.0)
+        return self.kl_coef
+
+    @property
+    def builtin_task(self) -> str | None:
+        return None if self.prompts is not None else self.task
+
+    @property
+    def prefix(self) -> str:
+        if self.response_prefix is not None:
+            return self.response_prefix
+        return " <answer>" if self.builtin_task == "countdown-fewshot" else ""
+
+    @property
+    def chat(self) -> bool:
+        return self.apply_chat_template and self.builtin_task != "countdown-fewshot"
+
+    @property
+    def stops_at_newline(self) -> bool:
+        if self.stop_at_newline is not None:
+            return self.stop_at_newline
+        return self.builtin_task == "countdown-fewshot"
 
     @property
     def filter_overlong(self) -> bool:
@@ -218,23 +327,36 @@ def default_reward(prompt: str, response: str, label: Any) -> tuple[float, float
     return reward, accuracy
 
 
-EVAL_SEED_OFFSET = 7919  # held-out countdown problems come from another seed, minus any training duplicates
+EVAL_SEED_OFFSET = 7919  # held-out problems come from another seed, minus any training duplicates
+TRAIN_POOL = 2000  # built-in task problems drawn for training (the data order repeats after them)
 
 
-def _countdown(cfg: LocalTrainConfig, count: int, seed: int) -> list[tuple[str, Any]]:
-    from latr_sglang.tasks.countdown import generate
-
-    template = "chat" if cfg.apply_chat_template else "raw"
+def load_problems(cfg: LocalTrainConfig) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(training problems, held-out problems) as (prompt, label). A built-in task holds out eval_prompts
+    problems of its own (none of them is trained on, whatever order its numbers are shown in); a prompts
+    file is evaluated on eval_dataset."""
+    if cfg.prompts is not None:
+        rows = read_jsonl(cfg.prompts, {cfg.input_key: str, cfg.label_key: object})
+        return [(row[cfg.input_key], row[cfg.label_key]) for row in rows], []
     low, high = cfg.countdown_numbers
-    problems = generate(count, seed=seed, min_numbers=low, max_numbers=high)
-    return [(p.prompt(template), p.label()) for p in problems]
+    options = dict(chat=cfg.apply_chat_template, min_numbers=low, max_numbers=high, max_number=cfg.max_number)
+    train = task_problems(cfg.task, TRAIN_POOL, cfg.seed, **options)
+    if not cfg.eval_prompts or cfg.eval_dataset:
+        return train, []
+    held_out = task_problems(cfg.task, 8 * cfg.eval_prompts + 200, cfg.seed + EVAL_SEED_OFFSET, **options)
+    return split_problems(train, held_out, cfg.eval_prompts)
 
 
 def load_prompts(cfg: LocalTrainConfig) -> list[tuple[str, Any]]:
-    if cfg.prompts is None:
-        return _countdown(cfg, 2000, cfg.seed)
-    rows = read_jsonl(cfg.prompts, {cfg.input_key: str, cfg.label_key: object})
-    return [(row[cfg.input_key], row[cfg.label_key]) for row in rows]
+    return load_problems(cfg)[0]
+
+
+class NonFiniteWeights(RuntimeError):
+    """The policy's weights stopped being finite: the run aborts before they reach the engine or a save."""
+
+
+class NothingTrained(RuntimeError):
+    """Every step was skipped: the run changed nothing."""
 
 
 class LocalTrainer:
@@ -272,23 +394,24 @@ class LocalTrainer:
         self.policy_loss = PolicyLoss(
             clip_eps_low=cfg.eps_clip_low, clip_eps_high=cfg.clip_high, token_level_loss=True
         )
-        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        self.stop_ids = newline_token_ids(self.tokenizer) if cfg.stops_at_newline else ()
+        sampling = self.sampling_params()
         tok = self.tokenizer
         self.sampler = LATRSampler(
             self.engine, self.latr, sampling, self.engine.eos_ids, lambda t: tok.decode([t])
         )
-        self.data = load_prompts(cfg)
+        self.data, self.held_out = load_problems(cfg)
         random.Random(cfg.seed).shuffle(self.data)
         self.data_position = 0
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = CheckpointStore(self.out / "checkpoints")
         (self.out / "config.json").write_text(
             json.dumps({"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()}, indent=2)
         )
-        self._csv_keys: list[str] | None = None
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+        # metrics.csv + TensorBoard (openrlhf_ext.run_log: whole rows; a resume cuts both back to the
+        # checkpoint's step), opened once the starting step is known
+        self.metrics_log = None
         self.wandb = None
         if cfg.use_wandb:
             import os
@@ -303,6 +426,13 @@ class LocalTrainer:
                 config={"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()},
             )
 
+    def sampling_params(self) -> SamplingParams:
+        """Rollout and evaluation sampling: the same temperature, length limit and stops."""
+        cfg = self.cfg
+        return SamplingParams(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_token_ids=self.stop_ids
+        )
+
     # ---- data -------------------------------------------------------------------------------------------
     def _next_prompts(self, count: int) -> list[tuple[str, Any]]:
         batch = []
@@ -315,8 +445,8 @@ class LocalTrainer:
         return encode_prompts(
             self.tokenizer,
             [text],
-            chat=self.cfg.apply_chat_template,
-            response_prefix=self.cfg.response_prefix,
+            chat=self.cfg.chat,
+            response_prefix=self.cfg.prefix,
         )[0]
 
     # ---- rollout ----------------------------------------------------------------------------------------
@@ -341,13 +471,19 @@ class LocalTrainer:
                 scored = [
                     self.reward_fn(
                         prompt,
-                        cfg.response_prefix + self.tokenizer.decode(t.token_ids, skip_special_tokens=True),
+                        cfg.prefix + self.tokenizer.decode(t.token_ids, skip_special_tokens=True),
                         label,
                     )
                     for t in group.trajectories
                 ]
-                rewards = torch.tensor([r for r, _ in scored])
                 accuracy = torch.tensor([a for _, a in scored])
+                shaped = torch.tensor([r for r, _ in scored])
+                rewards = accuracy.clone() if cfg.reward == "accuracy" else shaped
+                if cfg.overlong_buffer_len:
+                    lengths = torch.tensor([len(t.token_ids) for t in group.trajectories])
+                    rewards = rewards + cfg.overlong_penalty_factor * soft_overlong_penalty(
+                        lengths, cfg.max_new_tokens, cfg.overlong_buffer_len
+                    )
                 seen.append((prompt, group, rewards, accuracy))
             rounds += 1
             if cfg.algo == "dapo":
@@ -420,7 +556,29 @@ class LocalTrainer:
             "advantages": adv,
             "loss_mask": loss_mask,
         }
-        return {k: v.to(self.device) for k, v in tensors.items()}
+        out = {k: v.to(self.device) for k, v in tensors.items()}
+        self._token_lists = (prompts, responses)  # for the shared-prefix forward
+        return out
+
+    def _action_logprobs(self, model, batch, sl: slice) -> torch.Tensor:
+        """[micro-batch, r_len] action log-probs: the shared-prefix forward when the prompts share enough
+        (openrlhf_ext.local.update), else OpenRLHF's Actor.forward on the padded batch."""
+        from openrlhf_ext.local.update import (
+            MIN_SHARED_PREFIX,
+            common_prefix_len,
+            shared_prefix_action_logprobs,
+        )
+
+        prompts, responses = (x[sl] for x in self._token_lists)
+        shared = common_prefix_len(prompts) if self.cfg.shared_prefix else 0
+        if shared >= MIN_SHARED_PREFIX:
+            r_len = batch["action_mask"].shape[1]
+            return shared_prefix_action_logprobs(model, prompts, responses, shared, self.device, r_len)
+        return model(
+            batch["sequences"][sl],
+            action_mask=batch["action_mask"][sl],
+            attention_mask=batch["attention"][sl],
+        )
 
     def update(self, kept) -> dict[str, float]:
         batch = self._batch_tensors(kept)
@@ -442,9 +600,7 @@ class LocalTrainer:
             sl = slice(start, start + self.cfg.micro_batch_size)
             mask = batch["loss_mask"][sl]
             action_mask = batch["action_mask"][sl]
-            log_probs = self.actor(
-                batch["sequences"][sl], action_mask=action_mask, attention_mask=batch["attention"][sl]
-            )
+            log_probs = self._action_logprobs(self.actor, batch, sl)
             loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
                 log_probs,
                 log_probs.detach(),
@@ -458,9 +614,7 @@ class LocalTrainer:
                 from openrlhf.models.utils import compute_approx_kl
 
                 with torch.no_grad():
-                    ref = self.reference(
-                        batch["sequences"][sl], action_mask=action_mask, attention_mask=batch["attention"][sl]
-                    )
+                    ref = self._action_logprobs(self.reference, batch, sl)
                 kl = compute_approx_kl(log_probs, ref, kl_estimator="k3")
                 kl_value = (kl * mask).sum() / total_tokens
                 loss = loss + self.cfg.kl * kl_value
@@ -482,15 +636,25 @@ class LocalTrainer:
         metrics["actor_lr"] = self.cfg.learning_rate
         if self.device.type == "cuda":
             metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        if not math.isfinite(float(grad_norm)) or not math.isfinite(metrics["policy_loss"]):
+        # Checked after clipping, on what the optimizer would apply: a NaN/inf loss or gradient skips the
+        # step (clipping cannot repair a NaN, it spreads it to every weight).
+        grads_finite = all(
+            bool(torch.isfinite(p.grad).all()) for p in self.actor.parameters() if p.grad is not None
+        )
+        if not (grads_finite and math.isfinite(float(grad_norm)) and math.isfinite(metrics["policy_loss"])):
             self.optimizer.zero_grad(set_to_none=True)
             print(
                 f"non-finite loss or gradient (loss {metrics['policy_loss']}, grad norm {float(grad_norm)}): "
                 "step skipped",
                 flush=True,
             )
-            return {**metrics, "skipped_step": 1.0}
+            return {**metrics, "skipped_step": 1.0, "nonfinite_step": 1.0}
         self.optimizer.step()
+        bad = [n for n, p in self.actor.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:  # finite gradients and a finite step should never do this; never let such weights out
+            raise NonFiniteWeights(
+                f"non-finite weights after the optimizer step: {bad[0]} ({len(bad)} tensors)"
+            )
         return {**metrics, "skipped_step": 0.0}
 
     def sync_weights(self) -> None:
@@ -527,29 +691,26 @@ class LocalTrainer:
         return metrics
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
-        path = self.out / "metrics.csv"
-        if self._csv_keys is None and self.cfg.resume and path.exists():
-            with open(path, newline="") as f:
-                self._csv_keys = next(csv.reader(f), None)
-        if self._csv_keys is None:
-            self._csv_keys = sorted(metrics)
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(self._csv_keys)
-        with open(path, "a", newline="") as f:
-            csv.writer(f).writerow([metrics.get(k, "") for k in self._csv_keys])
-        for k, v in metrics.items():
-            self.tensorboard.add_scalar(k, v, step)
-        self.tensorboard.flush()
+        if self.metrics_log is None:
+            self.open_log(resume_step=None)
+        self.metrics_log.log(step, metrics)
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
 
     def fit(self) -> list[dict[str, float]]:
         from tqdm import tqdm
 
+        start = time.perf_counter()
         first = self.load_checkpoint() + 1 if self.cfg.resume else 1
-        if self.cfg.eval_prompts and first == 1:
-            self.evaluate("before")
+        if self.metrics_log is None:
+            self.open_log(resume_step=first - 1 if self.cfg.resume else None)
+        before = None
+        if self.cfg.eval_prompts and first == 1 and self.cfg.eval_before:
+            before = self.evaluate("before")
+        elif self.cfg.eval_prompts and (self.out / "eval_before.json").exists():
+            before = json.loads((self.out / "eval_before.json").read_text())
         history = []
+        train_start = time.perf_counter()
         bar = tqdm(
             range(first, self.cfg.steps + 1),
             desc=f"{self.cfg.algo}+{self.cfg.sampler}",
@@ -566,12 +727,71 @@ class LocalTrainer:
                 loss=f"{m.get('policy_loss', float('nan')):.4f}",
             )
             bar.write(_step_line(step, m))
+            every = self.cfg.eval_every
+            if self.cfg.eval_prompts and every > 0 and step % every == 0 and step != self.cfg.steps:
+                self.evaluate(f"step{step}")
             if self.cfg.save_steps and (step % self.cfg.save_steps == 0 or step == self.cfg.steps):
                 self.save_checkpoint(step)
+        train_s = time.perf_counter() - train_start
+        trained = sum(1 for m in history if not m.get("skipped_step"))
+        if history and not trained and first == 1:  # (a resumed run trained before its checkpoint)
+            raise NothingTrained(self._nothing_trained_message(history))
         self.save_policy()
         if self.cfg.eval_prompts:
-            self.evaluate("after")
+            after = self.evaluate("after")
+            from openrlhf_ext.local.summary import summarize, write_summary
+
+            steps_run, trained_run, train_s = self._steps_logged(len(history), trained, train_s)
+            text, data = summarize(
+                before,
+                after,
+                steps=steps_run,
+                trained_steps=trained_run,
+                train_s=train_s,
+                total_s=time.perf_counter() - start,
+            )
+            print(text, flush=True)
+            write_summary(self.out / "summary.json", data)
         return history
+
+    def open_log(self, resume_step: int | None) -> None:
+        from openrlhf_ext.run_log import MetricsLog
+
+        self.metrics_log = MetricsLog(self.out, resume_step=resume_step)
+
+    def _steps_logged(self, steps: int, trained: int, train_s: float) -> tuple[int, int, float]:
+        """(steps, trained steps, training seconds) of the whole run: after a resume metrics.csv also holds
+        the steps before it."""
+        path = self.out / "metrics.csv"
+        if not self.cfg.resume or not path.exists():
+            return steps, trained, train_s
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        seconds = sum(float(r.get("timing/step_total") or 0.0) for r in rows)
+        return len(rows), sum(1 for r in rows if r.get("skipped_step") in ("0.0", "0")), seconds
+
+    def _nothing_trained_message(self, history: list[dict[str, float]]) -> str:
+        cfg = self.cfg
+        if any(m.get("nonfinite_step") for m in history):
+            why = "the loss or gradient was not finite (check --actor.adam.lr and --local.grad_clip)"
+        else:
+            acc = statistics.fmean(m["rollout/accuracy_mean"] for m in history)
+            why = (
+                f"no group had rewards that differ (every sample of a prompt scored the same; mean accuracy "
+                f"{acc:.3f}), so every advantage was 0"
+            )
+        hints = [
+            "--local.task countdown-fewshot (a task the embedded 135M model solves about 1 time in 6)",
+            "--rollout.temperature 1.0 or higher",
+            "--rollout.n_samples_per_prompt 8 or more",
+            "--algo.dynamic_filtering_enable --dapo.max_sampling_rounds 4 (over-sample until groups differ)",
+        ]
+        if cfg.reward == "accuracy" or cfg.dynamic_filtering_metric == "score":
+            hints.append("--dapo.dynamic_filtering_metric reward (keep groups whose shaped reward differs)")
+        return (
+            f"nothing trained: all {len(history)} steps were skipped: {why}. The policy is unchanged and "
+            f"was not saved. Flags that make groups differ: " + "; ".join(hints)
+        )
 
     # ---- evaluation -------------------------------------------------------------------------------------
     def eval_items(self):
@@ -580,24 +800,22 @@ class LocalTrainer:
         cfg = self.cfg
         if cfg.eval_dataset:
             return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
-        train = {p for p, _ in self.data}
-        held_out = _countdown(cfg, 4 * cfg.eval_prompts, cfg.seed + EVAL_SEED_OFFSET)
-        return [EvalItem(p, lab) for p, lab in held_out if p not in train][: cfg.eval_prompts]
+        return [EvalItem(p, lab) for p, lab in self.held_out]
 
     def evaluate(self, tag: str) -> dict[str, Any]:
         """The current policy on held-out prompts (plain sampling, n = eval_n): eval_{tag}.json."""
         from latr_sglang.evaluate import evaluate, write_results
 
         cfg = self.cfg
-        sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        sampling = self.sampling_params()
         metrics = evaluate(
             self.engine,
             self.tokenizer,
             self.eval_items(),
             n=cfg.eval_n,
             sampling=sampling,
-            chat=cfg.apply_chat_template,
-            response_prefix=cfg.response_prefix,
+            chat=cfg.chat,
+            response_prefix=cfg.prefix,
             seed=cfg.seed + EVAL_SEED_OFFSET,
         )
         write_results(self.out / f"eval_{tag}.json", metrics)
@@ -619,9 +837,8 @@ class LocalTrainer:
         return path
 
     def save_checkpoint(self, step: int) -> Path:
-        """Policy, optimizer, data position, step and RNG: enough to continue exactly where it stopped."""
-        path = self.out / "checkpoints" / f"step_{step}"
-        path.mkdir(parents=True, exist_ok=True)
+        """Policy, optimizer, data position, step and RNG: enough to continue exactly where it stopped.
+        Written atomically and with a checksum manifest (openrlhf_ext.checkpointing)."""
         state = {
             "step": step,
             "data_position": self.data_position,
@@ -630,31 +847,39 @@ class LocalTrainer:
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
         }  # the engine needs no RNG state: the driver seeds every sampled request, greedy ones use none
-        torch.save(state, path / "trainer_state.pt")
-        (self.out / "checkpoints" / "latest").write_text(path.name)
-        return path
+        return self.checkpoints.save(step, {"trainer_state.pt": state}, config=self._resume_config()).path
+
+    def _resume_config(self) -> dict[str, Any]:
+        """What a resume must agree with: the run's config and its LATR config."""
+        return {**dataclasses.asdict(self.cfg), "latr": self.latr.to_dict()}
 
     def load_checkpoint(self) -> int:
-        """Restores the latest checkpoint; returns its step (0 when there is none)."""
-        latest = self.out / "checkpoints" / "latest"
-        if not latest.exists():
-            print(f"no checkpoint in {self.out / 'checkpoints'}: starting from step 1", flush=True)
-            return 0
-        state = torch.load(
-            self.out / "checkpoints" / latest.read_text().strip() / "trainer_state.pt", weights_only=False
+        """Restores the latest intact checkpoint; returns its step (0 when there is none). A damaged latest
+        falls back to the previous intact one (with a warning naming the file); a changed config is refused
+        (CheckpointError) unless --local.force_resume."""
+        ckpt = self.checkpoints.load_latest(
+            config=self._resume_config(),
+            force=self.cfg.force_resume,
+            force_hint="--local.force_resume",
+            may_change=RESUME_MAY_CHANGE | {"eval_before"},
         )
+        if ckpt is None:
+            print(f"no checkpoint in {self.checkpoints.root}: starting from step 1", flush=True)
+            return 0
+        state = ckpt.torch_load("trainer_state.pt")
         self.actor.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.data_position = state["data_position"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.sync_weights()
-        print(f"resumed from {latest.read_text().strip()} (step {state['step']})", flush=True)
+        print(f"resumed from {ckpt.path.name} (step {state['step']})", flush=True)
         return int(state["step"])
 
     def close(self) -> None:
         self.engine.close_sync()
-        self.tensorboard.close()
+        if self.metrics_log is not None:
+            self.metrics_log.close()
         if self.wandb is not None:
             self.wandb.finish()
 
@@ -688,6 +913,15 @@ def train(cfg: LocalTrainConfig, latr: LATRConfig) -> int:
         return 2
     try:
         trainer.fit()
+    except NothingTrained as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except NonFiniteWeights as e:
+        print(f"error: {e}; aborted, nothing saved from this step on", file=sys.stderr)
+        return 4
+    except CheckpointError as e:  # no intact checkpoint, or a resume with a different config
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         trainer.close()
     print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")

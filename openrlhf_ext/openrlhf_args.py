@@ -19,11 +19,21 @@ from typing import Any
 MODULE = "openrlhf.cli.train_ppo_ray"
 
 
+class OpenRLHFMissing(RuntimeError):
+    """OpenRLHF is not installed: latr-train takes its flags from OpenRLHF's own CLI module."""
+
+
 @functools.cache
 def _main_block() -> tuple[Path, list[ast.stmt], list[ast.stmt], list[ast.stmt]]:
-    spec = importlib.util.find_spec(MODULE)
+    try:  # find_spec imports the parent packages: a missing `openrlhf` raises here
+        spec = importlib.util.find_spec(MODULE)
+    except ModuleNotFoundError:
+        spec = None
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"{MODULE} is not installed (pip install openrlhf)")
+        raise OpenRLHFMissing(
+            "latr-train needs OpenRLHF 0.11.2: pip install 'latr-sglang[train]' (GPU), or on a CPU the "
+            "pinned set (README, 'Install': pip install --no-deps -r requirements/cpu.lock)"
+        )
     path = Path(spec.origin)
     tree = ast.parse(path.read_text(), filename=str(path))
     main = next(

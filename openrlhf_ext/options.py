@@ -94,6 +94,14 @@ class TrainerOptions:
         default=None,
         metadata=help_text("local mode: training steps (default 10); ray mode sizes by the dataset"),
     )
+    device: str | None = field(
+        default=None,
+        metadata=help_text(
+            "where training runs. ray mode: cpu runs OpenRLHF's Ray trainer on a CPU-only machine (debugging "
+            "and CI: gloo, DeepSpeed's CPU accelerator, torch engines; openrlhf_ext.cpu_mode), default GPUs; "
+            "local mode: cpu or cuda[:N] (default cpu; --local.device is the same flag)"
+        ),
+    )
 
 
 EXTENSION_GROUPS: dict[str, type] = {

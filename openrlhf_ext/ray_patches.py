@@ -1,22 +1,35 @@
 """What `latr-train` adds inside OpenRLHF's Ray trainer, applied in every Ray worker (vllm_shim's setup hook).
 
-Four methods are wrapped, each doing nothing unless `args.latr_ext` (set by latr-train) asks for it:
+Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it:
 - `SamplesGenerator._generate_vllm`: DAPO dynamic sampling. OpenRLHF keeps a group when its mean score lies
   in a range and replaces a dropped prompt with a new one until the dataloader runs out; here the rule is
   selectable (`std`: scores not all equal, DAPO's) and over-sampling is bounded: at most
-  `max_sampling_rounds` x the prompt batch per call, the count logged.
-- `SamplesGenerator.generate_samples`: tells the LATR engines the training step (the mix-ratio schedule);
-  `generate_eval_samples`: switches them to plain sampling for the evaluation (as the paper validates).
-- `RemoteExperienceMaker.compute_advantages_and_returns`: DAPO overlong filtering; a truncated sample's
-  advantages are zeroed, so it adds no gradient. It still counts in its group's statistics and in the
-  token-mean denominator (OpenRLHF's loss has no per-sample mask to drop it from).
+  `max_sampling_rounds` x the groups still needed per call, the count logged.
+- `SamplesGenerator.generate_samples`: tells the LATR engines the training step (the mix-ratio schedule),
+  which is OpenRLHF's global step (restored from a checkpoint on resume) + 1; keeps the batch shape every
+  actor rank expects: a batch that dynamic sampling could not fill is held back (its groups stay in
+  OpenRLHF's sample buffer) and the step is skipped, logged, so that the next call tops it up; OpenRLHF's
+  fit loop skips an empty batch on every rank alike (ppo_trainer.py:535-539). `dynamic_filtering_pass_rate`
+  is the fraction of generated groups kept (the local trainer's meaning), not OpenRLHF's x100 per sample.
+- `generate_eval_samples`: switches the engines to plain sampling for the evaluation (as the paper validates).
+- `RemoteExperienceMaker.compute_advantages_and_returns`: DAPO overlong filtering. A truncated sample's action
+  mask is cleared (and its advantages zeroed), so OpenRLHF's loss (policy, KL and entropy terms, and the
+  token-mean denominator, which it sums from the action masks) leaves it out entirely. It still counts in
+  its group's advantage statistics, as in DAPO.
+- `BasePPOTrainer.init_checkpoint_states` / `train_step` (also on the class Ray ships for the PPOTrainer
+  actor): record the global step for the above, add the rollout's dynamic-sampling counts (`dapo/*`) to the
+  step's logged metrics, and (LATR_SYNC_CHECK_FILE, for tests) record engine 0's greedy response after the
+  step's weight broadcast.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from openrlhf_ext.dapo import keep_group
+
+log = logging.getLogger("latr.ray_patches")
 
 
 def _ext(obj: Any) -> dict | None:
@@ -24,8 +37,22 @@ def _ext(obj: Any) -> dict | None:
     return getattr(args, "latr_ext", None)
 
 
+def _counters(generator: Any) -> dict[str, float]:
+    """Dynamic-sampling counts since the last training step (a held-back batch's included)."""
+    if getattr(generator, "_latr_counts", None) is None:
+        generator._latr_counts = {
+            "groups_generated": 0.0,
+            "groups_kept": 0.0,
+            "prompts_drawn": 0.0,
+            "calls": 0.0,
+        }
+    return generator._latr_counts
+
+
 def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts: int, **generate_kwargs: Any):
-    """OpenRLHF's `_generate_vllm` contract: (accepted experiences, prompts consumed, exhausted)."""
+    """OpenRLHF's `_generate_vllm` contract: (accepted experiences, prompts consumed, exhausted). Targets the
+    groups the sample buffer still lacks (`_latr_target_groups`, set by generate_samples), at most
+    `num_prompts`."""
     import ray
     from openrlhf.trainer.ppo_utils.samples_generator import _collect_prompt_batch, logger
     from tqdm import tqdm
@@ -33,17 +60,20 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
     dapo = _ext(self)["dapo"]
     low, high = self.args.algo.dynamic_filtering_range
     field = "rewards" if dapo["dynamic_filtering_metric"] == "reward" else "scores"
-    budget = dapo["max_sampling_rounds"] * num_prompts  # prompts this call may consume, replacements included
-    prompts, labels, images, exhausted = _collect_prompt_batch(dataloader_iter, num_prompts)
+    target = max(1, min(num_prompts, getattr(self, "_latr_target_groups", None) or num_prompts))
+    budget = dapo["max_sampling_rounds"] * target  # prompts this call may consume, replacements included
+    prompts, labels, images, exhausted = _collect_prompt_batch(dataloader_iter, target)
     if not prompts:
         return [], 0, True
-    consumed, kept_groups, accepted = len(prompts), 0, []
+    counts = _counters(self)
+    consumed, kept_groups, generated, accepted = len(prompts), 0, 0, []
     pending = self._dispatch_prompts_to_vllm(prompts, labels, images=images, **generate_kwargs)
     bar = tqdm(total=len(prompts), desc="Generate samples (dynamic sampling)")
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=10.0)
         for ref in ready:
             group = [self._process_response_into_experience(r, **generate_kwargs) for r in ray.get(ref)]
+            generated += 1
             scores = [float(getattr(e, field)[0]) for e in group if getattr(e, field) is not None]
             if len(scores) < len(group) or keep_group(scores, dapo["dynamic_filtering_rule"], low, high):
                 accepted.extend(group)
@@ -58,25 +88,77 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
                         new_prompts, new_labels, images=new_images, **generate_kwargs
                     )
     bar.close()
+    counts["groups_generated"] += generated
+    counts["groups_kept"] += kept_groups
+    counts["prompts_drawn"] += consumed
+    counts["calls"] += 1
     logger.info(
-        f"dynamic sampling ({dapo['dynamic_filtering_rule']}): kept {kept_groups}/{num_prompts} groups "
+        f"dynamic sampling ({dapo['dynamic_filtering_rule']}): kept {kept_groups}/{target} groups "
         f"from {consumed} prompts (bound {budget})"
     )
     return accepted, consumed, exhausted
 
 
 def zero_truncated_advantages(experiences: list) -> None:
+    """DAPO overlong filtering on OpenRLHF's Experience batches: truncated samples leave the loss."""
     for exp in experiences:
         if exp.truncated is None or exp.advantages is None:
             continue
-        keep = (~exp.truncated.bool()).to(exp.advantages.dtype)  # [B]
+        truncated = exp.truncated.bool()  # [B]
+        keep = (~truncated).to(exp.advantages.dtype)
         exp.advantages = exp.advantages * keep[:, None]
-        exp.info["overlong_filtered"] = 1.0 - keep.float()
         if exp.returns is not None:
             exp.returns = exp.returns * keep[:, None].to(exp.returns.dtype)
+        if exp.action_mask is not None:
+            # OpenRLHF's policy, KL and entropy losses all aggregate over action_mask (ppo_actor.py:304-351),
+            # and the token-mean denominator is summed from it (utils/loss_utils.py:54-72)
+            exp.action_mask = exp.action_mask & ~truncated[:, None].to(exp.action_mask.device)
+        exp.info["overlong_filtered"] = truncated.float()
+
+
+def overlong_filter(experiences: list) -> None:
+    """Masks truncated samples out, unless that would leave no action token in the whole rollout batch (a 0/0
+    token mean in OpenRLHF's loss): then their advantages are zeroed only, and a warning says so."""
+    import torch
+
+    truncated = [e.truncated.bool() for e in experiences if e.truncated is not None]
+    if truncated and bool(torch.cat(truncated).all()):
+        log.warning(
+            "overlong filtering: every sample of this rollout is truncated; masking them all would leave no "
+            "token to average the loss over, so only their advantages are zeroed this step"
+        )
+        for exp in experiences:
+            if exp.truncated is not None and exp.advantages is not None:
+                exp.advantages = exp.advantages * 0
+                exp.info["overlong_filtered"] = exp.truncated.float()
+        return
+    zero_truncated_advantages(experiences)
+
+
+# A check for tests and debugging: with this set to a file path, after every training step (after OpenRLHF's
+# weight broadcast) engine 0's greedy response to a fixed prompt is appended to it as a JSON line, so that it
+# can be compared with the trained policy's own greedy response (the saved HF weights of that step).
+SYNC_CHECK_ENV = "LATR_SYNC_CHECK_FILE"
+SYNC_CHECK_PROMPT = "Using the numbers [1, 2], make 3."
+
+
+def record_engine_greedy(trainer: Any, step: int) -> None:
+    import json
+    import os
+
+    path = os.environ.get(SYNC_CHECK_ENV)
+    engines = getattr(trainer, "vllm_engines", None)
+    if not path or not engines or _ext(trainer)["rollout"]["backend"] == "vllm":
+        return
+    import ray
+
+    tokens = ray.get(engines[0].greedy.remote(SYNC_CHECK_PROMPT, 8))
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, "prompt": SYNC_CHECK_PROMPT, "tokens": tokens}) + "\n")
 
 
 def apply() -> None:
+    from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
     from openrlhf.trainer.ray.vllm_engine import batch_vllm_engine_call
 
@@ -88,6 +170,9 @@ def apply() -> None:
     original_eval = generator.generate_eval_samples
     maker = experience_maker.RemoteExperienceMaker
     original_advantages = maker.compute_advantages_and_returns
+    trainer = ppo_trainer.BasePPOTrainer
+    original_states = trainer.init_checkpoint_states
+    original_train_step = trainer.train_step
 
     def _generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **kwargs):
         if dynamic_filtering and _ext(self) is not None:
@@ -96,10 +181,36 @@ def apply() -> None:
 
     def generate_samples(self, **kwargs):
         ext = _ext(self)
-        if ext is not None and ext["rollout"]["backend"] != "vllm":
-            self._latr_step = getattr(self, "_latr_step", 0) + 1
-            batch_vllm_engine_call(self.vllm_engines, "set_training_step", self._latr_step)
-        return original_samples(self, **kwargs)
+        if ext is None:
+            return original_samples(self, **kwargs)
+        if ext["rollout"]["backend"] != "vllm":
+            # the rollout being made is for step global_step + 1 (OpenRLHF's step, restored on resume)
+            step = getattr(self, "_latr_global_step", 0) + 1
+            batch_vllm_engine_call(self.vllm_engines, "set_training_step", step)
+        if not self.args.algo.dynamic_filtering_enable:
+            return original_samples(self, **kwargs)
+        n = self.args.rollout.n_samples_per_prompt
+        chunk = self.args.rollout.batch_size * n
+        self._latr_target_groups = max(1, (chunk - len(getattr(self, "_sample_buffer", None) or [])) // n)
+        samples, _, consumed, exhausted = original_samples(self, **kwargs)
+        counts = _counters(self)
+        rate = counts["groups_kept"] / counts["groups_generated"] if counts["groups_generated"] else None
+        if len(samples) < chunk:
+            # a batch every actor rank can split alike, or none: hold the groups back for the next call
+            if exhausted:
+                log.warning(
+                    f"dynamic sampling: the dataloader ran out with {len(samples) // n} of "
+                    f"{chunk // n} informative groups; that last partial batch is dropped"
+                )
+                return [], rate, consumed, True
+            log.warning(
+                f"dynamic sampling: {len(samples) // n} of {chunk // n} informative groups within the bound "
+                "(--dapo.max_sampling_rounds); step skipped on every rank, the groups kept for the next call"
+            )
+            self._sample_buffer = samples + (self._sample_buffer or [])
+            counts["skipped_calls"] = counts.get("skipped_calls", 0.0) + 1
+            return [], rate, consumed, False
+        return samples, rate, consumed, exhausted
 
     def generate_eval_samples(self, **kwargs):
         ext = _ext(self)
@@ -115,11 +226,38 @@ def apply() -> None:
         experiences = original_advantages(self, experiences)
         ext = _ext(self)
         if ext is not None and ext["dapo"]["overlong_filtering"]:
-            zero_truncated_advantages(experiences)
+            overlong_filter(experiences)
         return experiences
+
+    def init_checkpoint_states(self):
+        states = original_states(self)
+        if _ext(self) is not None:
+            self.samples_generator._latr_global_step = int(states.get("global_step", 0))
+        return states
+
+    def train_step(self, rollout_samples, global_step):
+        status, next_step = original_train_step(self, rollout_samples, global_step)
+        if _ext(self) is not None:
+            gen = self.samples_generator
+            gen._latr_global_step = next_step
+            record_engine_greedy(self, next_step)
+            if self.args.algo.dynamic_filtering_enable:
+                counts = _counters(gen)
+                status.update({f"dapo/{k}": v for k, v in counts.items()})
+                gen._latr_counts = None
+        return status, next_step
 
     generator._generate_vllm = _generate_vllm
     generator.generate_samples = generate_samples
     generator.generate_eval_samples = generate_eval_samples
     maker.compute_advantages_and_returns = compute_advantages_and_returns
+    trainer.init_checkpoint_states = init_checkpoint_states
+    trainer.train_step = train_step
+    # PPOTrainer is a Ray actor class: Ray copied its methods onto the class it ships to the actor process
+    # when the module was imported (ppo_trainer.py:449 `@ray.remote`), so the base-class patch above does not
+    # reach it. The shipped class is pickled from this (the driver's) process, with these attributes.
+    metadata = getattr(ppo_trainer.PPOTrainer, "__ray_metadata__", None)
+    if metadata is not None:
+        metadata.modified_class.init_checkpoint_states = init_checkpoint_states
+        metadata.modified_class.train_step = train_step
     generator._latr_patched = True

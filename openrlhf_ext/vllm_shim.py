@@ -15,6 +15,7 @@ that a process has already imported, and `--rollout.backend vllm` never installs
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import uuid
@@ -67,20 +68,36 @@ class StatelessProcessGroup:
         return cls(host, port, rank, world_size)
 
 
+def sync_backend(requested: str, device: Any) -> str:
+    """The weight-sync backend, one rule for both sides of the group (the trainer's PyNcclCommunicator below
+    and our engine actors): NCCL when it was asked for (`--vllm.sync_backend`, default nccl) and the
+    tensors live on a CUDA device; gloo otherwise (asked for, or no GPU: `--trainer.device cpu`)."""
+    if requested not in ("nccl", "gloo"):
+        raise ValueError(f"--vllm.sync_backend {requested!r}: expected nccl or gloo")
+    on_gpu = device is not None and str(device) != "cpu" and torch.cuda.is_available()
+    return "nccl" if requested == "nccl" and on_gpu else "gloo"
+
+
+# What OpenRLHF asks for: PolicyModelActor._init_vllm_sync_group(backend) receives --vllm.sync_backend
+# (ppo_actor.py:100-104) and passes it to the engines, but not to stateless_init_process_group (its own side);
+# latr-train puts it into every Ray worker's environment under this name (run_ray).
+SYNC_BACKEND_ENV = "LATR_SYNC_BACKEND"
+
+
 class PyNcclCommunicator:
     """The trainer's side of the weight-sync group: `broadcast(tensor, src, stream)` over our stateless group,
-    NCCL when the tensors live on a GPU, gloo otherwise."""
+    with the backend `sync_backend` picks (the engines apply the same rule)."""
 
     def __init__(self, group: StatelessProcessGroup, device: Any = None) -> None:
         from latr_sglang.engines.weight_sync import WeightSyncGroup
 
-        on_gpu = device is not None and torch.cuda.is_available() and str(device) != "cpu"
+        self.backend = sync_backend(os.environ.get(SYNC_BACKEND_ENV, "nccl"), device)
         self.group = WeightSyncGroup(
             group.host,
             group.port,
             group.rank,
             group.world_size,
-            backend="nccl" if on_gpu else "gloo",
+            backend=self.backend,
             group_name=OPENRLHF_GROUP_NAME,
         )
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Shared body of eval-{dataset}.sh: evaluate CHECKPOINT (a HF folder, or 'smollm2') on DATASET with the
 # reference's validation sampling (n = 8, T = 0.6, top-p 0.95, top-k 20): pass@1, unbiased pass@k, mean@k,
-# response length, distinct answers. Writes RESULTS_DIR/<name>-<dataset>.json and a .log next to it.
+# response length, distinct answers. Writes RESULTS_DIR/<run>-<dataset>.json and a .log next to it, where
+# <run> names the training run (runs/dapo-latr-countdown/final -> dapo-latr-countdown-final; RUN_NAME=...
+# overrides), so that two runs' final/ folders do not overwrite each other.
+# Prompts: as the run was trained when the checkpoint sits in a local training run's folder (config.json
+# beside it: chat template, response prefix, newline stop, and for countdown the run's own held-out
+# problems; EVAL_SET=bundled uses the bundled set instead); otherwise raw prompts as scripts/_train.sh writes
+# them (CHAT_TEMPLATE=1 for the chat template, as with _train.sh).
 # Engine: SERVER=http://host:port (a running SGLang server), else an SGLang server launched here when a GPU
 # and sglang's runtime are present, else the torch engine on the CPU.
 set -euo pipefail
@@ -10,7 +16,16 @@ CHECKPOINT="${1:?usage: $0 CHECKPOINT [extra latr-sglang eval flags]}"; shift
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="${RESULTS_DIR:-${REPO_DIR}/outputs/eval}"
 N="${N:-8}"; MAX_NEW="${MAX_NEW:-$([[ "${DATASET}" == countdown ]] && echo 1024 || echo 8192)}"
-NAME="$(basename "${CHECKPOINT%/}")"
+CKPT_DIR="${CHECKPOINT%/}"
+NAME="$(basename "${CKPT_DIR}")"
+case "${NAME}" in  # a generic checkpoint folder name: prefix the run's folder name
+  final|policy|latest|hf|checkpoint*|global_step*|step*) NAME="$(basename "$(dirname "${CKPT_DIR}")")-${NAME}" ;;
+esac
+NAME="${RUN_NAME:-${NAME}}"
+RUN_DIR=""
+for candidate in "${CKPT_DIR}" "$(dirname "${CKPT_DIR}")"; do
+  if [[ -f "${candidate}/config.json" ]] && grep -q '"train"' "${candidate}/config.json"; then RUN_DIR="${candidate}"; break; fi
+done
 OUT="${RESULTS_DIR}/${NAME}-${DATASET}.json"
 mkdir -p "${RESULTS_DIR}"
 
@@ -29,9 +44,15 @@ else
   engine=(--model "${CHECKPOINT}")
 fi
 
-template=(--no-chat-template)  # base models (the paper's); CHAT_TEMPLATE=1 for chat models
-if [[ -n "${CHAT_TEMPLATE:-}" ]]; then template=(); fi
+dataset=(--dataset "${DATASET}")
+if [[ -n "${RUN_DIR}" ]]; then
+  template=(--run "${RUN_DIR}")  # the run's own prompt template, response prefix and stop
+  if [[ "${DATASET}" == countdown && "${EVAL_SET:-}" != bundled ]]; then dataset=(); fi  # its held-out problems
+else
+  template=(--no-chat-template)  # base models (the paper's), as _train.sh; CHAT_TEMPLATE=1 for chat models
+  if [[ -n "${CHAT_TEMPLATE:-}" ]]; then template=(); fi
+fi
 
-"${LATR_SGLANG:-latr-sglang}" eval "${engine[@]}" "${template[@]}" --dataset "${DATASET}" --n "${N}" \
+"${LATR_SGLANG:-latr-sglang}" eval "${engine[@]}" "${template[@]}" "${dataset[@]}" --n "${N}" \
   --temperature 0.6 --top-p 0.95 --top-k 20 --max-new-tokens "${MAX_NEW}" --output "${OUT}" "$@" \
   2>&1 | tee "${OUT%.json}.log"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared body of the {algo}-{rollout}-{dataset}.sh training scripts: the paper's released hyperparameters
-# (docs/LATR_SPEC: Qwen2.5-3B base, 8 GPUs, 500 steps) as `latr-train` flags. Callers set ALGO (grpo|dapo),
+# (docs/ALGORITHM.md: Qwen2.5-3B base, 8 GPUs, 500 steps) as `latr-train` flags. Callers set ALGO (grpo|dapo),
 # SAMPLER (latr|stochastic) and DATASET (countdown|math); everything below can be overridden from the
 # environment, and extra arguments are passed to latr-train last (so they win).
 #
@@ -33,6 +33,15 @@ case "${DATASET}" in
   *) echo "DATASET=${DATASET}: expected countdown or math" >&2; exit 2 ;;
 esac
 
+# Batch sizes: the released runs make ONE optimizer update per rollout step: 256 prompts x 8 responses, all
+# 2048 samples in one update. OpenRLHF counts --rollout.batch_size in prompts but --train.batch_size in
+# samples (its PolicyModelActor makes rollout.batch_size * n_samples_per_prompt / train.batch_size updates
+# per epoch), so the released schedule is --train.batch_size 256 * 8 = 2048 (256 would give 8 updates).
+# The micro batch only sets gradient accumulation (2048 / (4 x actor ranks) micro-steps), not the updates.
+PROMPTS_PER_STEP="${PROMPTS_PER_STEP:-256}"
+N_SAMPLES="${N_SAMPLES:-8}"
+TRAIN_BATCH_SAMPLES=$(( PROMPTS_PER_STEP * N_SAMPLES ))
+
 args=(
   --actor.model_name_or_path "${MODEL}"
   --reward.remote_url "${REWARD}"
@@ -43,9 +52,10 @@ args=(
   --vllm.num_engines "${ENGINES}" --vllm.tensor_parallel_size 1 --vllm.gpu_memory_utilization 0.8
   --rollout.backend "${BACKEND}" --rollout.sampler "${SAMPLER}"
   --algo.advantage.estimator group_norm
-  --rollout.n_samples_per_prompt 8 --rollout.batch_size 256 --train.batch_size 256
+  --rollout.n_samples_per_prompt "${N_SAMPLES}" --rollout.batch_size "${PROMPTS_PER_STEP}"
+  --train.batch_size "${TRAIN_BATCH_SAMPLES}"
   --rollout.micro_batch_size 16 --train.micro_batch_size 4 --train.max_epochs 1 --train.num_episodes 1
-  --data.max_samples $(( 256 * 500 ))
+  --data.max_samples $(( PROMPTS_PER_STEP * 500 ))
   --rollout.temperature 1.0 --rollout.top_p 1.0
   --actor.adam.lr 1e-6 --actor.max_norm 1.0 --actor.entropy_coef 0 --actor.loss_agg_mode token-mean
   --algo.kl.use_loss --algo.kl.estimator k3 --algo.kl.init_coef 0.01
@@ -67,6 +77,29 @@ case "${ALGO}" in
   *) echo "ALGO=${ALGO}: expected grpo or dapo" >&2; exit 2 ;;
 esac
 if [[ -n "${DRY_RUN:-}" ]]; then args+=(--dry-run); fi
+
+# Inputs must exist before anything starts (a Ray cluster takes minutes to fail on a missing file). A local
+# model path must be a folder; a hub id (org/name) is fetched by transformers on first use.
+problems=()
+case "${DATASET}" in
+  countdown) prepare="python datasets/prepare_countdown.py --out ${DATA_DIR}/countdown" ;;
+  math)      prepare="python datasets/prepare_math.py train --source dapo-math-17k.parquet --out ${DATA_DIR}/math && python datasets/prepare_math.py eval --out ${DATA_DIR}/math" ;;
+esac
+for file in "${PROMPTS}" "${EVAL_SET}"; do
+  if [[ ! -s "${file}" ]]; then problems+=("data file ${file} is missing or empty; prepare it with: ${prepare}"); fi
+done
+if [[ ! -f "${REWARD}" ]]; then problems+=("reward file ${REWARD} does not exist (REWARD=...)"); fi
+if [[ -e "${MODEL}" || "${MODEL}" == /* || "${MODEL}" == .* || "${MODEL}" == ~* ]]; then
+  if [[ ! -f "${MODEL}/config.json" ]]; then
+    problems+=("MODEL=${MODEL} is not a Hugging Face model folder (no config.json); give a folder or a hub id like Qwen/Qwen2.5-3B")
+  fi
+elif [[ -n "${DRY_RUN:-}" ]]; then
+  echo "note: MODEL=${MODEL} is not a local folder: it is read from the Hugging Face cache or hub (HF_HOME)" >&2
+fi
+if (( ${#problems[@]} )); then
+  for p in "${problems[@]}"; do echo "$(basename "$0"): ${p}" >&2; done
+  exit 2
+fi
 
 if [[ -z "${DRY_RUN:-}" ]]; then mkdir -p "${OUTPUT_DIR}"; fi
 exec "${LATR_TRAIN:-latr-train}" "${args[@]}" "$@"

@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests run tiny models, many processes at once (servers, Ray workers): one intra-op thread each avoids
+# oversubscribing a 2-core machine (a tiny forward costs ~1 ms with one thread, ~300 ms when threads contend).
+# Set before torch is imported here or in a child process, which inherits the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

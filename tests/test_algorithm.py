@@ -1,4 +1,4 @@
-"""LATR's pure decisions against hand-worked cases (LATR_SPEC.md), including both reference bugs."""
+"""LATR's pure decisions against hand-worked cases (docs/ALGORITHM.md), including both reference bugs."""
 
 import math
 
@@ -8,16 +8,18 @@ from hypothesis import strategies as st
 
 from latr_sglang.algorithm import (
     PruneCheck,
+    admit_forks,
     branches_to_prune,
     edit_distance,
     fork_is_exempt,
     fork_tokens,
     group_split,
+    leave_tree_phase,
     mix_ratio,
     rouge_l_f1,
+    settled,
     should_prune,
     suffix_match,
-    tree_phase_done,
     with_descendants,
 )
 from latr_sglang.config import LATRConfig
@@ -51,7 +53,10 @@ def test_group_split():
     assert group_split(8, 0.75) == (6, 2)
     assert group_split(8, 0.25) == (2, 6)
     assert group_split(8, 0.0) == (0, 8)
-    assert group_split(5, 0.5) == (3, 2)  # 2.5 rounds half up
+    # Python's round, half to even, as the reference: 2.5 -> 2, 3.5 -> 4
+    assert group_split(10, 0.25) == (2, 8)
+    assert group_split(5, 0.5) == (2, 3)
+    assert group_split(7, 0.5) == (4, 3)
 
 
 def test_fork_rule_paper():
@@ -123,6 +128,47 @@ def test_exemption(text, exempt):
     assert fork_is_exempt(text, COUNTDOWN) is exempt
 
 
+# the released code's substring test: "12" is a run of "...0123456789", "20" is not
+REFERENCE_EXEMPTION_CASES = [
+    (" ", True),
+    ("", True),
+    (" 12", True),
+    ("+-", True),
+    ("+", True),
+    (" 7", True),
+    ("20", False),
+    ("))", False),
+    ("$$", False),
+    ("\\(", False),
+    (" (3*4)", False),
+    ("Let", False),
+]
+
+
+@pytest.mark.parametrize(("text", "exempt"), REFERENCE_EXEMPTION_CASES)
+def test_reference_exemption_is_a_substring_test(text, exempt):
+    assert fork_is_exempt(text, LATRConfig.preset("countdown", exempt_rule="reference")) is exempt
+    if text.strip() in ("20", "))", "$$", "\\("):  # the character-set rule (default) exempts these
+        assert fork_is_exempt(text, COUNTDOWN)
+
+
+def test_admission_order_rank_major_or_branch_major():
+    # branch 0 has rank-1 and rank-2 candidates, branch 1 a rank-1 one; two free slots
+    candidates = [(0, 1, 101), (0, 2, 102), (1, 1, 201)]
+    assert admit_forks(candidates, 2, LATRConfig(max_branch_per_token=3)) == [0, 2]  # rank (default)
+    assert admit_forks(candidates, 2, LATRConfig(max_branch_per_token=3, admission_order="branch")) == [0, 1]
+    assert admit_forks(candidates, 5, LATRConfig()) == [0, 1, 2]
+    assert admit_forks(candidates, 0, LATRConfig()) == []
+
+
+def test_a_window_with_a_stop_id_or_cut_short_is_not_checked():
+    same = [5, 6, 7, 8]
+    assert should_prune(same, same, "Let", {0}, COUNTDOWN, age=4)
+    assert not should_prune([*same[:3], 9], [*same[:3], 9], "Let", {0, 9}, COUNTDOWN, age=4)  # stop id 9
+    assert not should_prune(same, same, "Let", {0}, COUNTDOWN, age=4, stopped=True)  # the engine's stop
+    assert not should_prune(same, same[:3], "Let", {0}, COUNTDOWN, age=4)  # parent ended before age 4
+
+
 def test_pruning_keeps_each_verdict_with_its_branch():
     # Reference bug 2: exempt checks were dropped from one list but not the parallel ones. Here an exempt
     # check (identical windows, fork on "+") precedes a similar and a distinct one: only branch 2 is pruned.
@@ -143,12 +189,32 @@ def test_descendants_are_pruned_with_their_parent():
 
 def test_exit_rule():
     cfg = COUNTDOWN
-    # 4 prompts x k_latr 8: target round(32 * (0.98 - 0.05 * 10 / 1024)) = 31
-    assert not tree_phase_done([8, 8, 8, 6], 32, youngest_age=60, step=10, max_response_len=1024, cfg=cfg)
-    assert tree_phase_done([8, 8, 8, 7], 32, youngest_age=60, step=10, max_response_len=1024, cfg=cfg)
-    # full but a child is not past the last lookahead age yet
-    assert not tree_phase_done([8, 8, 8, 8], 32, youngest_age=50, step=10, max_response_len=1024, cfg=cfg)
-    assert tree_phase_done([1, 1, 1, 1], 32, youngest_age=5, step=512, max_response_len=1024, cfg=cfg)
+    root, old = (None, False), (5, False)
+    # 4 prompts x k_latr 8 after token s = 60: target round(32 * (0.98 - 0.05 * 60 / 1024)) = 31
+    assert not leave_tree_phase([8, 8, 8, 6], 32, [root, old], s=60, max_response_len=1024, cfg=cfg)
+    assert leave_tree_phase([8, 8, 8, 7], 32, [root, old], s=60, max_response_len=1024, cfg=cfg)
+    # the decay term uses s: at s = 700, round(32 * (0.98 - 0.05 * 700 / 1024)) = 30
+    assert leave_tree_phase([8, 8, 8, 6], 32, [root], s=700, max_response_len=1024, cfg=cfg)
+    # full, but a branch born at 20 is not older than the last age (20 + 50 < 70 is false)
+    assert not leave_tree_phase([8, 8, 8, 8], 32, [root, (20, True)], s=70, max_response_len=1024, cfg=cfg)
+    assert leave_tree_phase([8, 8, 8, 8], 32, [root, (20, True)], s=71, max_response_len=1024, cfg=cfg)
+    # force_return_step (512) tokens end it regardless: s = 511 is the 512th token
+    assert not leave_tree_phase([1, 1, 1, 1], 32, [(500, False)], s=510, max_response_len=1024, cfg=cfg)
+    assert leave_tree_phase([1, 1, 1, 1], 32, [(500, False)], s=511, max_response_len=1024, cfg=cfg)
+
+
+def test_a_tree_that_never_forks_decodes_max_age_plus_two_tokens():
+    # k_latr = 1 with ages 20/30/50: the root alone must satisfy 0 + 50 < s, first true at s = 51 (52 tokens)
+    cfg = LATRConfig(lookahead_steps=(20, 30, 50))
+    done = [s for s in range(100) if leave_tree_phase([1], 1, [(None, False)], s, 1024, cfg)]
+    assert done[0] == 51
+    assert not settled([(None, True)], 50, cfg) and settled([(None, True)], 51, cfg)  # finished ones count
+    # pending: only unfinished children count, so a lone root leaves after its first token
+    pending = LATRConfig(lookahead_steps=(20, 30, 50), exit_age_rule="pending")
+    assert leave_tree_phase([1], 1, [(None, False)], 0, 1024, pending)
+    # ... and a child born at 3 has its last check at token 3 + 50 - 1 = 52
+    assert not settled([(None, False), (3, False)], 51, pending) and settled([(3, False)], 52, pending)
+    assert settled([(3, True)], 10, pending)  # a finished child can no longer be pruned
 
 
 ids = st.lists(st.integers(0, 20), min_size=1, max_size=30)

@@ -102,3 +102,96 @@ def test_latr_flags_layer_file_preset_and_flags(tmp_path):
         parser.parse_args(["--latr.rel_rule", "inverted"])
     with pytest.raises(ConfigError, match="tau_rel"):
         latr_config_from_args(parser.parse_args(["--latr.tau_rel", "1.5"]))
+
+
+def _one_line_error(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["sample", "--latr.config", "/nonexistent/latr.yaml"], ["--latr.config", "no such file"]),
+        (["sample", "--latr.config", "/"], ["--latr.config /", "directory"]),
+        (["sample", "--prompts", "/"], ["--prompts /", "directory"]),
+        (["sample", "--server", "http://127.0.0.1:9"], ["--server http://127.0.0.1:9", "cannot connect"]),
+        (["eval", "--server", "localhost:9"], ["localhost:9", "http"]),
+        (["sample", "--dtype", "fp8"], ["--dtype", "fp8"]),
+        (["eval", "--device", "gpu"], ["--device", "gpu"]),
+        (["sample", "--num-prompts", "0"], ["--num-prompts", "0"]),
+        (["eval", "--n", "-1"], ["--n", "-1"]),
+        (["sample", "--num-prom", "3"], ["--num-prom", "did you mean --num-prompts"]),  # no abbreviations
+        (["sample", "--tau_abs", "0.1"], ["--tau_abs", "did you mean --latr.tau_abs"]),
+        (["report", "/nonexistent-run"], ["nonexistent-run"]),
+        (["eval", "--run", "/"], ["--run /", "config.json"]),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(args, needles):
+    line = _one_line_error(run_cli(*args, timeout=120))
+    for needle in needles:
+        assert needle in line
+
+
+def test_a_config_file_that_does_not_parse_is_named(tmp_path):
+    bad = tmp_path / "latr.yaml"
+    bad.write_text("tau_abs: [unclosed\n")
+    line = _one_line_error(run_cli("sample", "--latr.config", str(bad)))
+    assert str(bad) in line and "YAML" in line
+    bad_json = tmp_path / "latr.json"
+    bad_json.write_text("{nope")
+    assert "JSON" in _one_line_error(run_cli("sample", "--latr.config", str(bad_json)))
+
+
+def test_version_from_the_command_and_the_module():
+    from latr_sglang import __version__
+
+    for cmd in (
+        [sys.executable, "-m", "latr_sglang", "--version"],
+        [sys.executable, "-m", "latr_sglang.cli", "-h"],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: latr-sglang")
+    out = subprocess.run(
+        [sys.executable, "-m", "latr_sglang", "--version"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert out.strip() == f"latr-sglang {__version__}"
+
+
+def test_sample_reports_reward_and_warns_when_the_tree_never_forks(tiny_model_dir, tmp_path):
+    # built-in countdown prompts carry labels: the task reward is reported; tau_abs 0.99 never forks
+    proc = run_cli(
+        "sample", "--model", str(tiny_model_dir), "--num-prompts", "2", "--n", "2", "--max-new-tokens", "6",
+        "--latr.tau_abs", "0.99", "--latr.lookahead_steps", "2,4", "--output", str(tmp_path / "t.jsonl"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "task reward (countdown)" in proc.stdout and "pass@1 (accuracy)" in proc.stdout
+    assert (
+        "LATR made no branches at these settings: try --latr.preset small or lower --latr.tau_abs"
+        in proc.stderr
+    )
+    assert "2/2" in proc.stderr  # the progress bar counts prompts
+
+
+def test_sample_against_a_server_closes_its_session(tiny_server, tmp_path):
+    proc = run_cli(
+        "sample", "--server", tiny_server.url, "--num-prompts", "1", "--n", "2", "--max-new-tokens", "4",
+        "--latr.lookahead_steps", "2", "--output", str(tmp_path / "t.jsonl"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Unclosed client session" not in proc.stderr and "Unclosed connector" not in proc.stderr
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 2 * 2
+
+
+def test_countdown_labels_are_read_from_the_builtin_prompts():
+    from latr_sglang.cli import countdown_label
+    from latr_sglang.compare import builtin_countdown_prompts
+
+    text = builtin_countdown_prompts(1)[0]
+    label = countdown_label(text)
+    assert label is not None and str(label["numbers"]).replace(" ", "") in text.replace(" ", "")
+    assert f"equals {label['target']}" in text
+    assert countdown_label("What is 3 + 4") is None

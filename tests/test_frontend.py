@@ -60,3 +60,44 @@ def test_latr_fork_in_a_program(tiny_server):
     for text, attempt, answer in zip(state["texts"], state["attempts"], state["answers"]):
         assert text.startswith("Question: What is 3 + 4\n" + attempt)
         assert text.endswith("\nAnswer: " + answer)
+
+
+def test_chat_prompt_uses_the_model_template_and_eos_comes_from_the_server(tiny_server, tiny_engine):
+    from latr_sglang.frontend import chat_prompt, server_eos_ids, tokenizer_for_server
+
+    tok = tokenizer_for_server(tiny_server.url)
+    text = chat_prompt(tok, "What is 3 + 4")
+    assert "What is 3 + 4" in text
+    if tok.chat_template:
+        assert text == tok.apply_chat_template(
+            [{"role": "user", "content": "What is 3 + 4"}], tokenize=False, add_generation_prompt=True
+        )
+    assert server_eos_ids(tiny_server.url, tok) >= ({tok.eos_token_id} - {None})
+    assert server_eos_ids(tiny_server.url, tok) <= set(tiny_engine.eos_ids) | {tok.eos_token_id}
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"), [("http://127.0.0.1:9", "cannot connect"), ("127.0.0.1:9", "not an http(s):// URL")]
+)
+def test_an_unusable_server_is_one_line_naming_it(url, needle):
+    from latr_sglang.frontend import ServerError, tokenizer_for_server
+
+    with pytest.raises(ServerError) as err:
+        tokenizer_for_server(url)
+    assert str(err.value).startswith(url.rstrip("/")) and needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_latr_fork_example_runs_as_written(tiny_server):
+    """docs/examples/latr_fork_program.py, unchanged, against a server (here the tiny model's)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "docs/examples/latr_fork_program.py"
+    proc = subprocess.run(
+        [sys.executable, str(example), "--url", tiny_server.url, "--n", "3", "--max-tokens", "8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 trajectories" in proc.stdout and proc.stdout.count("tokens, ") == 3

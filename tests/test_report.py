@@ -1,8 +1,10 @@
 """latr-sglang report: runs' logs -> one CSV and plots; TensorBoard runs (OpenRLHF's Ray trainer) too."""
 
 import csv
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_two_runs_side_by_side(tmp_path):
         ("stoch", "2"),
     ]
     assert float(rows[1]["rollout/reward_mean"]) == pytest.approx(0.2)
-    assert [p.name for p in images] == ["reward.png"]
+    assert [p.name for p in images] == ["reward.png", "summary.md"]
 
 
 def test_tensorboard_runs_are_read(tmp_path):
@@ -64,3 +66,84 @@ def test_bad_run_directories_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no metrics\.csv"):
         load_run(tmp_path / "empty")
+
+
+def _local_run(path, sampler="latr", skipped=(3,), after_pass=0.0):
+    rows = [
+        {
+            "train/global_step": s,
+            "rollout/reward_mean": 0.01 * s,
+            "rollout/accuracy_mean": 0.0,
+            "skipped_step": 1.0 if s in skipped else 0.0,
+            "timing/step_total": 30.0,
+        }
+        for s in range(1, 6)
+    ]
+    write_metrics(path, rows)
+    (path / "config.json").write_text(
+        json.dumps({"train": {"task": "countdown", "algo": "dapo", "sampler": sampler, "reward": "shaped",
+                              "learning_rate": 3e-05, "steps": 5}, "latr": {"tau_abs": 0.25}})
+    )  # fmt: skip
+    for tag, value in (("before", 0.0), ("after", after_pass)):
+        (path / f"eval_{tag}.json").write_text(
+            json.dumps({"prompts": 16, "n": 8, "pass@1": value, "pass@8": value, "reward_mean": 0.05,
+                        "well_formed_rate": 0.5, "distinct_answers_mean": 2.0, "response_length_mean": 9.0,
+                        "examples": [{"label": "3", "response": "<answer> 3 </answer>", "reward": 0.1}]})
+        )  # fmt: skip
+
+
+def test_skipped_steps_heldout_points_and_a_summary(tmp_path):
+    _local_run(tmp_path / "demo", skipped=(2, 4), after_pass=0.25)
+    run = load_run(tmp_path / "demo")
+    assert run.skipped_steps == [2, 4] and run.steps == [1, 2, 3, 4, 5]
+    # the evaluation before/after becomes a held-out accuracy series at step 0 and the last step
+    assert run.series["heldout/pass@1"] == [(0, 0.0), (5, 0.25)]
+    _, files = report([str(tmp_path / "demo")], tmp_path / "out")
+    names = [f.name for f in files]
+    assert names == ["reward.png", "heldout.png", "optimization.png", "eval.png", "summary.md"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| sampler | `latr` |" in summary and "| learning_rate | `3e-05` |" in summary
+    assert "2 skipped (2, 4)" in summary
+    assert "| before RL | 0.05 | 0 |" in summary and "| after RL | 0.05 | 0.25 |" in summary
+    assert "![reward](reward.png)" in summary
+
+
+def test_reference_lines_follow_the_runs_reward():
+    from latr_sglang.report import Run, reference_lines
+
+    shaped = Run("a", Path("a"), config={"train": {"task": "countdown", "reward": "shaped"}})
+    accuracy_only = Run("b", Path("b"), config={"train": {"task": "countdown", "reward": "accuracy"}})
+    assert [y for y, _ in reference_lines("rollout/reward_mean", [shaped])] == [0.1]
+    assert reference_lines("rollout/reward_mean", [accuracy_only]) == []
+    assert [y for y, _ in reference_lines("latr/reward_tie_fraction", [accuracy_only])] == [1.0]
+
+
+def test_runs_with_the_same_folder_name_stay_apart(tmp_path):
+    _local_run(tmp_path / "a" / "final")
+    _local_run(tmp_path / "b" / "final", sampler="stochastic")
+    combined, _ = report([str(tmp_path / "a" / "final"), str(tmp_path / "b" / "final")], tmp_path / "out")
+    with open(combined, newline="") as f:
+        runs = {r["run"] for r in csv.DictReader(f)}
+    assert runs == {"final (dapo+latr)", "final (dapo+stochastic)"}
+    _local_run(tmp_path / "c" / "final")
+    combined, _ = report([str(tmp_path / "a" / "final"), str(tmp_path / "c" / "final")], tmp_path / "out2")
+    with open(combined, newline="") as f:
+        runs = {r["run"] for r in csv.DictReader(f)}
+    assert runs == {"a/final (dapo+latr)", "c/final (dapo+latr)"}
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    write_metrics(
+        tmp_path / "r",
+        [{"train/global_step": s, "rollout/reward_mean": v} for s, v in ((1, 0.1), (2, 0.2), (2, 0.3))],
+    )
+    assert load_run(tmp_path / "r").series["rollout/reward_mean"] == [(1, 0.1), (2, 0.3)]
+
+
+def test_evaluations_during_training_join_the_heldout_series(tmp_path):
+    _local_run(tmp_path / "r", after_pass=0.5)
+    (tmp_path / "r" / "eval_step3.json").write_text(json.dumps({"n": 8, "pass@1": 0.25, "pass@8": 0.5}))
+    (tmp_path / "r" / "eval_stepX.json").write_text("{}")  # not a step: ignored
+    run = load_run(tmp_path / "r")
+    assert run.series["heldout/pass@1"] == [(0, 0.0), (3, 0.25), (5, 0.5)]
+    assert run.series["heldout/pass@8"] == [(0, 0.0), (3, 0.5), (5, 0.5)]

@@ -80,7 +80,7 @@ def test_generate_single_batch_and_text(tiny_server, prompt_ids):
         ({"input_ids": [1], "sampling_params": {"top_k": 0}}, "top_k"),
         ({"text": "a", "input_ids": [1]}, "exactly one"),
         ({}, "exactly one"),
-        ({"input_ids": [1], "stream": True}, "stream"),
+        ({"input_ids": [1], "stream": "yes"}, "stream"),
         ({"input_ids": [1], "image_data": "x.png"}, "image_data"),
         ({"input_ids": [[1], [2]], "sampling_params": [{}, {}, {}]}, "sampling_params"),
         ([1, 2, 3], "JSON object"),
@@ -229,6 +229,15 @@ def test_cli_serve_names_a_missing_model(tmp_path):
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def control_server(tiny_engine):
+    """The shared engine behind a server that takes weight updates from loopback callers."""
+    from latr_sglang.server import ServerThread
+
+    with ServerThread(tiny_engine, enable_weight_updates=True) as server:
+        yield server
+
+
 def test_update_weights_from_disk(tiny_model_dir, tmp_path, prompt_ids):
     import torch
     from safetensors.torch import load_file
@@ -236,7 +245,10 @@ def test_update_weights_from_disk(tiny_model_dir, tmp_path, prompt_ids):
     from latr_sglang.engines.torch_engine import TorchEngine
     from latr_sglang.server import ServerThread
 
-    with TorchEngine.from_pretrained(str(tiny_model_dir)) as engine, ServerThread(engine) as server:
+    with (
+        TorchEngine.from_pretrained(str(tiny_model_dir)) as engine,
+        ServerThread(engine, enable_weight_updates=True) as server,
+    ):
         body = {"input_ids": list(prompt_ids[0]), "sampling_params": {"max_new_tokens": 8, "temperature": 0}}
         before = post(server, body).json()["output_ids"]
         # write a perturbed copy of the model to disk, then put the original weights back in place
@@ -258,8 +270,8 @@ def test_update_weights_from_disk(tiny_model_dir, tmp_path, prompt_ids):
         assert bad.status_code == 400 and "safetensors" in bad.json()["message"]
 
 
-def test_distributed_weight_update_rejects_bad_requests_naming_them(tiny_server):
-    url = tiny_server.url
+def test_distributed_weight_update_rejects_bad_requests_naming_them(control_server):
+    url = control_server.url
     resp = requests.post(url + "/update_weights_from_distributed", json={"names": ["x"]}, timeout=10)
     assert resp.status_code == 400 and "init_weights_update_group" in resp.json()["error"]["message"]
     resp = requests.post(url + "/init_weights_update_group", json={"master_port": 1}, timeout=10)
@@ -267,7 +279,7 @@ def test_distributed_weight_update_rejects_bad_requests_naming_them(tiny_server)
     assert requests.get(url + "/health", timeout=10).status_code == 200
 
 
-def test_distributed_weight_update_over_gloo(tiny_server, tiny_engine, tiny_model_dir):
+def test_distributed_weight_update_over_gloo(control_server, tiny_engine, tiny_model_dir):
     """SGLang's two-call protocol against our server: the trainer (this thread) is rank 0 of a group the
     server joins at rank 1; each named tensor is announced over HTTP and broadcast. Afterwards the engine
     holds exactly the trainer's weights."""
@@ -287,7 +299,7 @@ def test_distributed_weight_update_over_gloo(tiny_server, tiny_engine, tiny_mode
     joined = {}
     thread = threading.Thread(
         target=lambda: joined.update(
-            r=requests.post(tiny_server.url + "/init_weights_update_group", json=body)
+            r=requests.post(control_server.url + "/init_weights_update_group", json=body)
         )
     )
     thread.start()
@@ -305,7 +317,7 @@ def test_distributed_weight_update_over_gloo(tiny_server, tiny_engine, tiny_mode
         done = {}
         thread = threading.Thread(
             target=lambda: done.update(
-                r=requests.post(tiny_server.url + "/update_weights_from_distributed", json=payload)
+                r=requests.post(control_server.url + "/update_weights_from_distributed", json=payload)
             )
         )
         thread.start()
@@ -318,3 +330,52 @@ def test_distributed_weight_update_over_gloo(tiny_server, tiny_engine, tiny_mode
             assert torch.equal(served[name], tensor.to(served[name].dtype)), name
     finally:
         tiny_engine.update_weights_sync(original)
+
+
+@pytest.mark.parametrize("mode", ["flattened", "multi"])
+def test_bucketed_weight_push_over_gloo(control_server, tiny_engine, mode):
+    """The trainer's push_weights against our server: one uint8 broadcast per bucket (SGLang's
+    load_format="flattened_bucket") or one per tensor; the engine then holds exactly the pushed weights."""
+    import socket
+    import threading
+
+    import torch
+
+    from latr_sglang.engines.weight_sync import WeightSyncGroup, push_weights
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"bucket-{mode}"
+    body = {"master_address": "127.0.0.1", "master_port": port, "rank_offset": 1, "world_size": 2,
+            "group_name": name, "backend": "gloo"}  # fmt: skip
+    joined = {}
+    thread = threading.Thread(
+        target=lambda: joined.update(
+            r=requests.post(control_server.url + "/init_weights_update_group", json=body)
+        )
+    )
+    thread.start()
+    group = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name=name)
+    thread.join(60)
+    assert joined["r"].json()["success"], joined["r"].text
+    original = {k: v.clone() for k, v in tiny_engine.hf_model.state_dict().items()}
+    torch.manual_seed(5)
+    new = [(k, torch.randn_like(v)) for k, v in list(original.items())[:5]]
+
+    async def main():
+        http = SGLangHTTPEngine(control_server.url)
+        try:
+            return await push_weights(group, http, new, mode=mode, bucket_mb=0.01, group_name=name)
+        finally:
+            await http.close()
+
+    try:
+        calls = asyncio.run(main())
+        assert calls >= 1
+        served = tiny_engine.hf_model.state_dict()
+        for k, tensor in new:
+            assert torch.equal(served[k], tensor), k
+    finally:
+        tiny_engine.update_weights_sync(original)
+        requests.post(control_server.url + "/destroy_weights_update_group", json={"group_name": name})

@@ -6,6 +6,7 @@
 Prints, per model: decode throughput of both at the same batch, prompts and lengths (sampling at T=1, EOS
 ignored so both produce exactly the same number of tokens) and their ratio; then the prefix-cache effect: one
 request of L tokens vs the same L tokens produced as L/K continuation requests of K tokens each.
+`--json PATH` writes the figures (speedup, chunked_ratio, peak_rss_mb, ...).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 import torch
 
+from latr_sglang.bench.rollout import bench_device
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
 from latr_sglang.engines.torch_engine import TorchEngine
 from latr_sglang.models import load_model_and_tokenizer
@@ -47,8 +49,9 @@ def bench_hf_generate(hf_model, tokenizer, prompts: list[list[int]], new_tokens:
     """Seconds for HF generate on the left-padded batch, sampling exactly `new_tokens` tokens each."""
     width = max(map(len, prompts))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = next(hf_model.parameters()).device
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--chunk-total", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=32)
+    ap.add_argument("--json", default=None, help="also write the figures here (JSON, one entry per model)")
+    ap.add_argument("--device", default=bench_device(), help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
     args = ap.parse_args(argv)
     rows = []
     for name in args.models:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         else:
             path = name
-        hf_model, tokenizer, _ = load_model_and_tokenizer(path)
+        hf_model, tokenizer, _ = load_model_and_tokenizer(path, device=args.device)
         n_params = sum(p.numel() for p in hf_model.parameters()) / 1e6
         engine = TorchEngine(hf_model, tokenizer)
         prompts = chat_prompts(tokenizer, args.batch)
@@ -145,6 +150,30 @@ def main(argv: list[str] | None = None) -> None:
             f"continuations of {args.chunk}: {chunked:.2f}s   ratio {chunked / one:.2f}x "
             f"({cached} prompt tokens served from the prefix cache)",
             flush=True,
+        )
+    if args.json:
+        from latr_sglang.bench.rollout import peak_rss_mb, write_json
+
+        write_json(
+            args.json,
+            {
+                "benchmark": "engine",
+                "settings": vars(args),
+                "models": {
+                    name: {
+                        "params_m": n_params,
+                        "hf_tok_s": hf_tps,
+                        "engine_tok_s": ours_tps,
+                        "speedup": ratio,
+                        "one_shot_s": one,
+                        "chunked_s": chunked,
+                        "chunked_ratio": chunked / one,
+                        "cached_tokens": cached,
+                    }
+                    for name, n_params, hf_tps, ours_tps, ratio, one, chunked, cached in rows
+                },
+                "peak_rss_mb": peak_rss_mb(),
+            },
         )
     print("\n| model | batch | new tokens | HF generate tok/s | engine tok/s | speed-up | chunked/one-shot |")
     print("|---|---|---|---|---|---|---|")

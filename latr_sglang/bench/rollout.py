@@ -3,16 +3,19 @@
     python -m latr_sglang.bench.rollout          # SmolLM2-135M, 32 countdown prompts, n=8, 256 tokens
     python -m latr_sglang.bench.rollout --model tiny --num-prompts 8
 
-Reports the wall-time ratio, decoded tokens per delivered token, engine requests, the driver's CPU time as a
-share of the wall time (the thread running the driver's event loop; the engine computes on its own thread),
-and the diversity figures of both samplers.
+Reports the wall-time ratio, the ratio per delivered token, decoded tokens per delivered token, engine
+requests, the driver's CPU time as a share of the wall time (the thread running the driver's event loop; the
+engine computes on its own thread), and the diversity figures of both samplers. `--json PATH` writes them
+with `wall_ratio`, `per_token_ratio` (LATR / stochastic seconds per delivered token) and `peak_rss_mb`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -34,28 +37,40 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts-per-batch", type=int, default=8)
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--json", default=None, help="also write the figures here (JSON: wall_ratio, ...)")
+    ap.add_argument(
+        "--device", default=bench_device(), help="torch engine device ($LATR_BENCH_DEVICE or cpu)"
+    )
+    ap.add_argument(
+        "--launch-sglang", action="store_true", help="launch an SGLang server (GPU) and drive it over HTTP"
+    )
     args = ap.parse_args(argv)
 
     path = make_tiny_model(tempfile.mkdtemp(prefix="latr-tiny-")) if args.model == "tiny" else args.model
-    engine = TorchEngine.from_pretrained(path, max_batch_size=args.max_batch_size)
-    tok = engine.tokenizer
+    server = None
+    if args.launch_sglang:
+        engine, tok, eos_ids, server = _launch_sglang(path, args.seed)
+    else:
+        engine = TorchEngine.from_pretrained(path, max_batch_size=args.max_batch_size, device=args.device)
+        tok, eos_ids = engine.tokenizer, engine.eos_ids
     prompts = encode_prompts(tok, builtin_countdown_prompts(args.num_prompts, args.seed), chat=True)
     cfg = LATRConfig.preset(args.preset)
     sampler = LATRSampler(
         engine,
         cfg,
         SamplingParams(max_new_tokens=args.max_new_tokens),
-        engine.eos_ids,
+        eos_ids,
         lambda t: tok.decode([t]),
     )
     arms = []
     # stochastic first, then LATR; each starts from an empty prefix cache
     for name, eta in (("stochastic", 0.0), ("latr", 1.0)):
-        engine.flush_cache_sync()
+        asyncio.run(engine.flush_cache())
         with tqdm(total=len(prompts), desc=name, unit="prompt") as bar:
             arms.append(run_arm(name, sampler, prompts, args.n, eta, args.seed, args.prompts_per_batch, bar))
-    engine.close_sync()
+    asyncio.run(engine.close())
+    if server is not None:
+        server.stop()
     arms.reverse()  # print LATR first: the ratios read LATR / stochastic
     table, columns = comparison_table(arms)
     print(
@@ -64,9 +79,73 @@ def main(argv: list[str] | None = None) -> None:
         f"one engine (max batch {args.max_batch_size})"
     )
     print(table)
+    figures = rollout_figures(columns, vars(args))
+    print(
+        f"per delivered token: LATR / stochastic = {figures['per_token_ratio']:.3f}; "
+        f"peak RSS {figures['peak_rss_mb']:.0f} MB"
+    )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(columns, f, indent=2)
+        write_json(args.json, figures)
+
+
+def bench_device() -> str:
+    import os
+
+    return os.environ.get("LATR_BENCH_DEVICE", "cpu")
+
+
+def _launch_sglang(path: str, seed: int):
+    """An SGLang server on this machine's GPU (scripts/gpu-check.sh), with the flags our launcher sets."""
+    import socket
+
+    from transformers import AutoTokenizer
+
+    from latr_sglang.engines.sglang_http import SGLangHTTPEngine, model_eos_ids
+    from latr_sglang.engines.sglang_launch import SGLANG_SERVER_ENV, ServerProcess, sglang_server_command
+    from latr_sglang.models import resolve_model_path
+
+    local = str(resolve_model_path(path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = Path(tempfile.mkdtemp(prefix="latr-sglang-")) / "server.log"
+    server = ServerProcess(
+        sglang_server_command(local, port, seed=seed), f"http://127.0.0.1:{port}", log, env=SGLANG_SERVER_ENV
+    )
+    tok = AutoTokenizer.from_pretrained(local)
+    return SGLangHTTPEngine(server.url), tok, model_eos_ids(local, tok), server
+
+
+def rollout_figures(columns: dict[str, dict[str, float]], settings: dict) -> dict:
+    """The figures a script compares across runs: both arms' columns and the LATR / stochastic ratios."""
+    latr, sto = columns["latr"], columns["stochastic"]
+
+    def per_token(c: dict[str, float]) -> float:
+        return c["wall time (s)"] / max(c["tokens delivered"], 1.0)
+
+    return {
+        "benchmark": "rollout",
+        "settings": settings,
+        "arms": columns,
+        "wall_ratio": latr["wall time (s)"] / sto["wall time (s)"],
+        "per_token_ratio": per_token(latr) / per_token(sto),
+        "requests_ratio": latr["engine requests"] / max(sto["engine requests"], 1.0),
+        "decoded_per_delivered": latr["decoded per delivered"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_json(path: str, figures: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(figures, f, indent=2, default=str)
+        f.write("\n")
 
 
 if __name__ == "__main__":

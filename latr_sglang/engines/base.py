@@ -90,6 +90,9 @@ class GenerateRequest:
     # engine to recompute the prompt, so continuation requests must leave it at -1.
     logprob_start_len: int = -1
     rid: str | None = None
+    # One key per group (a prompt's tree and samples): SGLang's routing_key, so a router keeps them on one
+    # worker, whose radix cache holds their shared prefix. Engines without routing ignore it.
+    routing_key: str | None = None
 
     def validate(self, vocab_size: int, context_length: int) -> None:
         ids = self.input_ids

@@ -29,60 +29,78 @@ class KVBuffer:
 
 
 class KVPool:
-    """Keys and values of the active sequences, one row each: [layers, 2, rows, kv_heads, capacity, d].
+    """Keys and values of the active sequences, one row each: per layer [2, rows, kv_heads, capacity, d].
 
     The engine keeps its active sequences in rows 0..B-1 (it fills a hole with the last row), so that the
-    decode path attends over a view of the first B rows without copying. Both dimensions grow on demand.
+    decode path attends over a view of the first B rows without copying. Both dimensions grow on demand, in
+    small steps and never past `max_rows`: growth copies one layer at a time, so a growth needs one layer's
+    worth of extra memory, not a second pool (the peak RSS of a rollout is set here).
     """
 
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device) -> None:
-        self.data = torch.empty(layers, 2, 0, kv_heads, 0, head_dim, dtype=dtype, device=device)
+    ROW_STEP = 8  # rows are added in steps of this many (capped at max_rows)
+    CAPACITY_STEP = 64  # positions are added in steps of this many
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device, max_rows: int | None = None):
+        self.data = [
+            torch.empty(2, 0, kv_heads, 0, head_dim, dtype=dtype, device=device) for _ in range(layers)
+        ]
         self.lengths: list[int] = []  # filled positions per row
+        self.max_rows = max_rows
 
     @property
     def rows(self) -> int:
-        return self.data.shape[2]
+        return self.data[0].shape[1]
 
     @property
     def capacity(self) -> int:
-        return self.data.shape[4]
+        return self.data[0].shape[3]
+
+    def nbytes(self) -> int:
+        return sum(layer.numel() * layer.element_size() for layer in self.data)
 
     @torch.inference_mode()  # the forward pass writes these tensors in inference mode too
     def reserve(self, rows: int, capacity: int) -> None:
         if rows <= self.rows and capacity <= self.capacity:
             return
-        new_rows = max(rows, self.rows) if rows <= self.rows else max(rows, 2 * self.rows, 4)
-        new_cap = (
-            max(capacity, self.capacity)
-            if capacity <= self.capacity
-            else max(capacity, 2 * self.capacity, 64)
-        )
-        layers, _, old_rows, kv_heads, old_cap, d = self.data.shape
-        # Zeros, not empty: masked positions get attention weight 0, and 0 * NaN from uninitialized memory
-        # would still be NaN.
-        grown = self.data.new_zeros(layers, 2, new_rows, kv_heads, new_cap, d)
-        if old_rows and old_cap:
-            used = max(self.lengths, default=0)
-            grown[:, :, :old_rows, :, :used] = self.data[:, :, :, :, :used]
-        self.data = grown
+        new_rows = self.rows
+        if rows > self.rows:
+            new_rows = -(-rows // self.ROW_STEP) * self.ROW_STEP
+            if self.max_rows is not None:
+                new_rows = max(rows, min(new_rows, self.max_rows))
+        new_cap = self.capacity
+        if capacity > self.capacity:
+            new_cap = -(-capacity // self.CAPACITY_STEP) * self.CAPACITY_STEP
+        used = max(self.lengths, default=0)
+        for i, old in enumerate(self.data):
+            _, old_rows, kv_heads, _, d = old.shape
+            # Zeros, not empty: masked positions get attention weight 0, and 0 * NaN from uninitialized memory
+            # would still be NaN.
+            grown = old.new_zeros(2, new_rows, kv_heads, new_cap, d)
+            if old_rows and used:
+                grown[:, :old_rows, :, :used] = old[:, :, :, :used]
+            self.data[i] = grown
+            del old
         self.lengths += [0] * (new_rows - len(self.lengths))
 
     @torch.inference_mode()
     def load(self, row: int, kv: KVBuffer | None, length: int) -> None:
         """Row `row` starts with the first `length` positions of `kv` (a cached prefix), or empty."""
         if length:
-            self.data[:, :, row, :, :length] = kv.data[:, :, :, :length]
+            for i, layer in enumerate(self.data):
+                layer[:, row, :, :length] = kv.data[i, :, :, :length]
         self.lengths[row] = length
 
     @torch.inference_mode()
     def save(self, row: int) -> KVBuffer:
         """A compact copy of a row's filled positions."""
-        return KVBuffer(self.data[:, :, row, :, : self.lengths[row]].clone())
+        n = self.lengths[row]
+        return KVBuffer(torch.stack([layer[:, row, :, :n] for layer in self.data]))
 
     @torch.inference_mode()
     def move(self, src: int, dst: int) -> None:
         length = self.lengths[src]
-        self.data[:, :, dst, :, :length] = self.data[:, :, src, :, :length]
+        for layer in self.data:
+            layer[:, dst, :, :length] = layer[:, src, :, :length]
         self.lengths[dst] = length
         self.lengths[src] = 0
 
@@ -128,8 +146,8 @@ class RaggedCausalLM:
     def device(self) -> torch.device:
         return self.backbone.embed_tokens.weight.device
 
-    def new_pool(self) -> KVPool:
-        return KVPool(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.device)
+    def new_pool(self, max_rows: int | None = None) -> KVPool:
+        return KVPool(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype, self.device, max_rows)
 
     def kv_bytes_per_token(self) -> int:
         return self.num_layers * 2 * self.num_kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
@@ -186,7 +204,7 @@ class RaggedCausalLM:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            keys, values = pool.data[layer_idx, 0], pool.data[layer_idx, 1]  # [rows, kv_heads, cap, d]
+            keys, values = pool.data[layer_idx][0], pool.data[layer_idx][1]  # [rows, kv_heads, cap, d]
             out = torch.empty_like(q)  # [T, heads, d]
             if decode:
                 keys[d_rows, :, d_pos] = k[d_tok]

@@ -13,6 +13,31 @@ from latr_sglang.engines.base import GenerateOutput, GenerateRequest, RequestErr
 from latr_sglang.engines.wire import output_from_sglang, request_to_sglang
 
 
+def model_eos_ids(model_path: str, tokenizer: Any = None) -> frozenset[int]:
+    """The ids an SGLang server stops on for this model, for the driver's `eos_ids`: the eos_token_id of the
+    model's generation_config.json (an int or a list: an instruct model's `<|im_end|>` is often only there)
+    and the tokenizer's eos_token_id, as SGLang's model config and scheduler take them. Passing only
+    `tokenizer.eos_token_id` would let a branch continue past a stop the server makes."""
+    from transformers import GenerationConfig
+
+    ids: set[int] = set()
+    try:
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # no generation_config.json: SGLang then has only the tokenizer's
+        eos = None
+    ids.update([eos] if isinstance(eos, int) else (eos or []))
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
+
+
 class EngineHTTPError(RuntimeError):
     def __init__(self, status: int, message: str, url: str) -> None:
         super().__init__(f"{url} answered {status}: {message}")
@@ -51,14 +76,16 @@ class SGLangHTTPEngine:
             self._session_loop = loop
         return self._session
 
-    async def _request(self, method: str, path: str, payload: Any = None) -> Any:
+    async def _request(
+        self, method: str, path: str, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         import aiohttp
 
         session = await self._client()
         url = self.base_url + path
         for attempt in range(self.retries + 1):
             try:
-                async with session.request(method, url, json=payload) as resp:
+                async with session.request(method, url, json=payload, headers=headers) as resp:
                     if resp.status >= 400:
                         text = await resp.text()
                         try:
@@ -80,7 +107,15 @@ class SGLangHTTPEngine:
         raise AssertionError("unreachable")
 
     async def generate_one(self, request: GenerateRequest) -> GenerateOutput:
-        return output_from_sglang(await self._request("POST", "/generate", request_to_sglang(request)))
+        payload = request_to_sglang(request)
+        headers = None
+        if request.routing_key is not None:
+            # GenerateReqInput.routing_key (SGLang 0.5.23) and the gateway's header (sgl-model-gateway reads
+            # x-smg-routing-key, as SGLang's own request metrics do): a group's requests share one key, so a
+            # router with a routing-key policy keeps a tree on the worker whose radix cache holds its prefix.
+            payload["routing_key"] = request.routing_key
+            headers = {ROUTING_KEY_HEADER: request.routing_key}
+        return output_from_sglang(await self._request("POST", "/generate", payload, headers=headers))
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
         for r in requests:
@@ -143,18 +178,52 @@ class SGLangHTTPEngine:
         shapes: list[list[int]],
         group_name: str = "weight_update_group",
         flush_cache: bool = False,
+        load_format: str | None = None,
     ) -> None:
-        """Returns once the server has received the tensors the trainer broadcasts (in `names` order)."""
-        await self._checked(
-            "/update_weights_from_distributed",
-            {
-                "names": list(names),
-                "dtypes": [str(d).removeprefix("torch.") for d in dtypes],
-                "shapes": [list(s) for s in shapes],
-                "group_name": group_name,
+        """Returns once the server has received the tensors the trainer broadcasts (in `names` order).
+
+        load_format="flattened_bucket": the trainer broadcasts them as one uint8 tensor
+        (latr_sglang.engines.weight_sync.push_weights)
+        """
+        payload = {
+            "names": list(names),
+            "dtypes": [str(d).removeprefix("torch.") for d in dtypes],
+            "shapes": [list(s) for s in shapes],
+            "group_name": group_name,
+            "flush_cache": flush_cache,
+        }
+        if load_format is not None:
+            payload["load_format"] = load_format
+        await self._checked("/update_weights_from_distributed", payload)
+
+    async def update_weights_from_tensor(
+        self, named_tensors: Any, *, serializer: str = "safetensors", flush_cache: bool = True
+    ) -> None:
+        """Colocated sync (engine and trainer on the same GPUs): /update_weights_from_tensor.
+
+        serializer="sglang": SGLang's MultiprocessingSerializer (CUDA tensors travel as IPC handles, nothing
+        is copied; one entry, for tensor-parallel size 1), what a real colocated SGLang server loads.
+        "safetensors": the tensors' bytes, what `latr-sglang serve` accepts (it never unpickles input).
+        """
+        items = list(named_tensors.items()) if hasattr(named_tensors, "items") else list(named_tensors)
+        if serializer == "sglang":
+            import base64
+
+            from sglang.srt.utils.common import MultiprocessingSerializer
+
+            entry = base64.b64encode(MultiprocessingSerializer.serialize(items)).decode()
+            payload: dict[str, Any] = {"serialized_named_tensors": [entry], "flush_cache": flush_cache}
+        elif serializer == "safetensors":
+            from latr_sglang.engines.wire import encode_named_tensors
+
+            payload = {
+                "serialized_named_tensors": [encode_named_tensors(items)],
+                "load_format": "safetensors",
                 "flush_cache": flush_cache,
-            },
-        )
+            }
+        else:
+            raise ValueError(f"serializer={serializer!r}: expected 'safetensors' or 'sglang'")
+        await self._checked("/update_weights_from_tensor", payload)
 
     async def release_memory_occupation(self, tags: list[str] | None = None) -> None:
         await self._checked("/release_memory_occupation", {"tags": tags} if tags else {})

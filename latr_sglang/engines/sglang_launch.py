@@ -27,7 +27,15 @@ def sglang_server_command(
     seed: int = 0,
     enable_memory_saver: bool = False,
     extra_args: str = "",
+    *,
+    deterministic: bool = False,
 ) -> list[str]:
+    """SGLang's launch_server command line (flag names checked against the pinned SGLang's ServerArgs).
+
+    deterministic (--train.full_determinism_enable): --enable-deterministic-inference, SGLang's
+    batch-invariant kernels and per-request seeded sampling, so that a request's output does not depend on
+    what else is in the batch: same weights, prompts and seeds give the same rollouts, token for token.
+    """
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--tp-size", str(tensor_parallel_size)]
     cmd += ["--random-seed", str(seed)]
@@ -35,6 +43,8 @@ def sglang_server_command(
         cmd += ["--mem-fraction-static", str(mem_fraction_static)]
     if enable_memory_saver:  # lets /release_memory_occupation free weights and KV cache (colocation)
         cmd += ["--enable-memory-saver"]
+    if deterministic:
+        cmd += ["--enable-deterministic-inference"]
     return cmd + shlex.split(extra_args)
 
 

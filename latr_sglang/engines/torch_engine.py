@@ -47,6 +47,8 @@ class _Sequence:
     input_logprobs: list[tuple[int, float | None]] = field(default_factory=list)
     input_top_logprobs: list[list[tuple[int, float]] | None] = field(default_factory=list)
     cancelled: bool = False
+    # streaming: called from the engine thread with (token_id, logprob) as each output token is sampled
+    on_token: Callable[[int, float], None] | None = None
 
     @property
     def prompt_len(self) -> int:
@@ -78,7 +80,7 @@ class TorchEngine:
         *,
         max_batch_size: int = 64,
         max_prefill_tokens: int = 4096,
-        prefix_cache_mb: float = 1024.0,
+        prefix_cache_mb: float | None = None,
         context_length: int | None = None,
         seed: int = 0,
         model_path: str | None = None,
@@ -91,9 +93,12 @@ class TorchEngine:
         self.max_prefill_tokens = max_prefill_tokens
         self.context_length = context_length or int(getattr(hf_model.config, "max_position_embeddings", 2048))
         self.vocab_size = self.model.vocab_size
-        cache_tokens = int(prefix_cache_mb * 2**20 // self.model.kv_bytes_per_token())
-        self.prefix_cache = PrefixCache(cache_tokens)
-        self.pool = self.model.new_pool()  # KV of the active sequences; _active[i] lives in row i
+        self.memory_budget = memory_budget(
+            hf_model, self.model.kv_bytes_per_token(), max_batch_size, prefix_cache_mb
+        )
+        logger.info("torch engine memory budget: %s", self.memory_budget)
+        self.prefix_cache = PrefixCache(self.memory_budget["prefix_cache_tokens"])
+        self.pool = self._new_pool()  # KV of the active sequences; _active[i] lives in row i
         self.eos_ids = self._eos_ids(hf_model, tokenizer)
         self._seed_rng = random.Random(seed)
         self._inbox: queue.Queue = queue.Queue()
@@ -141,8 +146,13 @@ class TorchEngine:
         if request.sampling.stop and self.tokenizer is None:
             raise RequestError("sampling_params.stop needs a tokenizer; this engine has none")
 
-    def submit(self, request: GenerateRequest, on_done: Callable[[GenerateOutput], None]) -> RequestHandle:
-        """Thread-safe. `on_done` is called from the engine thread."""
+    def submit(
+        self,
+        request: GenerateRequest,
+        on_done: Callable[[GenerateOutput], None],
+        on_token: Callable[[int, float], None] | None = None,
+    ) -> RequestHandle:
+        """Thread-safe. `on_done` (and `on_token`, per sampled token: streaming) run in the engine thread."""
         if self._closed:
             raise RuntimeError("the engine is closed")
         self.validate(request)
@@ -153,7 +163,9 @@ class TorchEngine:
         stop_ids = frozenset(request.sampling.stop_token_ids) | (
             frozenset() if request.sampling.ignore_eos else self.eos_ids
         )
-        seq = _Sequence(request=request, on_done=on_done, generator=generator, stop_ids=stop_ids)
+        seq = _Sequence(
+            request=request, on_done=on_done, generator=generator, stop_ids=stop_ids, on_token=on_token
+        )
         self._inbox.put(("submit", seq))
         return RequestHandle(seq)
 
@@ -195,6 +207,10 @@ class TorchEngine:
         for _ in requests:
             done.acquire()
         return results  # type: ignore[return-value]
+
+    def load(self) -> dict[str, int]:
+        """Sequences decoding now and waiting for a pool row (approximate: read without a lock; metrics)."""
+        return {"running": len(self._active), "waiting": len(self._waiting) + self._inbox.qsize()}
 
     def call_in_engine_thread(self, fn: Callable[[], Any]) -> Any:
         """Runs `fn` between two steps and returns its result (or raises its exception)."""
@@ -271,10 +287,15 @@ class TorchEngine:
         self.close_sync()
 
     # ---- engine thread ----------------------------------------------------------------------------------
+    def _new_pool(self):
+        return self.model.new_pool(max_rows=self.max_batch_size)
+
     def _run(self) -> None:
         while True:
             try:
                 block = not self._active and not self._waiting
+                if block and self.pool.rows:  # idle: give the pool's memory back (a trainer may need it)
+                    self.pool = self._new_pool()
                 message = self._inbox.get(block=block, timeout=None) if block else self._inbox.get_nowait()
             except queue.Empty:
                 message = None
@@ -301,7 +322,7 @@ class TorchEngine:
                 for seq in self._active:
                     self._finish(seq, FinishReason.ABORT, error=f"{type(e).__name__}: {e}")
                 self._active = []
-                self.pool = self.model.new_pool()
+                self.pool = self._new_pool()
 
     def _admit(self, seq: _Sequence) -> None:
         """Activates `seq` in the next pool row, starting from the longest cached prefix of its input."""
@@ -443,6 +464,11 @@ class TorchEngine:
                 k = seq.request.top_logprobs_num
                 seq.top_logprobs.append(list(zip(top_idx[row][:k], top_vals[row][:k])))
             seq.pending = [token]
+            if seq.on_token is not None:
+                try:
+                    seq.on_token(token, logprob)
+                except Exception:  # a broken stream consumer must not take the engine down
+                    logger.exception("token callback failed")
             finished.append(self._check_finished(seq, token))
         return finished
 
@@ -492,6 +518,40 @@ class TorchEngine:
             logger.exception("request callback failed")
 
 
+def memory_budget(
+    hf_model: torch.nn.Module, kv_bytes_per_token: int, max_live: int, prefix_cache_mb: float | None
+) -> dict[str, Any]:
+    """What the engine may hold besides the weights, sized by the model and the live sequences.
+
+    The KV pool holds the live sequences (at most `max_live` rows, grown as they need). The prefix cache keeps
+    finished requests' KV until the continuations that extend them arrive: LATR keeps about one such entry per
+    live branch, so it is sized for `max_live` sequences of CACHE_TOKENS_PER_SEQUENCE positions, and never
+    above the weights' own size (a floor of 64 MiB keeps tiny models' caches useful). An explicit
+    prefix_cache_mb overrides it.
+    """
+    unique = {t.data_ptr(): t for t in hf_model.state_dict().values()}  # a tied weight counts once
+    weights = sum(t.numel() * t.element_size() for t in unique.values())
+    if prefix_cache_mb is None:
+        by_live = max_live * CACHE_TOKENS_PER_SEQUENCE * kv_bytes_per_token
+        cache_bytes = min(by_live, max(weights, 64 * 2**20))
+        source = f"min({max_live} live x {CACHE_TOKENS_PER_SEQUENCE} tokens, max(weights, 64 MiB))"
+    else:
+        if prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb={prefix_cache_mb}: must be >= 0 (0 turns the cache off)")
+        cache_bytes, source = int(prefix_cache_mb * 2**20), "set by prefix_cache_mb"
+    return {
+        "weights_mb": round(weights / 2**20, 1),
+        "kv_kb_per_token": round(kv_bytes_per_token / 1024, 2),
+        "max_live_sequences": max_live,
+        "prefix_cache_mb": round(cache_bytes / 2**20, 1),
+        "prefix_cache_tokens": int(cache_bytes // kv_bytes_per_token),
+        "prefix_cache_rule": source,
+    }
+
+
+CACHE_TOKENS_PER_SEQUENCE = 512  # prefix-cache positions budgeted per live sequence
+
+
 def _sample_batch(logprobs: torch.Tensor, params: list, generators: list[torch.Generator]) -> torch.Tensor:
     """One token per row of logprobs [S, vocab] (temperature already applied), with top-k, top-p and min-p.
 
@@ -505,6 +565,7 @@ def _sample_batch(logprobs: torch.Tensor, params: list, generators: list[torch.G
             _truncate(probs[row], sp)
     cdf = probs.cumsum(dim=-1)
     uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+    uniforms = uniforms.to(cdf.device)  # the generators are CPU ones (seeded per request) on any device
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)[:, 0]
     return picked.clamp_max(probs.shape[1] - 1)
 

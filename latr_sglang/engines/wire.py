@@ -9,6 +9,7 @@ text].
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -38,6 +39,40 @@ _NEUTRAL = {
     "beam_width": None,
     "watermark": None,
 }
+# JSON types of the keys we implement: a bool is not an int here, and a float must be finite (1e400 is inf).
+_INT_KEYS = {"max_new_tokens", "top_k", "min_new_tokens", "sampling_seed"}
+_FLOAT_KEYS = {"temperature", "top_p", "min_p"}
+_BOOL_KEYS = {"ignore_eos"}
+# Below this a temperature is greedy, as in SGLang (its _SAMPLING_EPS): logits / 1e-300 overflow to inf, and
+# the softmax of that is NaN, so such a "sample" would be garbage.
+GREEDY_TEMPERATURE_EPS = 1e-6
+_SEED_RANGE = (0, 2**63 - 1)
+_MAX_STOPS, _MAX_STOP_LEN = 64, 512  # what torch.Generator.manual_seed accepts without wrapping
+
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """`value` as a JSON integer field; RequestError naming `name` otherwise (bools, floats, inf refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{name}={value!r}: must be an integer")
+    if lo is not None and value < lo:
+        raise RequestError(f"{name}={value!r}: must be >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+    if hi is not None and value > hi:
+        raise RequestError(f"{name}={value!r}: must be <= {hi}")
+    return value
+
+
+def check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError(f"{name}={value!r}: must be a finite number")
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RequestError(f"{name}={value!r}: must be true or false")
+    return value
+
+
 # SGLang sampling keys that only shape the text (decoding), not generation.
 _TEXT_ONLY = {
     "skip_special_tokens": True,
@@ -85,12 +120,28 @@ def sampling_params_from_sglang(raw: Any) -> tuple[SamplingParams, dict[str, Any
                         f"sampling_params.stop={value!r}: must be a string or a list of strings"
                     )
                 value = tuple(value)
+                # each stop string is searched in the decoded tail at every step
+                if len(value) > _MAX_STOPS or any(
+                    isinstance(s, str) and len(s) > _MAX_STOP_LEN for s in value
+                ):
+                    raise RequestError(
+                        f"sampling_params.stop: at most {_MAX_STOPS} strings of at most {_MAX_STOP_LEN} "
+                        "characters"
+                    )
             elif key == "stop_token_ids":
                 if not isinstance(value, list | tuple | set):
                     raise RequestError(
                         f"sampling_params.stop_token_ids={value!r}: must be a list of token ids"
                     )
-                value = tuple(value)
+                value = tuple(check_int("sampling_params.stop_token_ids[]", t, 0) for t in value)
+            elif key in _INT_KEYS:
+                value = check_int(f"sampling_params.{key}", value)
+                if key == "sampling_seed":
+                    value = check_int("sampling_params.sampling_seed", value, *_SEED_RANGE)
+            elif key in _FLOAT_KEYS:
+                value = check_float(f"sampling_params.{key}", value)
+            elif key in _BOOL_KEYS:
+                value = check_bool(f"sampling_params.{key}", value)
             kwargs[key] = value
         elif key in _NEUTRAL:
             if value not in (None, [], "", {}) and value != _NEUTRAL[key]:
@@ -100,9 +151,15 @@ def sampling_params_from_sglang(raw: Any) -> tuple[SamplingParams, dict[str, Any
                 )
         elif key in _TEXT_ONLY:
             if value is not None:
+                if key == "stream_interval":
+                    check_int("sampling_params.stream_interval", value, 1)
+                else:
+                    check_bool(f"sampling_params.{key}", value)
                 text_opts[key] = value
         else:
             raise RequestError(f"sampling_params has an unknown key {key!r}")
+    if 0.0 < kwargs.get("temperature", 1.0) < GREEDY_TEMPERATURE_EPS:
+        kwargs["temperature"] = 0.0
     sp = SamplingParams(**kwargs)
     sp.validate()
     return sp, text_opts
@@ -211,3 +268,39 @@ def output_to_sglang(
             for pos in out.input_top_logprobs
         ]
     return {"text": text, "output_ids": list(out.output_ids), "meta_info": meta}
+
+
+# ---- /update_weights_from_tensor ------------------------------------------------------------------------
+# SGLang's HTTP form carries MultiprocessingSerializer bytes (pickle) in base64. Unpickling what a network
+# client sends would run its code, so this server takes safetensors bytes instead, in the same field.
+TENSOR_LOAD_FORMATS = (None, "safetensors")
+
+
+def encode_named_tensors(named_tensors: Any) -> str:
+    """Named tensors (a dict or (name, tensor) pairs) as one entry of `serialized_named_tensors`."""
+    import base64
+
+    from safetensors.torch import save
+
+    items = dict(named_tensors.items() if hasattr(named_tensors, "items") else named_tensors)
+    return base64.b64encode(save({k: v.detach().cpu().contiguous() for k, v in items.items()})).decode()
+
+
+def decode_named_tensors(entry: Any, index: int = 0) -> dict[str, Any]:
+    """One `serialized_named_tensors` entry back to tensors. Raises RequestError naming what is wrong."""
+    import base64
+    import binascii
+
+    from safetensors.torch import load
+
+    field = f"serialized_named_tensors[{index}]"
+    if not isinstance(entry, str):
+        raise RequestError(f"{field}: must be a base64 string of safetensors bytes")
+    try:
+        raw = base64.b64decode(entry, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"{field}: not valid base64 ({e})") from None
+    try:
+        return load(raw)
+    except Exception as e:  # safetensors raises its own SafetensorError for any malformed header or data
+        raise RequestError(f"{field}: not a valid safetensors payload ({e})") from None

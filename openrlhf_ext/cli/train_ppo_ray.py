@@ -30,7 +30,7 @@ from latr_sglang.config import (
     dataclass_overrides,
     latr_config_from_args,
 )
-from openrlhf_ext.openrlhf_args import finalize, hierarchize, openrlhf_parser
+from openrlhf_ext.openrlhf_args import OpenRLHFMissing, finalize, hierarchize, openrlhf_parser
 from openrlhf_ext.options import (
     EXTENSION_GROUPS,
     DAPOOptions,
@@ -68,6 +68,9 @@ LOCAL_FLAGS: dict[str, str] = {
     "algo.dynamic_filtering_range": "dynamic_filtering_range",
     "eval.dataset": "eval_dataset",
     "eval.n_samples_per_prompt": "eval_n",
+    "eval.steps": "eval_every",
+    "reward.overlong_buffer_len": "overlong_buffer_len",
+    "reward.overlong_penalty_factor": "overlong_penalty_factor",
     # accepted and meaningless in one process: logging cadence, the estimator (local is group_norm)
     "logger.logging_steps": "",
     "algo.advantage.estimator": "",
@@ -76,9 +79,15 @@ LOCAL_FLAGS: dict[str, str] = {
 LOCAL_ESTIMATORS = ("group_norm",)
 # LocalTrainConfig fields no OpenRLHF flag covers: --local.<field>
 LOCAL_ONLY_FIELDS = (
+    "task",
+    "reward",
+    "max_number",
+    "stop_at_newline",
     "response_prefix",
     "countdown_numbers",
     "eval_prompts",
+    "eval_before",
+    "force_resume",
     "grad_clip",
     "device",
 )
@@ -99,6 +108,9 @@ class Invocation:
     local_overrides: dict[str, Any]  # --local.<field> values given
     dry_run: bool
     local: Any = None  # the LocalTrainConfig, in local mode
+    # OpenRLHF flags written on the command line, with their values, even where they equal OpenRLHF's
+    # default (local mode maps each of them: `--train.seed 42` must not fall back to the local default)
+    explicit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def ext(self) -> dict[str, Any]:
         """What travels to Ray workers as args.latr_ext."""
@@ -146,7 +158,12 @@ def parse(argv: list[str] | None = None) -> Invocation:
     """Parses and checks a command line; raises ConfigError naming the bad or conflicting flags. (Flags
     argparse does not know end in its usual exit 2 naming them.)"""
     parser = build_parser()
-    namespace = parser.parse_args(argv)
+    namespace, extras = parser.parse_known_args(argv)
+    if extras:  # one line naming each unknown flag and the closest known one (not argparse's whole usage)
+        from openrlhf_ext.cli.range_checks import unknown_flags_message
+
+        message = unknown_flags_message(list(parser._option_string_actions), extras)
+        parser.exit(2, f"{PROG}: error: {message}\n")
     ours = _extension_dests(parser)
     values = vars(namespace)
     extension = {k: values.pop(k) for k in list(values) if k in ours}
@@ -155,6 +172,8 @@ def parse(argv: list[str] | None = None) -> Invocation:
     }
     defaults = {a.dest: a.default for a in parser._actions if a.dest in values}
     given = {k: v for k, v in values.items() if _normalize(defaults.get(k)) != _normalize(v)}
+    written = _written_dests(parser, sys.argv[1:] if argv is None else argv)
+    explicit = {k: v for k, v in values.items() if k in written}
     ext_ns = argparse.Namespace(**extension)
     try:
         trainer = TrainerOptions(**dataclass_overrides(ext_ns, TrainerOptions, "trainer."))
@@ -181,6 +200,7 @@ def parse(argv: list[str] | None = None) -> Invocation:
         extension_given=extension_given,
         local_overrides={k.removeprefix("local."): v for k, v in extension.items() if k.startswith("local.")},
         dry_run=bool(extension.get("dry_run")),
+        explicit=explicit,
     )
     problems = conflicts(inv)
     if problems:
@@ -189,6 +209,20 @@ def parse(argv: list[str] | None = None) -> Invocation:
         inv.openrlhf = finalize(inv.openrlhf)
         inv.openrlhf.latr_ext = inv.ext()
     return inv
+
+
+def _written_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the options that appear in argv (`--flag value` or `--flag=value`; latr-train takes no
+    abbreviations, so an option string names its flag exactly)."""
+    options = parser._option_string_actions
+    dests = set()
+    for token in argv:
+        if token == "--":
+            break
+        action = options.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if action is not None:
+            dests.add(action.dest)
+    return dests
 
 
 def _normalize(value: Any) -> Any:
@@ -237,7 +271,7 @@ def conflicts(inv: Invocation) -> list[str]:
             )
         if named("sglang."):
             problems.append(f"{', '.join(named('sglang.'))} given with --trainer.mode local")
-        unsupported = sorted(f"--{k}" for k in given if k not in LOCAL_FLAGS)
+        unsupported = sorted(f"--{k}" for k in {*given, *inv.explicit} if k not in LOCAL_FLAGS)
         if unsupported:
             problems.append(
                 f"not supported with --trainer.mode local: {', '.join(unsupported)} "
@@ -249,9 +283,33 @@ def conflicts(inv: Invocation) -> list[str]:
         prompts = given.get("data.prompt_dataset")
         if prompts is not None and not os.path.isfile(prompts):
             problems.append(f"--data.prompt_dataset {prompts}: local mode reads a local JSONL file")
+        local_device = inv.local_overrides.get("device")
+        if "local.device" in ours and inv.trainer.device is not None and local_device != inv.trainer.device:
+            problems.append(
+                f"--trainer.device {inv.trainer.device} and --local.device {local_device} disagree "
+                "(--local.device is an alias of --trainer.device)"
+            )
     else:
         if named("local."):
             problems.append(f"{', '.join(named('local.'))} need --trainer.mode local")
+        device = inv.trainer.device
+        if device is not None and device not in ("cpu", "cuda"):
+            problems.append(f"--trainer.device {device}: ray mode takes cpu or cuda (placement is Ray's)")
+        if device == "cpu":
+            if backend != "torch":
+                problems.append(
+                    f"--trainer.device cpu rolls out with the torch engine, not --rollout.backend {backend} "
+                    "(SGLang's and vLLM's runtimes need GPUs); add --rollout.backend torch"
+                )
+            if given.get("train.colocate_all"):
+                problems.append(
+                    "--train.colocate_all needs GPUs (CUDA IPC weight sync), not --trainer.device cpu"
+                )
+        if inv.latr is not None and inv.latr.exit_scope == "batch":
+            problems.append(
+                "--latr.exit_scope batch cannot take effect in ray mode: OpenRLHF asks an engine actor for "
+                "one prompt at a time, so each LATR batch is one prompt (use prompt, or --trainer.mode local)"
+            )
         if "trainer.max_steps" in ours:
             problems.append("--trainer.max_steps is for --trainer.mode local (ray mode sizes by the dataset)")
         if not given.get("actor.model_name_or_path"):
@@ -272,6 +330,9 @@ def conflicts(inv: Invocation) -> list[str]:
                 problems.append(f"--sglang.server_urls lists {len(urls)} URLs for {engines} engines")
             if given.get("train.agent_func_path"):
                 problems.append("--train.agent_func_path is not supported with LATR engines")
+    from openrlhf_ext.cli.range_checks import range_problems
+
+    problems += range_problems(inv)  # numbers out of range: NaN clip, batch size 0, ... (issue 13)
     return problems
 
 
@@ -280,14 +341,19 @@ def local_config(inv: Invocation):
     from openrlhf_ext.local_trainer import LocalTrainConfig
 
     kwargs: dict[str, Any] = {"sampler": inv.rollout.sampler}
-    given = inv.given
-    for flag, value in given.items():
+    # Every OpenRLHF flag on the command line, also one equal to OpenRLHF's default: local mode has its own
+    # defaults, and a flag written out must win over them.
+    given = {**inv.given, **inv.explicit}
+    # The algorithm, chosen as in ray mode: DAPO is OpenRLHF's dynamic filtering; without it, GRPO.
+    kwargs["algo"] = "dapo" if given.get("algo.dynamic_filtering_enable") else "grpo"
+    # --actor.eps_clip_low_high (asymmetric, DAPO's clip-higher) wins over --actor.eps_clip
+    for flag, value in sorted(given.items(), key=lambda kv: kv[0] == "actor.eps_clip_low_high"):
         name = LOCAL_FLAGS.get(flag)
-        if not name:
+        if not name or name == "algo":
             continue
-        if name == "algo":
-            kwargs["algo"] = "dapo" if value else "grpo"
-        elif name == "eps_clip_low_high":
+        if name == "eps_clip_low_high":
+            if value is None:
+                continue
             kwargs["eps_clip_low"], kwargs["eps_clip_high"] = (float(x) for x in value)
         elif name == "eps_clip_low":
             kwargs["eps_clip_low"] = kwargs["eps_clip_high"] = float(value)
@@ -297,6 +363,10 @@ def local_config(inv: Invocation):
             kwargs["save_steps"] = max(int(value), 0)
         elif name == "dynamic_filtering_range":
             kwargs["dynamic_filtering_range"] = tuple(float(x) for x in value)
+        elif name == "overlong_buffer_len":
+            kwargs[name] = 0 if value is None else int(value)
+        elif name == "resume":
+            kwargs[name] = bool(value)
         else:
             kwargs[name] = value
     if given.get("algo.dynamic_filtering_enable"):
@@ -306,6 +376,8 @@ def local_config(inv: Invocation):
     kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
     if inv.trainer.max_steps is not None:
         kwargs["steps"] = inv.trainer.max_steps
+    if inv.trainer.device is not None:  # --trainer.device, one flag for both modes (--local.device: alias)
+        kwargs["device"] = inv.trainer.device
     kwargs.update(inv.local_overrides)
     try:
         return LocalTrainConfig(**kwargs)
@@ -339,29 +411,50 @@ def run_local(inv: Invocation) -> int:
 
 
 def run_ray(inv: Invocation) -> int:
-    """OpenRLHF's own train(args), with LATR engine actors in place of its vLLM engines."""
+    """OpenRLHF's own train(args), with LATR engine actors in place of its vLLM engines. With
+    --trainer.device cpu, openrlhf_ext.cpu_mode answers OpenRLHF's CUDA calls in the driver and in every
+    Ray worker (its setup hook), and Ray is told of logical GPUs for OpenRLHF's placement groups."""
     import functools
 
     args = inv.openrlhf
+    cpu = inv.trainer.device == "cpu"
     if inv.rollout.backend != "vllm":
         from openrlhf_ext import ray_patches, vllm_shim
 
         vllm_shim.ray_worker_setup()  # this process too: OpenRLHF's modules import vLLM names at load
+        hook = "openrlhf_ext.vllm_shim.ray_worker_setup"
+        resources: dict[str, int] = {}
+        env_vars = {
+            "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+            "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
+            "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
+            # read by the trainer's side of the weight sync (vllm_shim.sync_backend, one rule for both)
+            vllm_shim.SYNC_BACKEND_ENV: str(args.vllm.sync_backend),
+        }
+        os.environ[vllm_shim.SYNC_BACKEND_ENV] = str(args.vllm.sync_backend)
+        if cpu:
+            from openrlhf_ext import cpu_mode
+
+            if not cpu_mode.install():
+                print(
+                    f"{PROG}: --trainer.device cpu on a machine with CUDA: running on the GPUs",
+                    file=sys.stderr,
+                )
+            else:
+                hook = "openrlhf_ext.cpu_mode.ray_worker_setup"
+                env_vars.update(cpu_mode.WORKER_ENV)
+                engines = inv.sglang.num_engines or args.vllm.num_engines or 0
+                resources = cpu_mode.ray_init_resources(args, engines)
         import ray
 
-        if not ray.is_initialized():
-            ray.init(
-                runtime_env={
-                    "env_vars": {
-                        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
-                        "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
-                        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get(
-                            "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"
-                        ),
-                    },
-                    "worker_process_setup_hook": "openrlhf_ext.vllm_shim.ray_worker_setup",
-                }
-            )
+        if ray.is_initialized():
+            if cpu and not ray.cluster_resources().get("GPU"):
+                raise RuntimeError(
+                    "--trainer.device cpu in an already started Ray without logical GPUs: start it with "
+                    f"num_gpus >= {resources.get('num_gpus', 1)} and worker_process_setup_hook={hook}"
+                )
+        else:
+            ray.init(**resources, runtime_env={"env_vars": env_vars, "worker_process_setup_hook": hook})
         ray_patches.apply()
     import openrlhf.cli.train_ppo_ray as openrlhf_main
 
@@ -381,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         if inv.dry_run:
             print(json.dumps(resolved(inv), indent=2, default=str))
             return 0
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, OpenRLHFMissing) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return run_local(inv) if inv.trainer.mode == "local" else run_ray(inv)

@@ -58,13 +58,47 @@ def test_stale_values_beyond_a_rows_length_do_not_leak_into_decoding(tiny_model_
     def run(stale):
         pool = model.new_pool()
         model.forward(pool, [RaggedItem(0, ids, [len(ids) - 1]), RaggedItem(1, ids[:3], [2])])
-        assert bool((pool.data[:, :, 0, :, len(ids) :] == 0).all())  # grown memory is zeroed
+        assert all(bool((layer[:, 0, :, len(ids) :] == 0).all()) for layer in pool.data)  # zeroed growth
         if stale:
             with torch.inference_mode():  # the pool's tensors are inference tensors
-                pool.data[:, :, 0, :, len(ids) :] = 1e4  # what an earlier, longer sequence may have left
-                pool.data[:, :, 1, :, 3:] = -1e4
+                for layer in pool.data:
+                    layer[:, 0, :, len(ids) :] = 1e4  # what an earlier, longer sequence may have left
+                    layer[:, 1, :, 3:] = -1e4
         return model.forward(pool, [RaggedItem(0, [7], [0]), RaggedItem(1, [8], [0])])
 
     for clean, dirty in zip(run(False), run(True)):
         assert bool(torch.isfinite(dirty).all())
         torch.testing.assert_close(dirty, clean, atol=1e-9, rtol=1e-9)
+
+
+def test_the_pool_grows_in_small_steps_up_to_its_row_limit(tiny_model_dir):
+    """Rows grow in steps of ROW_STEP but never past max_rows, positions in steps of CAPACITY_STEP (no
+    doubling: the pool's size is what the live sequences need), and a growth keeps every filled position."""
+    hf_model, tok, _ = load_model_and_tokenizer(tiny_model_dir, dtype="float64")
+    model = RaggedCausalLM(hf_model)
+    pool = model.new_pool(max_rows=5)
+    ids = tok("The capital of France").input_ids
+    model.forward(pool, [RaggedItem(0, ids, [len(ids) - 1])])
+    before = pool.save(0).data.clone()
+    assert (pool.rows, pool.capacity) == (5, 64)
+    pool.reserve(5, 65)
+    assert (pool.rows, pool.capacity) == (5, 128)
+    torch.testing.assert_close(pool.save(0).data, before, atol=0, rtol=0)
+    pool.reserve(7, 0)  # past max_rows only as far as asked
+    assert pool.rows == 7
+    per_position = model.kv_bytes_per_token()
+    assert pool.nbytes() == 7 * 128 * per_position
+
+
+def test_the_engines_memory_budget_follows_the_model_and_the_live_sequences(tiny_model_dir):
+    from latr_sglang.engines.torch_engine import CACHE_TOKENS_PER_SEQUENCE, memory_budget
+
+    hf_model, _, _ = load_model_and_tokenizer(tiny_model_dir)
+    per_token = RaggedCausalLM(hf_model).kv_bytes_per_token()
+    small = memory_budget(hf_model, per_token, 4, None)
+    large = memory_budget(hf_model, per_token, 1024, None)
+    assert small["prefix_cache_tokens"] == 4 * CACHE_TOKENS_PER_SEQUENCE  # live sequences decide
+    assert large["prefix_cache_tokens"] == 64 * 2**20 // per_token  # capped by max(weights, 64 MiB)
+    assert memory_budget(hf_model, per_token, 4, 2.0)["prefix_cache_mb"] == 2.0
+    with pytest.raises(ValueError, match="prefix_cache_mb=-1"):
+        memory_budget(hf_model, per_token, 4, -1)

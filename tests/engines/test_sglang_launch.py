@@ -23,6 +23,18 @@ def test_command_parses_with_sglangs_own_server_args():
     assert args.dtype == "bfloat16" and args.chunked_prefill_size == 4096
 
 
+def test_full_determinism_adds_sglangs_deterministic_inference_flag():
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    plain = parser.parse_args(sglang_server_command("/m", 1)[3:])
+    det = sglang_server_command("/m", 1, deterministic=True)
+    assert "--enable-deterministic-inference" in det
+    assert parser.parse_args(det[3:]).enable_deterministic_inference
+    assert not plain.enable_deterministic_inference
+
+
 def test_a_server_that_dies_is_reported_with_its_log(tmp_path):
     cmd = [sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 3.*bad flag --nope"):

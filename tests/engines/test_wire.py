@@ -148,3 +148,61 @@ def test_output_round_trip(tiny_engine):
     assert back.output_ids == out.output_ids and back.logprobs == out.logprobs
     assert back.top_logprobs == out.top_logprobs and back.finish_reason == out.finish_reason
     assert (back.prompt_tokens, back.cached_tokens, back.matched_stop) == (4, 2, 7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"max_new_tokens": float("inf")}, "max_new_tokens"),
+        ({"max_new_tokens": 3.0}, "max_new_tokens"),
+        ({"top_k": True}, "top_k"),
+        ({"min_new_tokens": False}, "min_new_tokens"),
+        ({"sampling_seed": 2**64}, "sampling_seed"),
+        ({"sampling_seed": -1}, "sampling_seed"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": float("inf")}, "top_p"),
+        ({"ignore_eos": 1}, "ignore_eos"),
+        ({"stop_token_ids": [True]}, "stop_token_ids"),
+        ({"stop_token_ids": [1.5]}, "stop_token_ids"),
+        ({"skip_special_tokens": "no"}, "skip_special_tokens"),
+        ({"stream_interval": 0}, "stream_interval"),
+    ],
+)
+def test_json_types_are_strict(raw, needle):
+    """A bool is not an int, a float is not an int, 1e400 (inf) is no number: each is named."""
+    with pytest.raises(RequestError, match=needle):
+        sampling_params_from_sglang(raw)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-7])
+def test_underflowing_temperature_is_greedy(temperature):
+    sp, _ = sampling_params_from_sglang({"temperature": temperature})
+    assert sp.temperature == 0.0 and sp.greedy
+    kept, _ = sampling_params_from_sglang({"temperature": 1e-3})
+    assert kept.temperature == 1e-3
+
+
+def test_named_tensors_round_trip_and_refusals():
+    import base64
+    import pickle
+
+    import torch
+
+    from latr_sglang.engines.wire import decode_named_tensors, encode_named_tensors
+
+    tensors = {
+        "a": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "b": torch.ones(2, dtype=torch.bfloat16),
+    }
+    back = decode_named_tensors(encode_named_tensors(tensors))
+    assert set(back) == {"a", "b"} and all(torch.equal(back[k], v) for k, v in tensors.items())
+    for entry, needle in [
+        ("not base64!", "base64"),
+        (base64.b64encode(pickle.dumps(tensors["a"])).decode(), "safetensors"),
+        (base64.b64encode(b"\x10\x00\x00\x00\x00\x00\x00\x00{}").decode(), "safetensors"),
+        (5, "base64 string"),
+    ]:
+        with pytest.raises(RequestError, match=needle):
+            decode_named_tensors(entry, 3)

@@ -87,7 +87,9 @@ def test_actor_serves_openrlhf_group_requests_and_takes_weights(ray_cluster, tin
         assert end == len(out["observation_tokens"]) and 1 <= end - start <= 16
         assert len(out["rollout_log_probs"]) == end
         assert out["reward"] is not None and float(out["scores"]) in (0.0, 1.0)
-        assert "latr_branches_created" in out["extra_logs"]
+        assert "latr/branches_created" in out["extra_logs"]
+        tree = {k: out["extra_logs"][f"latr/{k}"] for k in ("parent", "birth_step", "shared_prefix_len")}
+        assert all(isinstance(v, float) for v in tree.values())  # tree metadata, -1 where none
 
     from transformers import AutoModelForCausalLM
 
@@ -180,14 +182,15 @@ def test_openrlhf_samples_generator_runs_on_latr_engines(ray_cluster, tiny_model
         assert exp.rollout_log_probs.shape == exp.action_mask.shape
         assert (exp.rollout_log_probs[exp.action_mask.bool()] <= 0).all()
         assert float(exp.scores[0]) in (0.0, 1.0)
-        assert {"latr_branches_created", "latr_origin_tree", "latr_pairwise_edit_distance"} <= set(exp.info)
-    # the step reached the engines (mix-ratio schedule): our generate_samples wrapper counted one step
-    assert generator._latr_step == 1
-    assert any(float(exp.info["latr_origin_tree"][0]) == 1.0 for exp in samples)
+        names = {"latr/branches_created", "latr/origin_tree", "latr/pairwise_edit_distance", "latr/parent"}
+        assert names | {"latr/birth_step", "latr/shared_prefix_len"} <= set(exp.info)
+    # the step reached the engines (mix-ratio schedule): OpenRLHF's global step (0 before training) + 1
+    assert ray.get([e.__ray_call__.remote(lambda a: a.training_step) for e in engines]) == [1, 1]
+    assert any(float(exp.info["latr/origin_tree"][0]) == 1.0 for exp in samples)
     # OpenRLHF's evaluation samples plainly on the same engines (the paper validates with stochastic sampling)
     evaluated = generator.generate_eval_samples(**GENERATE_KWARGS)
     assert len(evaluated) == 2 * 4
-    assert all(float(exp.info["latr_origin_tree"][0]) == 0.0 for exp in evaluated)
+    assert all(float(exp.info["latr/origin_tree"][0]) == 0.0 for exp in evaluated)
     for engine in engines:
         ray.kill(engine)
 
@@ -203,16 +206,22 @@ def test_dynamic_sampling_keeps_informative_groups_within_its_bound(ray_cluster,
     engines = create_rollout_engines(2, 1, str(tiny_model_dir), 0, False, True, True, 256, ext=inv.ext(),
                                      remote_rm_url=str(reward_path))  # fmt: skip
     generator = openrlhf_generator(inv, tiny_model_dir, engines)
-    samples, pass_rate, consumed, _ = generator.generate_samples(**GENERATE_KWARGS)
-    assert 3 <= consumed <= 6  # at most max_sampling_rounds x the batch
-    assert len(samples) % 4 == 0
-    kept = len(samples) // 4
+    samples, pass_rate, consumed, exhausted = generator.generate_samples(**GENERATE_KWARGS)
+    assert 3 <= consumed <= 6 and not exhausted  # at most max_sampling_rounds x the batch
+    counts = generator._latr_counts
+    assert counts["prompts_drawn"] == consumed and counts["groups_generated"] == consumed
+    kept = int(counts["groups_kept"])
     assert consumed == 3 or kept < consumed  # a replacement is drawn only for a dropped group
-    for start in range(0, len(samples), 4):
-        scores = {float(e.scores[0]) for e in samples[start : start + 4]}
+    # one meaning in both modes: the fraction of generated groups kept
+    assert pass_rate == pytest.approx(kept / consumed)
+    if kept == 3:  # a full batch: every group informative
+        assert len(samples) == 3 * 4
+    else:  # short: held back whole (every actor rank would otherwise get a different batch), step skipped
+        assert samples == [] and len(generator._sample_buffer) == kept * 4
+    batch = samples or generator._sample_buffer
+    for start in range(0, len(batch), 4):
+        scores = {float(e.scores[0]) for e in batch[start : start + 4]}
         assert scores == {0.0, 1.0}  # DAPO's rule: only groups whose scores differ
-    # OpenRLHF's own pass-rate formula (samples, not groups, per prompt consumed)
-    assert pass_rate == pytest.approx(len(samples) / consumed * 100)
     for engine in engines:
         ray.kill(engine)
 
@@ -226,7 +235,7 @@ def test_sglang_backend_actor_launches_a_server_and_takes_weights_over_http(ray_
     from transformers import AutoModelForCausalLM
 
     serve = [sys.executable, "-m", "latr_sglang.cli", "serve", "--model", str(tiny_model_dir)]
-    serve += ["--port", "{port}"]
+    serve += ["--port", "{port}", "--enable-weight-updates"]  # the trainer pushes weights from loopback
     actor = ray.remote(LATRRolloutActor).remote(
         str(tiny_model_dir),
         backend="sglang",
@@ -246,3 +255,51 @@ def test_sglang_backend_actor_launches_a_server_and_takes_weights_over_http(ray_
         expected = model.generate(torch.tensor([ids[:start]]), do_sample=False, max_new_tokens=8)[0, start:]
     assert ids[start:] == expected.tolist()[: len(ids) - start]
     ray.get(actor.shutdown.remote())
+
+
+TIE_REWARD = """
+import torch
+def reward_func(queries, prompts, labels, **kwargs):
+    scores = torch.zeros(len(queries))  # every group ties: dynamic sampling keeps none
+    return {"rewards": scores, "scores": scores, "extra_logs": {}}
+"""
+
+
+def test_a_batch_dynamic_sampling_cannot_fill_is_skipped_then_topped_up(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    from openrlhf_ext.engine_actor import create_rollout_engines
+
+    reward_path = tmp_path / "tie_reward.py"
+    reward_path.write_text(TIE_REWARD)
+    inv = latr_train_args(
+        tiny_model_dir, reward_path, "--algo.dynamic_filtering_enable", "--dapo.max_sampling_rounds", "1"
+    )
+    engines = create_rollout_engines(
+        1, 1, str(tiny_model_dir), 0, False, True, True, 256, ext=inv.ext(), remote_rm_url=[str(reward_path)]
+    )  # fmt: skip  (a list, as OpenRLHF passes)
+    generator = openrlhf_generator(inv, tiny_model_dir, engines)
+    samples, pass_rate, consumed, exhausted = generator.generate_samples(**GENERATE_KWARGS)
+    # nothing informative within the bound: an empty batch (OpenRLHF's fit loop skips it on every rank),
+    # not a short one, and not the end of the data
+    assert (samples, pass_rate, consumed, exhausted) == ([], 0.0, 3, False)
+    total, calls = consumed, 0
+    while not exhausted and calls < 3:  # the other 3 prompts tie too: the data runs out, nothing trained
+        samples, _, consumed, exhausted = generator.generate_samples(**GENERATE_KWARGS)
+        assert samples == []
+        total, calls = total + consumed, calls + 1
+    assert exhausted and total == len(COUNTDOWN)
+    ray.kill(engines[0])
+
+
+def test_an_engine_that_cannot_start_fails_at_once_naming_why(ray_cluster, tiny_model_dir, tmp_path):
+    import time
+
+    from openrlhf_ext.engine_actor import create_rollout_engines
+
+    inv = latr_train_args(tiny_model_dir, reward_module.__file__)
+    start = time.monotonic()
+    with pytest.raises(ray.exceptions.RayActorError, match=r"not-a-reward\.txt"):
+        create_rollout_engines(1, 1, str(tiny_model_dir), 0, False, True, True, 256, ext=inv.ext(),
+                               remote_rm_url=[str(tmp_path / "not-a-reward.txt")])  # fmt: skip
+    assert time.monotonic() - start < 120  # not the weight-sync rendezvous timeout (300 s)

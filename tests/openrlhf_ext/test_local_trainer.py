@@ -31,6 +31,7 @@ def make(tmp_path, model_dir, **overrides):
         max_new_tokens=12,
         learning_rate=1e-2,
         output_dir=str(tmp_path / "run"),
+        task="countdown",  # the paper's prompt: long enough for the length-parity reward to vary
     )
     cfg = LocalTrainConfig(**{**settings, **overrides})
     latr = LATRConfig(tau_abs=0.05, tau_rel=0.9, lookahead_steps=(4, 8), chunk_size=4)
@@ -75,7 +76,8 @@ def test_dapo_latr_keeps_informative_groups(tmp_path, tiny_model_dir, monkeypatc
     cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="latr", use_wandb=True)
     trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
     try:
-        assert trainer.reference is None and trainer.policy_loss.clip_eps_high == 0.28
+        # DAPO: clip-higher, and the KL loss 0.01 of the released LATR DAPO runs (so a reference model)
+        assert trainer.reference is not None and trainer.policy_loss.clip_eps_high == 0.28
         history = trainer.fit()
         assert all(0.0 < m["dynamic_filtering_pass_rate"] <= 1.0 for m in history)
         assert any(m["latr/branches_created"] > 0 for m in history)
@@ -93,7 +95,7 @@ def test_dynamic_sampling_gives_up_after_its_rounds(tmp_path, tiny_model_dir):
     trainer = LocalTrainer(cfg, latr, reward_fn=lambda p, r, label: (0.0, 0.0))  # every group ties
     try:
         before = {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
-        m = trainer.fit()[0]
+        m = trainer.train_step(1)  # (fit() would then stop the run: nothing trained)
         assert m["rollout/sampling_rounds"] == 2 and m["dynamic_filtering_pass_rate"] == 0.0
         assert m["skipped_step"] == 1.0 and m["rollout/num_samples"] == 2 * 2 * 4
         assert all(torch.equal(before[k], v) for k, v in trainer.actor.model.state_dict().items())
@@ -160,6 +162,37 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_model_dir):
     assert len(read_metrics(tmp_path / "interrupted/metrics.csv")) == 3
 
 
+def test_resume_falls_back_from_a_damaged_checkpoint_and_refuses_a_changed_config(tmp_path, tiny_model_dir):
+    """Checkpoints are verified on load: a damaged latest gives way to the previous intact one; a resume with
+    another seed is refused (exit 2, naming the field) unless --local.force_resume."""
+    from openrlhf_ext.local_trainer import train
+
+    def config(**overrides):
+        return make(tmp_path, tiny_model_dir, algo="grpo", sampler="stochastic", save_steps=1, **overrides)
+
+    cfg, latr = config(steps=2)
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    ckpts = tmp_path / "run" / "checkpoints"
+    state = ckpts / "step_2" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:-16])  # a torn write of the latest checkpoint
+
+    cfg, latr = config(steps=2, resume=True)
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        assert trainer.load_checkpoint() == 1  # step_2 is damaged: step_1 is the latest intact one
+    finally:
+        trainer.close()
+
+    cfg, latr = config(steps=2, resume=True, seed=7)
+    assert train(cfg, latr) == 2
+    cfg, latr = config(steps=1, resume=True, seed=7, force_resume=True)
+    assert train(cfg, latr) == 0
+
+
 def test_prompt_files_are_checked(tmp_path):
     from openrlhf_ext.local_trainer import load_prompts
 
@@ -206,6 +239,9 @@ def test_latr_train_local_mode_end_to_end_with_eval_and_report(tmp_path, tiny_mo
         "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--rollout.max_new_tokens", "8",
         "--actor.adam.lr", "1e-3", "--algo.dynamic_filtering_enable",
         "--dapo.dynamic_filtering_metric", "reward",
+        # the tiny random model never answers; DAPO's soft overlong punishment over the whole length makes
+        # its rewards differ with response length (it stops at newlines), so the steps train
+        "--reward.overlong_buffer_len", "8",
         "--local.response_prefix", "<answer>", "--local.countdown_numbers", "2,3",
         "--local.eval_prompts", "3",
         "--eval.n_samples_per_prompt", "2", "--latr.lookahead_steps", "4,8", "--latr.chunk_size", "4",
@@ -222,6 +258,10 @@ def test_latr_train_local_mode_end_to_end_with_eval_and_report(tmp_path, tiny_mo
     assert len(read_metrics(out / "metrics.csv")) == 2
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["response_prefix"] == "<answer>" and config["train"]["algo"] == "dapo"
+    assert config["train"]["overlong_buffer_len"] == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["problems"] == 3 and summary["trained_steps"] >= 1 and "pass@1_ci95" in summary["before"]
+    assert "==== summary: 3 held-out problems x 2 samples" in proc.stdout
 
     report_dir = tmp_path / "report"
     proc = subprocess.run(
@@ -233,3 +273,103 @@ def test_latr_train_local_mode_end_to_end_with_eval_and_report(tmp_path, tiny_mo
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("metrics_combined.csv", "reward.png", "tree.png", "eval.png"):
         assert (report_dir / name).stat().st_size > 0, name
+
+
+def test_kl_zero_loads_no_reference(tmp_path, tiny_model_dir):
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="stochastic", kl_coef=0.0)
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        assert trainer.reference is None
+    finally:
+        trainer.close()
+
+
+def test_a_run_that_trains_nothing_exits_nonzero_and_says_which_flags_help(tmp_path, tiny_model_dir, capsys):
+    from openrlhf_ext.local_trainer import train
+
+    # the tiny random model never solves countdown: every group ties on accuracy, every step is skipped
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="dapo", sampler="stochastic", max_sampling_rounds=1)
+    assert train(cfg, latr) == 3
+    err = capsys.readouterr().err
+    assert "nothing trained: all 2 steps were skipped" in err and "no group had rewards that differ" in err
+    assert "--rollout.n_samples_per_prompt" in err and "--dapo.dynamic_filtering_metric reward" in err
+    assert not (tmp_path / "run" / "policy").exists()  # an unchanged policy is not passed off as trained
+
+
+def test_a_non_finite_loss_skips_the_step_and_never_reaches_the_weights(tmp_path, tiny_model_dir):
+    from openrlhf_ext.local_trainer import NothingTrained
+
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="grpo", sampler="stochastic", steps=1)
+    trainer = LocalTrainer(cfg, latr, reward_fn=lambda p, r, label: (float("nan"), 0.0))
+    try:
+        before = {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
+        with pytest.raises(NothingTrained, match="not finite"):
+            trainer.fit()
+        assert all(torch.equal(before[k], v) for k, v in trainer.actor.model.state_dict().items())
+        rows = read_metrics(tmp_path / "run/metrics.csv")
+        assert rows[0]["skipped_step"] == "1.0" and rows[0]["nonfinite_step"] == "1.0"
+    finally:
+        trainer.close()
+
+
+def test_fewshot_task_holds_out_its_eval_problems(tmp_path):
+    import json
+
+    from openrlhf_ext.local_trainer import load_problems
+
+    train, held_out = load_problems(LocalTrainConfig(eval_prompts=64, output_dir=str(tmp_path)))
+    assert len(held_out) == 64
+
+    def key(label):
+        p = json.loads(label)
+        return tuple(sorted(p["numbers"])), p["target"]
+
+    held = {key(lab) for _, lab in held_out}
+    assert len(held) == 64 and not held & {key(lab) for _, lab in train}
+    assert all(p.startswith("Write an equation") and p.endswith("Answer:") for p, _ in held_out)
+
+
+def test_latr_train_local_maps_every_written_flag_and_chooses_the_algorithm():
+    from openrlhf_ext.cli.train_ppo_ray import local_config, parse
+
+    # each of these equals OpenRLHF's default, and differs from the local trainer's own default
+    argv = ["--trainer.mode", "local", "--train.seed", "42", "--ckpt.output_dir", "./ckpt"]
+    argv += ["--rollout.n_samples_per_prompt", "1", "--algo.kl.init_coef", "0.0"]
+    cfg = None
+    with pytest.raises(Exception, match="n_samples_per_prompt"):  # 1 is mapped, then refused by name
+        local_config(parse(argv))
+    argv[argv.index("1")] = "2"
+    cfg = local_config(parse(argv))
+    assert (cfg.seed, cfg.output_dir, cfg.n_samples_per_prompt, cfg.kl_coef) == (42, "./ckpt", 2, 0.0)
+    assert cfg.algo == "grpo" and cfg.clip_high == 0.2  # no dynamic filtering: GRPO
+    cfg = local_config(parse([*argv, "--algo.dynamic_filtering_enable", "--reward.overlong_buffer_len", "4"]))
+    assert cfg.algo == "dapo" and cfg.clip_high == 0.28 and cfg.overlong_buffer_len == 4
+
+
+def test_eval_every_and_a_resume_that_only_evaluates_the_checkpoint(tmp_path, tiny_model_dir):
+    import json
+
+    settings = dict(algo="grpo", sampler="stochastic", eval_prompts=2, eval_n=2, save_steps=1)
+    cfg, latr = make(tmp_path, tiny_model_dir, steps=2, eval_every=1, **settings)
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    run = tmp_path / "run"
+    assert {p.name for p in run.glob("eval_*.json")} == {
+        "eval_before.json",
+        "eval_step1.json",
+        "eval_after.json",
+    }
+    # resuming at the last checkpoint with no step left: the checkpointed policy is evaluated against the
+    # stored starting evaluation, and the summary counts the steps the first invocation ran
+    cfg, latr = make(tmp_path, tiny_model_dir, steps=2, resume=True, eval_before=False, **settings)
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    try:
+        assert trainer.fit() == []
+    finally:
+        trainer.close()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["problems"] == 2 and "gain" in summary
+    assert len(read_metrics(run / "metrics.csv")) == 2

@@ -24,6 +24,16 @@ def env(**extra):
     }
 
 
+@pytest.fixture
+def data_dir(tmp_path):
+    """The files the training scripts read, as `datasets/prepare_*.py` name them (one row each)."""
+    row = json.dumps({"prompt": "p", "label": "1"}) + "\n"
+    for name in ("countdown/train.jsonl", "countdown/test.jsonl", "math/train.jsonl", "math/math500.jsonl"):
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_text(row)
+    return tmp_path / "data"
+
+
 def test_the_script_matrix_is_complete():
     names = {p.stem for p in TRAIN}
     assert names == {
@@ -44,11 +54,11 @@ def test_bash_parses(script):
 
 
 @pytest.mark.parametrize("script", TRAIN, ids=lambda p: p.name)
-def test_training_script_flags_resolve(script, tmp_path):
+def test_training_script_flags_resolve(script, tmp_path, data_dir):
     algo, sampler, dataset = script.stem.split("-")
     proc = subprocess.run(
         [str(script)],
-        env=env(DRY_RUN="1", OUTPUT_DIR=str(tmp_path)),
+        env=env(DRY_RUN="1", OUTPUT_DIR=str(tmp_path), DATA_DIR=str(data_dir)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -69,10 +79,13 @@ def test_training_script_flags_resolve(script, tmp_path):
         assert resolved["latr"] is None
 
 
-def test_training_script_overrides_from_the_environment_and_arguments(tmp_path):
+def test_training_script_overrides_from_the_environment_and_arguments(tmp_path, data_dir):
     proc = subprocess.run(
         [str(REPO / "scripts/dapo-latr-countdown.sh"), "--latr.tau_abs", "0.3"],
-        env=env(DRY_RUN="1", MODEL="my/model", NUM_GPUS="4", OUTPUT_DIR=str(tmp_path), WANDB_PROJECT="p"),
+        env=env(
+            DRY_RUN="1", MODEL="my/model", NUM_GPUS="4", OUTPUT_DIR=str(tmp_path), WANDB_PROJECT="p",
+            DATA_DIR=str(data_dir),
+        ),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -84,6 +97,19 @@ def test_training_script_overrides_from_the_environment_and_arguments(tmp_path):
     )
     assert resolved["openrlhf"]["logger"]["wandb"]["project"] == "p"
     assert resolved["latr"]["tau_abs"] == 0.3
+
+
+@pytest.mark.parametrize("dataset", ["countdown", "math"])
+def test_missing_data_and_model_are_named_with_how_to_prepare_them(tmp_path, dataset):
+    proc = subprocess.run(
+        [str(REPO / f"scripts/dapo-latr-{dataset}.sh")],
+        env=env(DRY_RUN="1", DATA_DIR=str(tmp_path / "none"), MODEL=str(tmp_path / "no-model")),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"{tmp_path}/none/{dataset}/train.jsonl" in proc.stderr
+    assert f"datasets/prepare_{dataset}.py" in proc.stderr
+    assert "no-model" in proc.stderr and "config.json" in proc.stderr
 
 
 def test_bad_script_settings_fail_naming_them():

@@ -95,8 +95,6 @@ WRAPPERS = [
 ]
 CORPUS = [(kind, wrap(p)) for p in PAYLOADS for kind, wrap in WRAPPERS]
 COUNTDOWN_BOUND_S = 1.0
-# the pool's bound plus killing a hung worker and starting its replacement, on 2 busy cores
-MATH_BOUND_S = math_task.VERIFY_TIMEOUT_S + 4.0
 
 
 def test_corpus_is_large_enough():
@@ -114,11 +112,11 @@ def _score(case):
         if reward not in (0.0, 0.1) or elapsed > COUNTDOWN_BOUND_S:
             problems.append(f"countdown {response[:50]!r}: reward {reward}, {elapsed:.2f}s")
     if kind != "countdown":
-        t0 = time.perf_counter()
+        # the math bound is on the verification's CPU time (checked on the pool below), not on wall time,
+        # which here includes waiting for a worker behind other hostile cases on a busy machine
         accuracy, _ = math_task.score(response, "42")
-        elapsed = time.perf_counter() - t0
-        if accuracy != 0.0 or elapsed > MATH_BOUND_S:
-            problems.append(f"math {response[:50]!r}: accuracy {accuracy}, {elapsed:.2f}s")
+        if accuracy != 0.0:
+            problems.append(f"math {response[:50]!r}: accuracy {accuracy}")
     return problems
 
 
@@ -140,19 +138,81 @@ def test_every_hostile_case_scores_within_its_bound_and_nothing_leaks():
         problems = [p for ps in pool.map(_score, CORPUS) for p in ps]
     assert not problems, problems
     pool = math_task.verifier_pool()
+    # no call used more than its CPU bound plus the grace before the kill (and /proc's clock-tick resolution)
+    assert pool.max_call_cpu_s <= math_task.VERIFY_TIMEOUT_S + pool.grace_s + 0.2, pool.max_call_cpu_s
+    assert pool.failures == 0
     new_children = live_children() - children_before
-    assert new_children <= set(pool.worker_pids()) and len(new_children) <= pool.size, new_children
+    assert new_children <= set(pool.worker_pids()) and len(new_children) <= pool.max_workers, new_children
     assert threading.active_count() <= threads_before, threading.enumerate()
 
 
-def test_the_pool_kills_a_hung_worker_and_keeps_serving():
+HOSTILE_MATH = [
+    "Answer: 9^{9^{9^{9}}}",
+    "so \\boxed{(10^{100000})!}",
+    "Answer: 10^{10^{10^{10^{10}}}}",
+]
+
+
+def _correct_math_answers() -> list[tuple[str, str]]:
+    """64 distinct correct answers: plain numbers (decided in process) and forms only math-verify equates."""
+    cases = [("Answer: 0.5", "\\frac{1}{2}"), ("Answer: \\frac{3}{4}", "0.75")] * 8
+    cases += [(f"Answer: \\sqrt{{{2 * k * k}}}", f"{k}\\sqrt{{2}}") for k in range(2, 26)]
+    cases += [(f"Answer: \\frac{{\\pi}}{{{k}}}", f"\\pi/{k}") for k in range(2, 26)]
+    assert len(cases) == 64
+    return cases
+
+
+@pytest.fixture
+def fresh_verifier(monkeypatch):
+    """A cold verifier pool and no cached verdicts, as at the start of a run."""
+    from collections import OrderedDict
+
+    monkeypatch.setattr(math_task, "_pool", None)
+    monkeypatch.setattr(math_task, "_verdicts", OrderedDict())
+    yield
+    if math_task._pool is not None:
+        math_task._pool.close()
+
+
+@pytest.fixture
+def loaded_machine():
+    """Every core busy with a spinning process for the test's duration."""
+    import os
+    import subprocess
+    import sys
+
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(len(os.sched_getaffinity(0)))
+    ]
+    yield
+    for p in spinners:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_correct_math_answers_from_8_threads_on_a_loaded_machine_all_score_1(fresh_verifier, loaded_machine):
+    cases = [(r, g, 1.0) for r, g in _correct_math_answers()]
+    for i, hostile in enumerate(HOSTILE_MATH):  # hostile answers that use their whole bound, mixed in early
+        cases.insert(3 + 7 * i, (hostile, "42", 0.0))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        scores = list(pool.map(lambda c: math_task.score(c[0], c[1])[0], cases))
+    wrong = [(r, g, s) for (r, g, expected), s in zip(cases, scores) if s != expected]
+    assert not wrong, wrong
+    pool = math_task.verifier_pool()
+    assert pool.timeouts >= 1 and pool.wall_timeouts == 0 and pool.failures == 0  # the hostile ones ran out
+
+
+def test_the_pool_kills_a_worker_that_makes_no_progress_and_keeps_serving():
+    """A worker that uses no CPU and never answers (asleep, stopped) is ended by the wall-clock cap."""
     from latr_sglang.tasks.verify_pool import TimeoutPool
 
-    pool = TimeoutPool(time.sleep, workers=1, timeout_s=0.5)
+    pool = TimeoutPool(time.sleep, workers=1, timeout_s=0.5, wall_limit_s=1.0)
     try:
+        pool.call(0)  # started and warm: what follows measures the call alone
         t0 = time.perf_counter()
         assert pool.call(30, default="timeout") == "timeout"
-        assert time.perf_counter() - t0 < 5 and pool.timeouts == 1
+        assert time.perf_counter() - t0 < 10 and pool.wall_timeouts == 1
         assert pool.call(0, default="timeout") is None  # a fresh worker answers
         worker_pids = pool.worker_pids()
         assert len(worker_pids) == 1

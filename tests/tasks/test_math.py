@@ -64,3 +64,83 @@ def test_math500_answers_score_against_themselves():
     assert len(rows) == 500
     for r in rows[:60]:
         assert score(f"Answer: {r['answer']}", r["answer"])[0] == 1.0, r["answer"]
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "correct"),
+    [
+        ("Answer: 3.141593", "\\pi", 0.0),  # a 6-decimal approximation is not the exact value
+        ("Answer: 3.14", "\\pi", 0.0),
+        ("Answer: 0.333333", "\\frac{1}{3}", 0.0),
+        ("Answer: 1.41421356", "\\sqrt{2}", 0.0),
+        ("Answer: 5 = 3", "3", 0.0),  # an equation whose last side matches states no value
+        ("Answer: x = 5 = 3", "3", 0.0),
+        ("Answer: a + b = 3", "3", 0.0),
+        ("Answer: 1 + 2 = 3", "3", 0.0),
+        ("Answer: 0.5", "\\frac{1}{2}", 1.0),  # plain equivalent forms still score
+        ("Answer: \\frac{1}{4}", "0.25", 1.0),
+        ("Answer: 1.5", "\\frac{3}{2}", 1.0),
+        ("Answer: x = 3", "3", 1.0),  # an assignment states its value
+        ("Answer: y = 2x + 1", "y=2x+1", 1.0),
+        ("Answer: \\frac{\\pi}{2}", "\\pi/2", 1.0),
+        ("Answer: \\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", 1.0),
+        ("Answer: 10\\%", "0.1", 1.0),
+    ],
+)
+def test_strict_equivalence(response, gold, correct):
+    assert score(response, gold)[0] == correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "predicted", "equal"),
+    [
+        ("\\pi", "3.141593", False),
+        ("3", "5 = 3", False),
+        ("\\frac{1}{3}", "0.333333", False),
+        ("\\frac{1}{2}", "0.5", True),
+    ],
+)
+def test_the_strict_configuration_is_math_verifys_own(gold, predicted, equal):
+    """The verifier itself, not only the in-process shortcuts, is strict."""
+    from latr_sglang.tasks.math import _math_verify_equal
+
+    assert _math_verify_equal(gold, predicted) is equal
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("12", 12),
+        ("-0.5", -0.5),
+        (".25", 0.25),
+        ("\\frac{1}{2}", 0.5),
+        ("-\\frac{3}{4}", -0.75),
+        ("3/4", 0.75),
+    ],
+)
+def test_exact_number(text, value):
+    from latr_sglang.tasks.math import exact_number
+
+    assert exact_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["\\frac{1}{0}", "1/0", "\\pi", "2\\sqrt{2}", "1e5", "1" * 50, "x"])
+def test_exact_number_declines(text):
+    from latr_sglang.tasks.math import exact_number
+
+    assert exact_number(text) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"), [("3", (3, 3)), ("1:6", (1, 6)), ("0", None), ("4:2", None), ("x", None)]
+)
+def test_verifier_pool_size_from_the_environment(monkeypatch, caplog, spec, expected):
+    from latr_sglang.tasks import math as math_task
+
+    monkeypatch.setenv("LATR_VERIFY_WORKERS", spec)
+    got = math_task._pool_workers()
+    if expected is None:  # a bad value warns and keeps the defaults: a reward call must not fail on it
+        monkeypatch.delenv("LATR_VERIFY_WORKERS")
+        assert got == math_task._pool_workers() and "LATR_VERIFY_WORKERS" in caplog.text
+    else:
+        assert got == expected

@@ -48,3 +48,89 @@ def test_batch_and_garbage_labels():
     reward_func = load_as_openrlhf_does()
     out = reward_func(["a", "b", None], ["", "", ""], [json.dumps({"numbers": "x"}), None, "5"])
     assert out["rewards"].tolist() == [0.0, 0.0, 0.0] and out["scores"].shape == (3,)
+
+
+def _countdown_case():
+    problem = generate(1, seed=5)[0]
+    return (
+        problem,
+        problem.prompt("chat"),
+        problem.label(),
+    )  # the chat prompt shows "<answer> (1 + 2) / 3 </answer>"
+
+
+def test_a_query_that_does_not_contain_its_prompt_is_refused_not_guessed(caplog):
+    """The prompt's own example answer must never be scored as the response."""
+    reward_func = load_as_openrlhf_does()
+    problem, prompt, label = _countdown_case()
+    altered = prompt.replace("Using", "using", 1)  # the decoded query differs by one character
+    cases = [
+        altered + " I give up",  # would score the example answer (0.1) if the whole query were scored
+        altered + f" <answer>{problem.solution}</answer>",  # even a right answer: where it starts is unknown
+        prompt[5:] + " I give up",  # a prompt truncated from the left
+    ]
+    with caplog.at_level("WARNING"):
+        out = reward_func(cases, [prompt] * 3, [label] * 3)
+    assert out["rewards"].tolist() == [0.0, 0.0, 0.0]
+    assert out["extra_logs"]["response_unaligned"].tolist() == [1.0, 1.0, 1.0]
+    assert "does not contain the prompt" in caplog.text
+
+
+def test_token_boundaries_given_as_responses_are_used():
+    reward_func = load_as_openrlhf_does()
+    problem, prompt, label = _countdown_case()
+    altered = prompt.replace("Using", "using", 1)
+    out = reward_func(
+        [altered + f" <answer>{problem.solution}</answer>", altered + " I give up"],
+        [prompt, prompt],
+        [label, label],
+        responses=[f" <answer>{problem.solution}</answer>", " I give up"],
+    )
+    assert out["rewards"].tolist() == [1.0, 0.0] and out["scores"].tolist() == [1.0, 0.0]
+    assert out["extra_logs"]["response_unaligned"].tolist() == [0.0, 0.0]
+
+
+def test_a_special_token_before_the_prompt_is_skipped():
+    reward_func = load_as_openrlhf_does()
+    problem, prompt, label = _countdown_case()
+    out = reward_func(["<|im_start|>" + prompt + " I give up"], [prompt], [label])
+    assert out["rewards"].tolist() == [0.0]  # the example answer in the prompt was not scored
+    out = reward_func(["<|im_start|>" + prompt + f"<answer>{problem.solution}</answer>"], [prompt], [label])
+    assert out["rewards"].tolist() == [1.0]
+
+
+def test_through_a_real_tokenizer_that_does_and_one_that_does_not_round_trip():
+    """What OpenRLHF does: decode(prompt tokens + response tokens). A byte-level BPE round-trips the prompt;
+    one with a Unicode normalizer (NFKC: "…" becomes "...") does not, and the sample is refused (or scored
+    from `responses`)."""
+    import copy
+
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    from latr_sglang.tiny import make_tiny_tokenizer
+
+    reward_func = load_as_openrlhf_does()
+    problem, prompt, label = _countdown_case()
+    prompt = prompt + " Think… then answer."
+    response = f" ok <answer>{problem.solution}</answer>"
+    exact = make_tiny_tokenizer()
+    backend = copy.deepcopy(exact.backend_tokenizer)
+    backend.normalizer = normalizers.NFKC()
+    normalizing = PreTrainedTokenizerFast(tokenizer_object=backend)
+    for tok, aligned in [(exact, True), (normalizing, False)]:
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        response_ids = tok(response, add_special_tokens=False)["input_ids"]
+        query = tok.decode(prompt_ids + response_ids, skip_special_tokens=False)
+        out = reward_func([query], [prompt], [label])
+        assert out["rewards"].tolist() == ([1.0] if aligned else [0.0])
+        assert out["extra_logs"]["response_unaligned"].tolist() == [0.0 if aligned else 1.0]
+        decoded = tok.decode(response_ids, skip_special_tokens=False)
+        assert reward_func([query], [prompt], [label], responses=[decoded])["rewards"].tolist() == [1.0]
+
+
+def test_a_prompt_that_is_not_text_is_not_guessed_around():
+    reward_func = load_as_openrlhf_does()
+    label = json.dumps({"numbers": [1], "target": 1})
+    out = reward_func(["<answer>1</answer>"] * 3, [None, 5, ""], [label] * 3)
+    assert out["rewards"].tolist() == [0.0, 0.0, 1.0]  # an empty prompt: the query is all response

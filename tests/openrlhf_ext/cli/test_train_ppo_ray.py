@@ -156,3 +156,125 @@ def test_unknown_or_malformed_flags_exit_2_naming_them(argv, capsys):
         parse([*RAY_BASE, *argv])
     assert exc.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+DEVICE_CONFLICTS = [
+    (
+        ["--trainer.device", "cpu"],
+        ["--trainer.device cpu", "--rollout.backend sglang", "add --rollout.backend"],
+    ),
+    (["--trainer.device", "tpu"], ["--trainer.device tpu"]),
+    (
+        ["--rollout.backend", "torch", "--trainer.device", "cpu", "--train.colocate_all"],
+        ["--train.colocate_all"],
+    ),
+    (["--latr.exit_scope", "batch"], ["--latr.exit_scope batch", "one prompt at a time"]),
+]
+
+
+@pytest.mark.parametrize(("extra", "named"), DEVICE_CONFLICTS)
+def test_ray_mode_refuses_what_cannot_take_effect(extra, named, capsys):
+    code, _, err = run_main([*RAY_BASE, *extra, "--dry-run"], capsys)
+    assert code == 2, err
+    for piece in named:
+        assert piece in err
+
+
+def test_trainer_device_is_one_flag_for_both_modes(capsys):
+    local = ["--trainer.mode", "local", "--dry-run"]
+    assert parse(local).local_overrides.get("device") is None
+    for flag in ("--trainer.device", "--local.device"):  # --local.device: the old spelling, an alias
+        code, out, err = run_main([*local, flag, "cpu"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["local"]["device"] == "cpu"
+    code, _, err = run_main([*local, "--trainer.device", "cpu", "--local.device", "cuda"], capsys)
+    assert code == 2 and "disagree" in err
+    inv = parse([*RAY_BASE, "--rollout.backend", "torch", "--trainer.device", "cpu"])
+    assert inv.openrlhf.latr_ext["trainer"]["device"] == "cpu"
+
+
+def test_the_reward_file_as_openrlhfs_validation_leaves_it_loads_in_the_engine():
+    from openrlhf_ext.engine_actor import load_reward_func
+
+    inv = parse([*RAY_BASE, "--rollout.backend", "torch"])
+    url = inv.openrlhf.reward.remote_url
+    assert isinstance(url, list) and url == [REWARD]  # what create_vllm_engines receives
+    assert callable(load_reward_func(url)) and callable(load_reward_func(REWARD))
+    with pytest.raises(ValueError, match="one reward file"):
+        load_reward_func([REWARD, REWARD])
+    with pytest.raises(ValueError, match="http://rm:5000"):
+        load_reward_func(["http://rm:5000"])
+
+
+def test_cpu_mode_asks_ray_for_the_logical_gpus_openrlhfs_placement_groups_need():
+    from openrlhf_ext.cpu_mode import ray_init_resources
+
+    flags = ["--rollout.backend", "torch", "--trainer.device", "cpu", "--actor.num_gpus_per_node", "2"]
+    colocated = parse([*RAY_BASE, *flags, "--ref.num_gpus_per_node", "2", "--train.colocate_actor_ref"])
+    apart = parse([*RAY_BASE, *flags, "--ref.num_gpus_per_node", "1"])
+    assert ray_init_resources(colocated.openrlhf, 2)["num_gpus"] == 2  # actor and ref share bundles
+    assert ray_init_resources(apart.openrlhf, 2)["num_gpus"] == 3
+    assert ray_init_resources(apart.openrlhf, 2)["num_cpus"] >= 3 + 2
+
+
+def test_weight_sync_backend_is_one_rule_for_both_sides():
+    from openrlhf_ext.vllm_shim import sync_backend
+
+    # --vllm.sync_backend nccl (OpenRLHF's default) on CPU tensors, and gloo anywhere: gloo on both sides
+    assert sync_backend("nccl", "cpu") == sync_backend("nccl", None) == "gloo"
+    assert sync_backend("gloo", "cuda") == sync_backend("gloo", 0) == "gloo"
+    if not __import__("torch").cuda.is_available():
+        assert sync_backend("nccl", 0) == "gloo"  # no CUDA here: a device index cannot mean a GPU
+    with pytest.raises(ValueError, match="mpi"):
+        sync_backend("mpi", "cpu")
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dapo"])
+def test_training_scripts_make_one_optimizer_update_per_rollout(algo, tmp_path, tiny_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "LATR_TRAIN": str(Path(sys.executable).parent / "latr-train")}
+    row = json.dumps(
+        {"prompt": "Using the numbers [1, 2], make 3.", "label": '{"numbers": [1, 2], "target": 3}'}
+    )
+    for name in ("train.jsonl", "test.jsonl"):
+        (tmp_path / "countdown").mkdir(exist_ok=True)
+        (tmp_path / "countdown" / name).write_text(row + "\n")
+    env.update(ALGO=algo, SAMPLER="latr", DATASET="countdown", DRY_RUN="1")
+    env.update(DATA_DIR=str(tmp_path), MODEL=str(tiny_model_dir), OUTPUT_DIR=str(tmp_path / "runs"))
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts/_train.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    o = json.loads(proc.stdout)["openrlhf"]
+    samples = o["rollout"]["batch_size"] * o["rollout"]["n_samples_per_prompt"]  # prompts x responses
+    updates = (
+        samples // o["train"]["batch_size"] * o["train"]["max_epochs"]
+    )  # train.batch_size counts samples
+    assert (o["rollout"]["batch_size"], o["rollout"]["n_samples_per_prompt"]) == (256, 8)
+    assert updates == 1
+
+
+def test_latr_train_without_openrlhf_is_one_line(tmp_path):
+    """Installed without the [train] extra, latr-train names what to install instead of a traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_openrlhf.py"
+    script.write_text(
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'openrlhf' or name.startswith('openrlhf.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from openrlhf_ext.cli.train_ppo_ray import main\n"
+        "sys.exit(main(['--trainer.mode', 'local', '--dry-run']))\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "needs OpenRLHF" in proc.stderr and "latr-sglang[train]" in proc.stderr

@@ -1,0 +1,120 @@
+"""Prompt I/O: reading prompt files, encoding prompts for an engine, and the built-in tasks' problem sets.
+
+The trainer, the evaluator and the `sample` CLI all read and encode prompts here, so a prompt is tokenized
+the same way wherever it is sampled, trained on or scored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TASKS = ("countdown-fewshot", "countdown")
+
+
+def read_jsonl(path: str | Path, required: dict[str, type]) -> list[dict]:
+    """Rows of a JSONL file, each checked to hold the required keys with values of the given types."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+        for key, kind in required.items():
+            value = row.get(key) if isinstance(row, dict) else None
+            if not isinstance(value, kind) or value in ("", None):
+                raise ValueError(f"{path}:{i + 1}: no non-empty {kind.__name__} under key {key!r}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no prompts")
+    return rows
+
+
+def load_prompts(path: str | Path, input_key: str = "prompt") -> list[str]:
+    return [row[input_key] for row in read_jsonl(path, {input_key: str})]
+
+
+def encode_prompts(
+    tokenizer: Any, texts: Sequence[str], chat: bool, response_prefix: str = ""
+) -> list[list[int]]:
+    """Prompt ids (in the chat template when `chat`), followed by the ids of `response_prefix`: text the
+    assistant's turn starts with (a prefill)."""
+    prefix = list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
+    if chat and getattr(tokenizer, "chat_template", None):
+        return [
+            list(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": t}],
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
+                )
+            )
+            + prefix
+            for t in texts
+        ]
+    return [list(tokenizer(t).input_ids) + prefix for t in texts]
+
+
+def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Every token whose text holds a newline: stopping on them ends a one-line answer (SGLang's `stop`
+    matches text; the LATR driver ends branches on token ids, so the stop is given as ids)."""
+    return tuple(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
+
+
+def _key(label: str) -> tuple:
+    problem = json.loads(label)
+    return tuple(sorted(problem["numbers"])), problem["target"]
+
+
+def task_problems(
+    task: str,
+    count: int,
+    seed: int,
+    *,
+    chat: bool = True,
+    min_numbers: int = 3,
+    max_numbers: int = 4,
+    max_number: int = 12,
+) -> list[tuple[str, str]]:
+    """(prompt, label) pairs of a built-in task. countdown-fewshot: two numbers in 1..max_number, the raw
+    few-shot prompt; countdown: the paper's prompt (chat or raw), min..max numbers in 1..100."""
+    if task == "countdown-fewshot":
+        from latr_sglang.tasks import countdown_fewshot
+
+        problems = countdown_fewshot.generate(count, seed=seed, max_number=max_number)
+        return [(countdown_fewshot.prompt(p.numbers, p.target), p.label()) for p in problems]
+    if task == "countdown":
+        from latr_sglang.tasks.countdown import generate
+
+        problems = generate(count, seed=seed, min_numbers=min_numbers, max_numbers=max_numbers)
+        return [(p.prompt("chat" if chat else "raw"), p.label()) for p in problems]
+    raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
+
+
+def split_problems(
+    train: Sequence[tuple[str, str]], held_out: Sequence[tuple[str, str]], eval_count: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The first `eval_count` distinct problems of `held_out`, and `train` without any of them. Problems
+    are the same when their numbers (as a multiset) and target are: the order the numbers are shown in does
+    not make a new problem, so no evaluated problem is ever trained on."""
+    evaluation: list[tuple[str, str]] = []
+    seen: set[tuple] = set()
+    for prompt, label in held_out:
+        if len(evaluation) == eval_count:
+            break
+        if _key(label) not in seen:
+            seen.add(_key(label))
+            evaluation.append((prompt, label))
+    if len(evaluation) < eval_count:
+        raise ValueError(
+            f"eval_prompts={eval_count}: the task has only {len(evaluation)} distinct held-out problems here"
+        )
+    rest = [(p, lab) for p, lab in train if _key(lab) not in seen]
+    if not rest:
+        raise ValueError(f"eval_prompts={eval_count}: no training problem is left after holding these out")
+    return rest, evaluation

@@ -1,0 +1,225 @@
+"""Start-up checks of `latr-train`'s numbers, each failure one line naming the flag and its value.
+
+Values argparse accepts but a run cannot use are refused before anything starts: a NaN gradient clip turns
+every weight into NaN (and the run would exit 0 and save them), a batch size of 0 hangs, a save interval of 0
+divides by zero at the first step. `range_problems(inv)` is called from `conflicts()`; `unknown_flags_message`
+names the closest known flag for each misspelled one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+from typing import Any
+
+_MISSING = object()
+
+
+def _flag(ns: Any, dest: str) -> Any:
+    """The value of a dotted OpenRLHF dest (`actor.max_norm`) in the hierarchized namespace."""
+    value = ns
+    for part in dest.split("."):
+        value = getattr(value, part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def model_context_length(model: str | None) -> int | None:
+    """The context length a local HF folder's config.json declares, or None (a hub name, a GGUF, no file)."""
+    if not model or not isinstance(model, str):
+        return None
+    path = os.path.join(model, "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _engine_top_logprobs_problem(m: int) -> str | None:
+    """The engines' own rule for how many top log-probs one request may ask for (LATR asks for m per
+    position), applied to m; the message is theirs."""
+    from latr_sglang.engines.base import GenerateRequest, RequestError
+
+    try:
+        GenerateRequest((0,), top_logprobs_num=m).validate(vocab_size=1, context_length=1 << 30)
+    except RequestError as e:
+        return str(e)
+    return None
+
+
+def range_problems(inv: Any) -> list[str]:
+    """Every out-of-range number in the invocation, as one line each naming the flag and the value."""
+    problems: list[str] = []
+    local = inv.trainer.mode == "local"
+    # what the run will use: in ray mode every OpenRLHF flag (defaults included); in local mode the flags
+    # written or given (the rest take LocalTrainConfig's defaults, which are checked there)
+    if local:
+        values = {**inv.given, **inv.explicit}
+
+        def get(dest: str) -> Any:
+            return values.get(dest, _MISSING)
+    else:
+
+        def get(dest: str) -> Any:
+            return _flag(inv.openrlhf, dest)
+
+    def check(flag: str, value: Any, ok: bool, why: str) -> None:
+        if value is _MISSING or value is None or ok:
+            return
+        problems.append(f"--{flag} {value!r}: {why}")
+
+    def positive_finite(dest: str, value: Any = _MISSING, why: str = "must be a finite number > 0") -> None:
+        value = get(dest) if value is _MISSING else value
+        x = _number(value)
+        check(dest, value, x is not None and math.isfinite(x) and x > 0, why)
+
+    def at_least(dest: str, low: int, value: Any = _MISSING, why: str | None = None) -> None:
+        value = get(dest) if value is _MISSING else value
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        check(dest, value, ok, why or f"must be an integer >= {low}")
+
+    # gradient clip: NaN, 0 or negative would silently train NaN weights or nothing
+    clip_why = "must be a finite number > 0 (the gradient-norm clip; NaN or 0 would corrupt every update)"
+    positive_finite("actor.max_norm", why=clip_why)
+    if not local:
+        positive_finite("critic.max_norm", why=clip_why)
+    if "grad_clip" in inv.local_overrides:
+        positive_finite("local.grad_clip", inv.local_overrides["grad_clip"], why=clip_why)
+    if not local:  # local mode: LocalTrainConfig checks its learning_rate
+        positive_finite("actor.adam.lr", why="must be a finite number > 0 (the learning rate)")
+    # KL
+    value = get("algo.kl.init_coef")
+    x = _number(value)
+    check(
+        "algo.kl.init_coef",
+        value,
+        x is not None and math.isfinite(x) and x >= 0,
+        "must be a finite number >= 0 (0: no KL term)",
+    )
+    positive_finite("algo.kl.target", why="must be a finite number > 0 (the adaptive KL target)")
+    at_least("algo.kl.horizon", 1)
+    # PPO clip: the ratio is clipped to [1 - low, 1 + high]
+    eps_why = "must be a finite number in (0, 1) (the ratio is clipped to [1 - eps, 1 + eps])"
+    value = get("actor.eps_clip")
+    x = _number(value)
+    check("actor.eps_clip", value, x is not None and math.isfinite(x) and 0 < x < 1, eps_why)
+    value = get("actor.eps_clip_low_high")
+    if value is not _MISSING and value is not None:
+        pair = [_number(v) for v in value] if isinstance(value, list | tuple) else []
+        ok = (
+            len(pair) == 2
+            and all(v is not None and math.isfinite(v) for v in pair)
+            and 0 < pair[0] < 1
+            and pair[1] > 0
+        )
+        check(
+            "actor.eps_clip_low_high",
+            value,
+            ok,
+            "needs two finite numbers, low in (0, 1) and high > 0 (the ratio is clipped to "
+            "[1 - low, 1 + high])",
+        )
+    value = get("actor.dual_clip")
+    x = _number(value)
+    check(
+        "actor.dual_clip", value, x is not None and math.isfinite(x) and x > 1, "must be a finite number > 1"
+    )
+    if not local:
+        positive_finite("critic.value_clip")
+    # intervals: -1 is OpenRLHF's "never"; 0 would divide by zero at the first step
+    for dest in ("ckpt.save_steps", "eval.steps"):
+        value = get(dest)
+        ok = isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value >= 1)
+        check(dest, value, ok, "must be an integer >= 1, or -1 for never")
+    # batch sizes and counts: 0 hangs the rollout or the update loop
+    for dest in (
+        "rollout.batch_size",
+        "rollout.micro_batch_size",
+        "rollout.n_samples_per_prompt",
+        "rollout.vllm_generate_batch_size",
+        "train.batch_size",
+        "train.micro_batch_size",
+        "train.max_epochs",
+        "eval.n_samples_per_prompt",
+        "data.max_len",
+    ):
+        at_least(dest, 1)
+    for name in ("steps", "prompts_per_step", "n_samples_per_prompt", "micro_batch_size", "max_new_tokens"):
+        if name in inv.local_overrides:
+            at_least(f"local.{name}", 1, inv.local_overrides[name])
+    temperature = get("rollout.temperature")
+    x = _number(temperature)
+    check("rollout.temperature", temperature, x is not None and math.isfinite(x) and x >= 0, "must be >= 0")
+    # response length vs the context
+    max_new = get("rollout.max_new_tokens")
+    at_least("rollout.max_new_tokens", 1, max_new)
+    if isinstance(max_new, int) and max_new >= 1:
+        max_len = get("data.max_len")
+        if not local and isinstance(max_len, int) and max_len >= 1 and max_new >= max_len:
+            problems.append(
+                f"--rollout.max_new_tokens {max_new} leaves no room for the prompt in --data.max_len "
+                f"{max_len} (prompt and response share it)"
+            )
+        model = get("actor.model_name_or_path")
+        context = model_context_length(model if model is not _MISSING else None)
+        if context is not None and max_new >= context:
+            problems.append(
+                f"--rollout.max_new_tokens {max_new} does not fit the model's context of {context} tokens "
+                f"({model}/config.json) with a prompt"
+            )
+    # LATR: m top log-probs per position are asked of the engine
+    if inv.latr is not None:
+        m = inv.latr.max_branch_per_token
+        why = _engine_top_logprobs_problem(m)
+        if why is not None:
+            problems.append(
+                f"--latr.max_branch_per_token {m}: more candidates than the rollout engines return per "
+                f"position ({why})"
+            )
+    return problems
+
+
+def unknown_flags_message(known: list[str], extras: list[str]) -> str:
+    """'unrecognized arguments: ...' with, for each unknown --flag, the closest known one."""
+    hints = []
+    for token in extras:
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=", 1)[0]
+        close = suggest_flags(flag, known)
+        if close:
+            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    return f"{message} ({'; '.join(hints)})" if hints else message
+
+
+def suggest_flags(flag: str, known: list[str]) -> list[str]:
+    """Known flags close to `flag`: OpenRLHF's dotted form of an old flat flag (`--max_norm` ->
+    `--actor.max_norm`), a dash/underscore variant, or a near spelling."""
+    longs = [k for k in known if k.startswith("--")]
+    name = flag[2:].replace("-", "_")
+    tails = sorted(k for k in longs if k[2:].replace("-", "_").rsplit(".", 1)[-1] == name)
+    if tails and "." not in name:
+        return tails[:3]
+    by_form = {k[2:].replace("-", "_"): k for k in longs}
+    if name in by_form:
+        return [by_form[name]]
+    close = difflib.get_close_matches(name, list(by_form), n=2, cutoff=0.75)
+    return [by_form[c] for c in close]

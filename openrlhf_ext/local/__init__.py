@@ -1,0 +1,1 @@
+"""Parts of the single-process trainer (openrlhf_ext.local_trainer), each found by name."""

@@ -1,0 +1,103 @@
+"""The end-of-run summary: held-out pass@1 before vs after training with 95% confidence intervals, pass@k,
+example correct answers and the time taken (printed, and written as summary.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): a 95% interval for the mean of per-problem values (normal approximation; the
+    problems are the independent units, a problem's samples are not)."""
+    if not values:
+        raise ValueError("mean_ci needs at least one value")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean, mean
+    half = Z95 * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def pass1_ci(result: dict[str, Any]) -> tuple[float, float, float]:
+    """pass@1 of an evaluation result and its 95% interval over problems."""
+    n = result["n"]
+    return mean_ci([c / n for c in result["correct_per_prompt"]])
+
+
+def gain_ci(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, float, float]:
+    """after - before pass@1 on the same problems, paired per problem, with its 95% interval."""
+    b, a = before["correct_per_prompt"], after["correct_per_prompt"]
+    if len(a) != len(b):
+        raise ValueError(f"before and after were evaluated on different problem counts ({len(b)}, {len(a)})")
+    return mean_ci([ca / after["n"] - cb / before["n"] for ca, cb in zip(a, b)])
+
+
+def _problem(label: Any) -> str:
+    try:
+        p = json.loads(label) if isinstance(label, str) else label
+        return f"numbers {' '.join(map(str, p['numbers']))}, target {p['target']}"
+    except (TypeError, ValueError, KeyError):
+        return str(label)[:60]
+
+
+def summarize(
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    *,
+    steps: int,
+    trained_steps: int,
+    train_s: float,
+    total_s: float,
+) -> tuple[str, dict[str, Any]]:
+    """The summary text and the numbers behind it."""
+    n = after["n"]
+    k = f"pass@{n}"
+    fmt = "{:.3f} [{:.3f}, {:.3f}]"
+    lines = [f"==== summary: {after['prompts']} held-out problems x {n} samples, scored by the task reward"]
+    out: dict[str, Any] = {
+        "problems": after["prompts"],
+        "n": n,
+        "steps": steps,
+        "trained_steps": trained_steps,
+        "train_s": train_s,
+        "total_s": total_s,
+    }
+    a = pass1_ci(after)
+    out["after"] = {"pass@1": a[0], "pass@1_ci95": [a[1], a[2]], k: after[k]}
+    if before is not None:
+        b = pass1_ci(before)
+        g = gain_ci(before, after)
+        out["before"] = {"pass@1": b[0], "pass@1_ci95": [b[1], b[2]], k: before[k]}
+        out["gain"] = {"pass@1": g[0], "pass@1_ci95": [g[1], g[2]]}
+        lines += [
+            f"pass@1  before {fmt.format(*b)}  after {fmt.format(*a)}  (95% CI over problems)",
+            f"gain    {g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}] (paired per problem, 95% CI)",
+            f"{k:7} before {before[k]:.3f}  after {after[k]:.3f}",
+            f"distinct answers per problem  before {before['distinct_answers_mean']:.2f}  "
+            f"after {after['distinct_answers_mean']:.2f}",
+        ]
+    else:
+        lines += [f"pass@1  after {fmt.format(*a)}", f"{k:7} after {after[k]:.3f}"]
+    lines.append(
+        f"steps   {trained_steps} of {steps} trained ({steps - trained_steps} skipped); "
+        f"time: training {train_s:.0f} s, whole run {total_s:.0f} s"
+    )
+    examples = after.get("correct_examples", [])
+    out["correct_examples"] = examples
+    if examples:
+        lines.append("correct answers after training:")
+        lines += [f"  {_problem(e['label'])}: {e['response'].strip()}" for e in examples[:6]]
+    else:
+        lines.append("no held-out problem was solved after training")
+    return "\n".join(lines), out
+
+
+def write_summary(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

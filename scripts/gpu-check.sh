@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# What the CPU machine cannot measure, in one command on one GPU (< 8 minutes): the torch engine on CUDA vs
+# Hugging Face generate, LATR vs stochastic rollouts, the reference per-token loop vs our driver, one
+# shared-prefix update vs the unshared one (time and peak GPU memory), and, where the SGLang runtime is
+# installed, a launched SGLang server driven by our HTTP engine. Writes $OUT/gpu-check.json and
+# $OUT/gpu-check.md (a table to paste into BENCHMARKS.md).
+#
+#   scripts/gpu-check.sh                 # OUT=outputs/gpu-check MODEL=<embedded SmolLM2> DEVICE=cuda
+#   DRY_RUN=1 scripts/gpu-check.sh       # CPU dry path: the same steps on a tiny model, seconds each
+set -euo pipefail
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PY:-${REPO_DIR}/.venv/bin/python}"
+[[ -x "${PY}" ]] || PY="$(command -v python)"
+OUT="${OUT:-${REPO_DIR}/outputs/gpu-check}"
+DRY_RUN="${DRY_RUN:-0}"
+mkdir -p "${OUT}"
+cd "${REPO_DIR}"
+
+if [[ "${DRY_RUN}" == 1 ]]; then
+  DEVICE="${DEVICE:-cpu}"; MODEL="${MODEL:-tiny}"
+  engine_args=(--models tiny --batch 2 --new-tokens 4 --chunk-total 8 --chunk 4)
+  rollout_args=(--model tiny --num-prompts 2 --n 2 --max-new-tokens 8)
+  reference_args=(--model tiny --num-prompts 2 --n 2 --max-new-tokens 8)
+  shared_args=(--model tiny --groups 2 --n 2 --repeats 1)
+  limit=600
+else
+  DEVICE="${DEVICE:-cuda}"; MODEL="${MODEL:-smollm2}"
+  "${PY}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device (DRY_RUN=1 for the CPU path)')"
+  engine_args=(--models "${MODEL}" --batch 64 --new-tokens 128)
+  rollout_args=(--model "${MODEL}" --num-prompts 64 --n 8 --max-new-tokens 512 --prompts-per-batch 32)
+  reference_args=(--model "${MODEL}" --num-prompts 32 --n 8 --max-new-tokens 256 --prompts-per-batch 32)
+  shared_args=(--model "${MODEL}" --groups 32 --n 8 --response-tokens 256 --task countdown --repeats 3)
+  limit=150  # seconds per step; five steps stay under 8 minutes with loading
+fi
+export LATR_BENCH_DEVICE="${DEVICE}"
+echo "gpu-check: device ${DEVICE}, model ${MODEL}, output ${OUT}"
+
+step() {  # step NAME MODULE ARGS...: runs one benchmark with a time limit, its JSON into $OUT/NAME.json
+  local name="$1" module="$2"; shift 2
+  echo "== ${name}: python -m ${module} $*"
+  if timeout "${limit}" "${PY}" -m "${module}" "$@" --json "${OUT}/${name}.json" >"${OUT}/${name}.log" 2>&1; then
+    tail -n 12 "${OUT}/${name}.log"
+  else
+    echo "   ${name} failed or ran past ${limit} s (log: ${OUT}/${name}.log)"; tail -n 5 "${OUT}/${name}.log" || true
+    echo "{\"failed\": true, \"log\": \"${OUT}/${name}.log\"}" >"${OUT}/${name}.json"
+  fi
+}
+
+step engine latr_sglang.bench.engine "${engine_args[@]}"
+step rollout latr_sglang.bench.rollout "${rollout_args[@]}"
+step reference latr_sglang.bench.reference "${reference_args[@]}"
+step shared_prefix latr_sglang.bench.shared_prefix "${shared_args[@]}"
+if "${PY}" -c "import sglang.srt.entrypoints.http_server" >/dev/null 2>&1 && [[ "${DRY_RUN}" != 1 ]]; then
+  step sglang latr_sglang.bench.rollout "${rollout_args[@]}" --launch-sglang
+else
+  echo "== sglang: runtime not installed (or dry run): skipped"
+  echo '{"skipped": "the SGLang runtime is not installed here"}' >"${OUT}/sglang.json"
+fi
+
+"${PY}" - "${OUT}" "${DEVICE}" "${MODEL}" <<'EOF'
+import json, pathlib, sys
+out, device, model = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+parts = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem != "gpu-check"}
+def get(name, *keys):
+    value = parts.get(name, {})
+    for k in keys:
+        value = value.get(k) if isinstance(value, dict) else None
+    return value
+def fmt(v):
+    return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+first = next(iter(get("engine", "models") or {"": {}}))
+rows = [
+    ("torch engine / HF generate, throughput", get("engine", "models", first, "speedup")),
+    ("chunked continuations / one request", get("engine", "models", first, "chunked_ratio")),
+    ("LATR / stochastic, wall time", get("rollout", "wall_ratio")),
+    ("LATR / stochastic, per delivered token", get("rollout", "per_token_ratio")),
+    ("ours / reference loop, throughput", get("reference", "throughput_ratio")),
+    ("ours / reference loop, peak memory", get("reference", "memory_ratio")),
+    ("shared / unshared prompt, update speed-up", get("shared_prefix", "update_speedup")),
+    ("SGLang server: LATR / stochastic, wall time", get("sglang", "wall_ratio")),
+]
+(out / "gpu-check.json").write_text(json.dumps({"device": device, "model": model, "parts": parts}, indent=2))
+lines = [f"gpu-check on {device}, model {model}", "", "| figure | value |", "|---|---|"]
+lines += [f"| {name} | {fmt(v)} |" for name, v in rows]
+failed = [k for k, v in parts.items() if isinstance(v, dict) and v.get("failed")]
+if failed:
+    lines += ["", f"failed: {', '.join(failed)} (logs in {out})"]
+(out / "gpu-check.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF

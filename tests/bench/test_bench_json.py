@@ -1,0 +1,50 @@
+"""`--json PATH` of the rollout, engine and shared-prefix benchmarks: the figures a script compares, with the
+ratios recomputed from the raw numbers they come from."""
+
+import json
+
+import pytest
+
+from latr_sglang.bench import engine as engine_bench
+from latr_sglang.bench import rollout as rollout_bench
+from latr_sglang.bench import shared_prefix as shared_bench
+
+
+def test_rollout_json_has_the_ratios(tmp_path):
+    out = tmp_path / "rollout.json"
+    rollout_bench.main(
+        ["--model", "tiny", "--num-prompts", "2", "--n", "2", "--max-new-tokens", "6", "--json", str(out)]
+    )
+    data = json.loads(out.read_text())
+    latr, sto = data["arms"]["latr"], data["arms"]["stochastic"]
+    assert data["wall_ratio"] == pytest.approx(latr["wall time (s)"] / sto["wall time (s)"])
+    per_token = (latr["wall time (s)"] / latr["tokens delivered"]) / (
+        sto["wall time (s)"] / sto["tokens delivered"]
+    )
+    assert data["per_token_ratio"] == pytest.approx(per_token)
+    assert sto["tokens delivered"] > 0 and data["peak_rss_mb"] > 50
+    assert data["settings"]["n"] == 2
+
+
+def test_engine_json_has_one_entry_per_model(tmp_path):
+    out = tmp_path / "engine.json"
+    args = ["--models", "tiny", "--batch", "2", "--new-tokens", "3", "--chunk-total", "4", "--chunk", "2"]
+    engine_bench.main([*args, "--json", str(out)])
+    data = json.loads(out.read_text())
+    tiny = data["models"]["tiny"]
+    assert tiny["speedup"] == pytest.approx(tiny["engine_tok_s"] / tiny["hf_tok_s"])
+    assert tiny["chunked_ratio"] == pytest.approx(tiny["chunked_s"] / tiny["one_shot_s"])
+    assert data["peak_rss_mb"] > 50
+
+
+def test_shared_prefix_json(tmp_path):
+    out = tmp_path / "sp.json"
+    data = shared_bench.main(
+        ["--model", "tiny", "--groups", "2", "--n", "3", "--repeats", "1", "--json", str(out)]
+    )
+    assert json.loads(out.read_text())["update_speedup"] == pytest.approx(data["update_speedup"])
+    tokens = data["tokens_forwarded"]
+    assert tokens["shared"] < tokens["unshared"]
+    assert data["update_speedup"] == pytest.approx(
+        min(data["update_s"]["unshared"]) / min(data["update_s"]["shared"])
+    )

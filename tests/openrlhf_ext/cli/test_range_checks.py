@@ -1,0 +1,123 @@
+"""latr-train refuses numbers a run cannot use, at start-up, with one line naming the flag and the value;
+a misspelled flag gets the closest known one."""
+
+import json
+
+import pytest
+
+from openrlhf_ext.cli.range_checks import model_context_length, suggest_flags
+from openrlhf_ext.cli.train_ppo_ray import main
+
+RAY = ["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py", "--vllm.num_engines", "1"]
+RAY += ["--rollout.backend", "torch", "--dry-run"]
+LOCAL = ["--trainer.mode", "local", "--dry-run"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("base", "extra", "named"),
+    [
+        # gradient clip: NaN (every weight NaN, exit 0), 0, negative, inf; both modes
+        (RAY, ["--actor.max_norm", "nan"], "--actor.max_norm nan"),
+        (RAY, ["--actor.max_norm", "0"], "--actor.max_norm 0.0"),
+        (RAY, ["--actor.max_norm", "-1"], "--actor.max_norm -1.0"),
+        (RAY, ["--critic.max_norm", "inf"], "--critic.max_norm inf"),
+        (LOCAL, ["--local.grad_clip", "nan"], "--local.grad_clip nan"),
+        (LOCAL, ["--local.grad_clip", "0"], "--local.grad_clip 0.0"),
+        # KL coefficient and target
+        (RAY, ["--algo.kl.init_coef", "-0.1"], "--algo.kl.init_coef -0.1"),
+        (RAY, ["--algo.kl.init_coef", "nan"], "--algo.kl.init_coef nan"),
+        (LOCAL, ["--algo.kl.init_coef", "inf"], "--algo.kl.init_coef inf"),
+        (RAY, ["--algo.kl.target", "0"], "--algo.kl.target 0.0"),
+        # clip epsilons
+        (RAY, ["--actor.eps_clip", "0"], "--actor.eps_clip 0.0"),
+        (RAY, ["--actor.eps_clip", "1.5"], "--actor.eps_clip 1.5"),
+        (LOCAL, ["--actor.eps_clip", "nan"], "--actor.eps_clip nan"),
+        (RAY, ["--actor.eps_clip_low_high", "0.2", "-0.1"], "--actor.eps_clip_low_high"),
+        (LOCAL, ["--actor.eps_clip_low_high", "1.2", "0.28"], "--actor.eps_clip_low_high"),
+        (RAY, ["--actor.dual_clip", "0.5"], "--actor.dual_clip 0.5"),
+        # save and eval intervals: 0 divides by zero, -2 means nothing
+        (RAY, ["--ckpt.save_steps", "0"], "--ckpt.save_steps 0"),
+        (LOCAL, ["--ckpt.save_steps", "-2"], "--ckpt.save_steps -2"),
+        (RAY, ["--eval.steps", "0"], "--eval.steps 0"),
+        # batch sizes and counts of 0 (a hang)
+        (RAY, ["--rollout.batch_size", "0"], "--rollout.batch_size 0"),
+        (RAY, ["--train.batch_size", "0"], "--train.batch_size 0"),
+        (RAY, ["--train.micro_batch_size", "0"], "--train.micro_batch_size 0"),
+        (RAY, ["--rollout.micro_batch_size", "0"], "--rollout.micro_batch_size 0"),
+        (RAY, ["--rollout.n_samples_per_prompt", "0"], "--rollout.n_samples_per_prompt 0"),
+        (LOCAL, ["--rollout.batch_size", "0"], "--rollout.batch_size 0"),
+        (LOCAL, ["--train.micro_batch_size", "-1"], "--train.micro_batch_size -1"),
+        (RAY, ["--train.max_epochs", "0"], "--train.max_epochs 0"),
+        # learning rate, temperature
+        (RAY, ["--actor.adam.lr", "nan"], "--actor.adam.lr nan"),
+        (RAY, ["--rollout.temperature", "-1"], "--rollout.temperature -1.0"),
+        # max new tokens vs the context
+        (RAY, ["--rollout.max_new_tokens", "0"], "--rollout.max_new_tokens 0"),
+        (RAY, ["--rollout.max_new_tokens", "2048"], "--data.max_len 2048"),
+        (RAY, ["--rollout.max_new_tokens", "100", "--data.max_len", "64"], "--data.max_len 64"),
+        # LATR asks the engine for m top log-probs per position
+        (RAY, ["--latr.max_branch_per_token", "101"], "--latr.max_branch_per_token 101"),
+        (LOCAL, ["--latr.max_branch_per_token", "1000"], "--latr.max_branch_per_token 1000"),
+    ],
+)
+def test_out_of_range_numbers_are_one_line_errors_naming_the_flag(base, extra, named, capsys):
+    code, err = run([*base, *extra], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("latr-train: error: ") and named in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("base", "extra"),
+    [
+        (RAY, ["--actor.max_norm", "0.5", "--algo.kl.init_coef", "0", "--ckpt.save_steps", "-1"]),
+        (RAY, ["--actor.eps_clip_low_high", "0.2", "0.28", "--rollout.max_new_tokens", "1024"]),
+        (RAY, ["--latr.max_branch_per_token", "100", "--eval.steps", "5", "--ckpt.save_steps", "1"]),
+        (LOCAL, ["--local.grad_clip", "2.0", "--algo.kl.init_coef", "0", "--ckpt.save_steps", "-1"]),
+        (LOCAL, ["--actor.eps_clip_low_high", "0.2", "0.28", "--rollout.temperature", "0.7"]),
+    ],
+)
+def test_sane_numbers_pass(base, extra, capsys):
+    code, err = run([*base, *extra], capsys)
+    assert code == 0, err
+
+
+def test_max_new_tokens_must_fit_a_local_models_context(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 256}))
+    assert model_context_length(str(tmp_path)) == 256
+    argv = [*LOCAL, "--actor.model_name_or_path", str(tmp_path), "--rollout.max_new_tokens", "256"]
+    code, err = run(argv, capsys)
+    assert code == 2 and "context of 256 tokens" in err, err
+    assert model_context_length("smollm2") is None and model_context_length(str(tmp_path / "nope")) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["--actor.max_nrom", "1"], "--actor.max_nrom: did you mean --actor.max_norm?"),
+        (["--rollout.n-samples-per-prompt", "2"], "did you mean --rollout.n_samples_per_prompt?"),
+        (
+            ["--max_norm", "1"],
+            "did you mean --actor.max_norm or --critic.max_norm?",
+        ),  # OpenRLHF's old flat form
+        (["--latr.tau_ab=1"], "--latr.tau_ab: did you mean --latr.tau_abs"),
+        (["--trainer.mdoe", "local"], "did you mean --trainer.mode"),
+    ],
+)
+def test_a_misspelled_flag_suggests_the_closest(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*RAY, *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and hint in err and argv[0].split("=")[0] in err, err
+
+
+def test_no_suggestion_for_a_flag_like_nothing_known():
+    assert suggest_flags("--zzzqqq", ["--actor.max_norm", "--train.seed"]) == []

@@ -1,0 +1,363 @@
+"""`latr-sglang serve` under hostile callers: the API key, the control-endpoint gate, weight-update groups
+that must be refused, set up off the request threads and time out, and weight payloads never written."""
+
+import base64
+import concurrent.futures
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import requests
+import torch
+
+from latr_sglang.engines.weight_sync import WeightSyncGroup
+from latr_sglang.engines.wire import encode_named_tensors
+from latr_sglang.server import ServerThread, create_app
+
+KEY = "s3cret-key"
+CONTROL = [
+    ("POST", "/update_weights_from_disk", {"model_path": "/"}),
+    ("POST", "/update_weights_from_tensor", {"serialized_named_tensors": ["AA=="]}),
+    (
+        "POST",
+        "/init_weights_update_group",
+        {"master_address": "127.0.0.1", "master_port": 1, "rank_offset": 1, "world_size": 2},
+    ),
+    ("POST", "/update_weights_from_distributed", {"names": ["x"], "dtypes": ["float32"], "shapes": [[1]]}),
+    ("POST", "/destroy_weights_update_group", {}),
+    ("POST", "/release_memory_occupation", {}),
+    ("GET", "/release_memory_occupation", None),
+    ("POST", "/resume_memory_occupation", {}),
+]
+EVERY_PATH = [
+    ("GET", "/get_model_info"),
+    ("GET", "/get_server_info"),
+    ("GET", "/health_generate"),
+    ("GET", "/metrics"),
+    ("POST", "/generate"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("POST", "/abort_request"),
+    ("GET", "/v1/models"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/flush_cache"),
+    ("GET", "/nope"),
+    ("POST", "/update_weights_from_disk"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def snapshot(engine):
+    return {k: v.detach().clone() for k, v in engine.hf_model.state_dict().items()}
+
+
+def assert_unchanged(engine, before):
+    after = engine.hf_model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items()), "the served weights changed"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_engine):
+    with ServerThread(tiny_engine, api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def control_server(tiny_engine):
+    with ServerThread(tiny_engine, enable_weight_updates=True, weight_update_timeout_s=2.0) as server:
+        yield server
+
+
+@pytest.mark.parametrize(("method", "path"), EVERY_PATH)
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", f"Basic {KEY}", f"Bearer {KEY}x", f"Bearer{KEY}", "Bearer "]
+)
+def test_api_key_guards_every_path_but_health(keyed_server, method, path, header):
+    headers = {"Authorization": header} if header else {}
+    r = requests.request(method, keyed_server.url + path, headers=headers, json={}, timeout=10)
+    assert r.status_code == 401, (path, r.text)
+    assert r.json()["error"]["code"] == 401 and "API key" in r.json()["error"]["message"]
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_api_key_lets_the_right_key_through_and_health_stays_open(keyed_server):
+    ok = {"Authorization": f"Bearer {KEY}"}
+    assert requests.get(keyed_server.url + "/health", timeout=10).status_code == 200
+    assert requests.get(keyed_server.url + "/get_model_info", headers=ok, timeout=10).status_code == 200
+    r = requests.post(
+        keyed_server.url + "/generate",
+        headers={"authorization": f"bearer {KEY}"},
+        json={"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 2}},
+        timeout=30,
+    )
+    assert r.status_code == 200 and len(r.json()["output_ids"]) <= 2
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CONTROL)
+def test_control_endpoints_are_refused_without_key_or_switch(tiny_server, tiny_engine, method, path, body):
+    before = snapshot(tiny_engine)
+    r = requests.request(method, tiny_server.url + path, json=body, timeout=10)
+    assert r.status_code == 403, r.text
+    assert "--api-key" in r.json()["message"] and r.json()["success"] is False
+    assert_unchanged(tiny_engine, before)
+    one = {"input_ids": [1], "sampling_params": {"max_new_tokens": 1}}
+    assert requests.post(tiny_server.url + "/generate", json=one, timeout=30).status_code == 200
+
+
+def test_control_switch_admits_only_loopback_callers_and_the_key_admits_anyone(tiny_engine):
+    """The caller's address as the ASGI server reports it (httpx's in-process transport sets it)."""
+    import asyncio
+
+    async def call(app, client_host, headers=None):
+        transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/resume_memory_occupation", json={}, headers=headers or {})
+
+    switch = create_app(tiny_engine, enable_weight_updates=True)
+    assert asyncio.run(call(switch, "127.0.0.1")).status_code == 200
+    assert asyncio.run(call(switch, "::1")).status_code == 200
+    remote = asyncio.run(call(switch, "10.1.2.3"))
+    assert remote.status_code == 403 and "10.1.2.3" in remote.json()["message"]
+    keyed = create_app(tiny_engine, api_key=KEY)
+    assert asyncio.run(call(keyed, "10.1.2.3")).status_code == 401
+    assert asyncio.run(call(keyed, "10.1.2.3", {"Authorization": f"Bearer {KEY}"})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"rank_offset": 0}, "rank_offset"),
+        ({"rank_offset": -1}, "rank_offset"),
+        ({"world_size": 1, "rank_offset": 0}, "rank_offset"),
+        ({"world_size": 1}, "world_size"),
+        ({"rank_offset": 2, "world_size": 2}, "rank_offset"),
+        ({"world_size": 10**9}, "world_size"),
+        ({"world_size": True}, "world_size"),
+        ({"master_port": 0}, "master_port"),
+        ({"master_port": 70000}, "master_port"),
+        ({"master_port": "29500"}, "master_port"),
+        ({"master_port": 29500.5}, "master_port"),
+        ({"master_address": "8.8.8.8"}, "master_address"),
+        ({"master_address": "no-such-host.invalid"}, "master_address"),
+        ({"master_address": ""}, "master_address"),
+        ({"master_address": 127}, "master_address"),
+        ({"group_name": "../../etc"}, "group_name"),
+        ({"group_name": "x" * 200}, "group_name"),
+        ({"backend": "mpi"}, "backend"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_weight_group_set_up_is_validated_before_anything_opens(control_server, change, needle):
+    port = free_port()
+    body = {
+        "master_address": "127.0.0.1",
+        "master_port": port,
+        "rank_offset": 1,
+        "world_size": 2,
+        "group_name": "v",
+        "backend": "gloo",
+        **change,
+    }
+    t0 = time.monotonic()
+    r = requests.post(control_server.url + "/init_weights_update_group", json=body, timeout=30)
+    assert r.status_code == 400 and needle in r.json()["message"], r.text
+    assert time.monotonic() - t0 < 1.5  # refused at once, no rendezvous attempted
+    with socket.socket() as s:  # the server did not open a listener on the port it was given
+        s.bind(("0.0.0.0", port))
+
+
+def test_weight_group_json_errors_are_400(control_server):
+    for raw in (b"{bad", b"[1]", b"", b'{"master_port": 1e400}', b"\xff\xfe"):
+        r = requests.post(control_server.url + "/init_weights_update_group", data=raw, timeout=10)
+        assert r.status_code == 400 and r.json()["success"] is False, raw
+
+
+def test_unreachable_masters_neither_hang_the_server_nor_pile_up(control_server):
+    """Six set-ups against a master nobody serves: each answers within the 2 s timeout (one waits, the
+    others are refused at once), and /flush_cache answers meanwhile."""
+    port = free_port()
+    body = {
+        "master_address": "127.0.0.1",
+        "master_port": port,
+        "rank_offset": 1,
+        "world_size": 2,
+        "backend": "gloo",
+    }
+
+    def init(i):
+        t0 = time.monotonic()
+        r = requests.post(
+            control_server.url + "/init_weights_update_group",
+            json={**body, "group_name": f"u{i}"},
+            timeout=30,
+        )
+        return r.status_code, r.json()["message"], time.monotonic() - t0
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(init, i) for i in range(6)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert requests.post(control_server.url + "/flush_cache", timeout=10).status_code == 200
+        assert requests.get(control_server.url + "/health", timeout=10).status_code == 200
+        assert time.monotonic() - t0 < 1.0
+        results = [f.result() for f in futures]
+    assert all(status in (400, 409) for status, _, _ in results), results
+    assert all(elapsed < 10 for _, _, elapsed in results), results
+    assert any("within 2s" in message for _, message, _ in results), results
+
+
+def test_a_broadcast_that_never_comes_writes_nothing(control_server, tiny_engine):
+    """The trainer joins the group but never broadcasts: the receive times out, no tensor is written, the
+    group is closed."""
+    port = free_port()
+    body = {
+        "master_address": "127.0.0.1",
+        "master_port": port,
+        "rank_offset": 1,
+        "world_size": 2,
+        "group_name": "silent",
+        "backend": "gloo",
+    }
+    joined = {}
+    thread = threading.Thread(
+        target=lambda: joined.update(
+            r=requests.post(control_server.url + "/init_weights_update_group", json=body, timeout=30)
+        )
+    )
+    thread.start()
+    trainer = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name="silent", timeout_s=10)
+    thread.join(30)
+    assert joined["r"].json()["success"], joined["r"].text
+    name, param = next(iter(tiny_engine.hf_model.state_dict().items()))
+    before = snapshot(tiny_engine)
+    payload = {"names": [name], "dtypes": ["float32"], "shapes": [list(param.shape)], "group_name": "silent"}
+    r = requests.post(control_server.url + "/update_weights_from_distributed", json=payload, timeout=30)
+    assert r.status_code == 400 and "no weight was written" in r.json()["message"], r.text
+    assert_unchanged(tiny_engine, before)
+    again = requests.post(control_server.url + "/update_weights_from_distributed", json=payload, timeout=30)
+    assert again.status_code == 400 and "init_weights_update_group" in again.json()["message"]
+    del trainer
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"names": ["no.such.weight"]}, "no such parameter"),
+        ({"shapes": [[1, 2]]}, "shapes[0]"),
+        ({"shapes": [[True]]}, "shapes[0]"),
+        ({"shapes": [[10**12, 10**12]]}, "shapes[0]"),
+        ({"dtypes": ["complex1024"]}, "dtypes[0]"),
+        ({"dtypes": ["float32", "float32"]}, "differ in length"),
+        ({"names": "x"}, "names"),
+        ({"flush_cache": "yes"}, "flush_cache"),
+        ({"load_format": "direct"}, "load_format"),
+    ],
+)
+def test_distributed_update_plans_are_checked_against_the_model(control_server, tiny_engine, change, needle):
+    name, param = next(iter(tiny_engine.hf_model.state_dict().items()))
+    payload = {"names": [name], "dtypes": ["float32"], "shapes": [list(param.shape)], **change}
+    group = {
+        "master_address": "127.0.0.1",
+        "master_port": free_port(),
+        "rank_offset": 1,
+        "world_size": 2,
+        "group_name": "weight_update_group",
+        "backend": "gloo",
+    }
+    joined = {}
+    thread = threading.Thread(
+        target=lambda: joined.update(
+            r=requests.post(control_server.url + "/init_weights_update_group", json=group, timeout=30)
+        )
+    )
+    thread.start()
+    trainer = WeightSyncGroup("127.0.0.1", group["master_port"], 0, 2, "gloo", timeout_s=10)
+    thread.join(30)
+    try:
+        before = snapshot(tiny_engine)
+        r = requests.post(control_server.url + "/update_weights_from_distributed", json=payload, timeout=30)
+        assert r.status_code == 400 and needle in r.json()["message"], r.text
+        assert_unchanged(tiny_engine, before)
+    finally:
+        requests.post(control_server.url + "/destroy_weights_update_group", json={}, timeout=10)
+        del trainer
+
+
+def test_update_weights_from_tensor_round_trip_and_refusals(control_server, tiny_engine):
+    before = snapshot(tiny_engine)
+    name = "model.norm.weight"
+    url = control_server.url + "/update_weights_from_tensor"
+    new = torch.full_like(before[name], 0.5)
+    try:
+        r = requests.post(
+            url, json={"serialized_named_tensors": [encode_named_tensors({name: new})]}, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["success"], r.text
+        assert torch.equal(tiny_engine.hf_model.state_dict()[name], new)
+    finally:
+        tiny_engine.update_weights_sync(before)
+    import pickle
+
+    pickled = base64.b64encode(pickle.dumps({name: new})).decode()
+    bad = [
+        ({"serialized_named_tensors": ["%%%"]}, "base64"),
+        ({"serialized_named_tensors": [pickled]}, "safetensors"),
+        (
+            {"serialized_named_tensors": [encode_named_tensors({name: new})], "load_format": "direct"},
+            "pickled",
+        ),
+        ({"serialized_named_tensors": [encode_named_tensors({"nope": new})]}, "nope"),
+        ({"serialized_named_tensors": [encode_named_tensors({name: torch.ones(3)})]}, "shape"),
+        ({"serialized_named_tensors": [encode_named_tensors({name: new.to(torch.int64)})]}, "dtype"),
+        ({"serialized_named_tensors": []}, "serialized_named_tensors"),
+        ({"serialized_named_tensors": [7]}, "serialized_named_tensors[0]"),
+        ({"serialized_named_tensors": [encode_named_tensors({name: new})], "flush_cache": 1}, "flush_cache"),
+    ]
+    for body, needle in bad:
+        r = requests.post(url, json=body, timeout=30)
+        assert r.status_code == 400 and needle in r.json()["message"], (needle, r.text)
+        assert_unchanged(tiny_engine, before)
+
+
+def test_update_weights_from_disk_refuses_corrupt_and_mismatched_folders(
+    control_server, tiny_engine, tmp_path
+):
+    from safetensors.torch import save_file
+
+    url = control_server.url + "/update_weights_from_disk"
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    save_file({"model.norm.weight": torch.ones(64)}, str(truncated / "model.safetensors"))
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) - 40])
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    save_file({"model.norm.weight": torch.ones(3)}, str(wrong / "model.safetensors"))
+    file_path = wrong / "model.safetensors"
+    before = snapshot(tiny_engine)
+    cases = [
+        ({"model_path": str(corrupt)}, "model.safetensors"),
+        ({"model_path": str(truncated)}, "model.safetensors"),
+        ({"model_path": str(wrong)}, "shape"),
+        ({"model_path": str(file_path)}, "folder"),
+        ({"model_path": str(tmp_path / "none")}, "folder"),
+        ({"model_path": 5}, "model_path"),
+        ({}, "model_path"),
+        ({"model_path": str(wrong), "bogus": 1}, "bogus"),
+    ]
+    for body, needle in cases:
+        r = requests.post(url, data=json.dumps(body), timeout=30)
+        assert r.status_code == 400 and needle in r.json()["message"], (body, r.text)
+        assert_unchanged(tiny_engine, before)
