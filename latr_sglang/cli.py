@@ -254,50 +254,6 @@ def _sample_prompts(args: argparse.Namespace) -> tuple[list[str], list[Any] | No
     return texts, (labels if all(label is not None for label in labels) else None)
 
 
-def _run_arm(
-    name, sampler, prompts, n: int, eta: float, seed: int, concurrency: int, bar, engine, close: bool
-):
-    """One sampler over all prompts; the progress bar moves per completed prompt. Prompts run `concurrency`
-    at a time as separate groups (the engine batches them together), unless the exit rule is the batch one,
-    under which a batch of prompts leaves the tree phase together and is sampled as one call."""
-    import asyncio
-    import time
-
-    from latr_sglang.compare import Arm
-
-    groups: list[Any] = [None] * len(prompts)
-
-    async def main() -> float:
-        cpu0 = time.thread_time()
-        try:
-            if getattr(sampler.cfg, "exit_scope", "prompt") == "batch" and eta > 0:
-                for start in range(0, len(prompts), concurrency):
-                    batch = prompts[start : start + concurrency]
-                    groups[start : start + len(batch)] = await sampler.sample(
-                        batch, n, eta=eta, seed=seed * 1_000_000 + start
-                    )
-                    bar.update(len(batch))
-            else:
-                slots = asyncio.Semaphore(concurrency)
-
-                async def one(i: int) -> None:
-                    async with slots:
-                        groups[i] = (
-                            await sampler.sample([prompts[i]], n, eta=eta, seed=seed * 1_000_000 + i)
-                        )[0]
-                    bar.update(1)
-
-                await asyncio.gather(*(one(i) for i in range(len(prompts))))
-        finally:
-            if close:  # an HTTP engine's session belongs to this event loop: close it inside the loop
-                await engine.close()
-        return time.thread_time() - cpu0
-
-    t0 = time.perf_counter()
-    cpu = asyncio.run(main())
-    return Arm(name, groups, time.perf_counter() - t0, cpu)
-
-
 def reward_summary(arm, texts: list[str], labels: list[Any], tokenizer) -> dict[str, float]:
     """Task reward of an arm's trajectories: mean reward, pass@1, pass@n, share of untied groups."""
     from latr_sglang.tasks.reward_func import score_response
@@ -332,7 +288,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """LATR vs stochastic sampling on the same prompts, n and engine: JSONL out, a table on stdout."""
     from tqdm import tqdm
 
-    from latr_sglang.compare import comparison_table, encode_prompts, write_jsonl
+    from latr_sglang.compare import comparison_table, encode_prompts, run_arm, write_jsonl
     from latr_sglang.driver import LATRSampler
     from latr_sglang.engines.base import SamplingParams
 
@@ -352,8 +308,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         for name, eta in plan:
             with tqdm(total=len(prompts), desc=f"{name:10}", unit="prompt") as bar:
+                # the batch exit rule leaves the tree phase per batch of prompts: one call per batch; else a
+                # window of prompts_per_batch separate groups (the engine batches them together)
+                batch_rule = getattr(sampler.cfg, "exit_scope", "prompt") == "batch" and eta > 0
                 arms.append(
-                    _run_arm(
+                    run_arm(
                         name,
                         sampler,
                         prompts,
@@ -362,8 +321,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         args.seed,
                         args.prompts_per_batch,
                         bar,
-                        engine,
-                        close=bool(args.server),
+                        admission="batch" if batch_rule else "window",
+                        close_engine=engine if args.server else None,
+                        seed_scale=1_000_000,
                     )
                 )
             if not args.server:

@@ -63,18 +63,46 @@ def run_arm(
     seed: int,
     prompts_per_batch: int,
     progress: Any = None,
+    admission: str = "batch",
+    close_engine: Any = None,
+    seed_scale: int = 1,
 ) -> Arm:
+    """Samples every prompt's group with `sampler`. admission: "batch" samples prompts_per_batch prompts per
+    call and waits for the whole batch before the next (a batch is as slow as its slowest group; the batch
+    exit rule needs it); "window" keeps prompts_per_batch prompts in flight, one call per prompt, a new prompt
+    starting as soon as one finishes: the way OpenRLHF's experience maker drives an engine actor (one
+    generate_responses per prompt), which keeps the engine's batch full while a slow tree finishes. The
+    group of prompt i (or of the batch starting at i) is seeded seed * seed_scale + i. An HTTP engine's
+    session belongs to the event loop that opened it: `close_engine` is closed inside this one."""
     import asyncio
 
+    if admission not in ("batch", "window"):
+        raise ValueError(f"admission={admission!r}: expected 'batch' or 'window'")
     groups: list[GroupResult] = []
 
     async def main() -> float:
         cpu0 = time.thread_time()
-        for start in range(0, len(prompts), prompts_per_batch):
-            batch = prompts[start : start + prompts_per_batch]
-            groups.extend(await sampler.sample(batch, n, eta=eta, seed=seed + start))
-            if progress is not None:
-                progress.update(len(batch))
+        try:
+            if admission == "batch":
+                for start in range(0, len(prompts), prompts_per_batch):
+                    batch = prompts[start : start + prompts_per_batch]
+                    groups.extend(await sampler.sample(batch, n, eta=eta, seed=seed * seed_scale + start))
+                    if progress is not None:
+                        progress.update(len(batch))
+            else:
+                slots = asyncio.Semaphore(prompts_per_batch)
+
+                async def one(i: int) -> GroupResult:
+                    async with slots:
+                        (group,) = await sampler.sample([prompts[i]], n, eta=eta, seed=seed * seed_scale + i)
+                    if progress is not None:
+                        progress.update(1)
+                    return group
+
+                groups.extend(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+        finally:
+            if close_engine is not None:
+                await close_engine.close()
         return time.thread_time() - cpu0
 
     t0 = time.perf_counter()

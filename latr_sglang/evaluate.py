@@ -205,7 +205,8 @@ def run_settings(run_dir: str | Path) -> RunSettings:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"--run {run_dir}: {path} is not a local training run's config") from None
     try:
-        from openrlhf_ext.local_trainer import LocalTrainConfig, load_problems
+        from openrlhf_ext.local.config import LocalTrainConfig
+        from openrlhf_ext.local.data import load_problems
     except ImportError as e:
         raise ValueError(f"--run needs the training package (openrlhf_ext): {e}") from None
     names = {f.name for f in dataclasses.fields(LocalTrainConfig)}

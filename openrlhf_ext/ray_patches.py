@@ -16,6 +16,11 @@ Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it
   mask is cleared (and its advantages zeroed), so OpenRLHF's loss (policy, KL and entropy terms, and the
   token-mean denominator, which it sums from the action masks) leaves it out entirely. It still counts in
   its group's advantage statistics, as in DAPO.
+- `SamplesGenerator._generate_vllm` without dynamic sampling, and the groups dynamic sampling keeps: in
+  dispatch order (OpenRLHF collects them in the order the engine calls finish), and
+  `ActorPPOTrainer.ppo_train`: its replay-buffer shuffle seeded from the run's seed and DeepSpeed's restored
+  optimizer-step count. Together they make a step's micro-batches, and so its logged update metrics,
+  independent of timing and of whether the run was resumed.
 - `BasePPOTrainer.init_checkpoint_states` / `train_step` (also on the class Ray ships for the PPOTrainer
   actor): record the global step for the above, add the rollout's dynamic-sampling counts (`dapo/*`) to the
   step's logged metrics, and (LATR_SYNC_CHECK_FILE, for tests) record engine 0's greedy response after the
@@ -25,7 +30,10 @@ Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
+
+import torch
 
 from openrlhf_ext.dapo import keep_group
 
@@ -66,8 +74,10 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
     if not prompts:
         return [], 0, True
     counts = _counters(self)
-    consumed, kept_groups, generated, accepted = len(prompts), 0, 0, []
+    consumed, kept_groups, generated = len(prompts), 0, 0
+    accepted: list[tuple[int, list]] = []  # (dispatch number, group)
     pending = self._dispatch_prompts_to_vllm(prompts, labels, images=images, **generate_kwargs)
+    dispatched = {ref: k for k, ref in enumerate(pending)}
     bar = tqdm(total=len(prompts), desc="Generate samples (dynamic sampling)")
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=10.0)
@@ -76,7 +86,7 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
             generated += 1
             scores = [float(getattr(e, field)[0]) for e in group if getattr(e, field) is not None]
             if len(scores) < len(group) or keep_group(scores, dapo["dynamic_filtering_rule"], low, high):
-                accepted.extend(group)
+                accepted.append((dispatched[ref], group))
                 kept_groups += 1
                 bar.update()
                 continue
@@ -84,9 +94,11 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
                 new_prompts, new_labels, new_images, exhausted = _collect_prompt_batch(dataloader_iter, 1)
                 consumed += len(new_prompts)
                 if new_prompts:
-                    pending += self._dispatch_prompts_to_vllm(
+                    new_refs = self._dispatch_prompts_to_vllm(
                         new_prompts, new_labels, images=new_images, **generate_kwargs
                     )
+                    dispatched.update((r, len(dispatched) + i) for i, r in enumerate(new_refs))
+                    pending += new_refs
     bar.close()
     counts["groups_generated"] += generated
     counts["groups_kept"] += kept_groups
@@ -96,7 +108,39 @@ def generate_with_dynamic_sampling(self: Any, dataloader_iter: Any, num_prompts:
         f"dynamic sampling ({dapo['dynamic_filtering_rule']}): kept {kept_groups}/{target} groups "
         f"from {consumed} prompts (bound {budget})"
     )
-    return accepted, consumed, exhausted
+    # in dispatch order, not finish order: which groups are kept does not depend on the order, but the replay
+    # buffer's order (and so the micro-batches its shuffle makes) must not depend on which call finished first
+    return [e for _, group in sorted(accepted, key=lambda item: item[0]) for e in group], consumed, exhausted
+
+
+def generate_in_dispatch_order(self: Any, dataloader_iter: Any, num_prompts: int, **generate_kwargs: Any):
+    """OpenRLHF's `_generate_vllm` without filtering (samples_generator.py:140-193), but the groups come back
+    in dispatch (= prompt dataloader) order rather than in the order the engine calls finished (its
+    `ray.wait(num_returns=1)`, :162). The original waits for every call too, so nothing is slower; what it
+    changes is that the replay buffer's order, and with it the micro-batches OpenRLHF's shuffle makes and the
+    logged policy_loss/kl (weighted per micro-batch, ppo_actor.py:207-219, :253-254), no longer depend on
+    timing: a resumed step reproduces the uninterrupted one."""
+    import ray
+    from openrlhf.trainer.ppo_utils.samples_generator import _collect_prompt_batch
+
+    prompts, labels, images, exhausted = _collect_prompt_batch(dataloader_iter, num_prompts)
+    if not prompts:
+        return [], 0, True
+    refs = self._dispatch_prompts_to_vllm(prompts, labels, images=images, **generate_kwargs)
+    experiences = [
+        self._process_response_into_experience(response, **generate_kwargs)
+        for group in ray.get(refs)  # ray.get of a list keeps the list's order
+        for response in group
+    ]
+    return experiences, len(prompts), exhausted
+
+
+def shuffle_seed(train_seed: int, optimizer_steps: int) -> int:
+    """The torch seed OpenRLHF's replay-buffer shuffle draws from at a training step: a function of the run's
+    seed and the optimizer-step count, which DeepSpeed saves in every checkpoint and restores on load
+    (deepspeed/runtime/engine.py `global_steps`), so a resumed step shuffles exactly as the uninterrupted one
+    (the process RNG, which OpenRLHF seeds once per process and no checkpoint saves, would not)."""
+    return zlib.crc32(f"{train_seed}:ppo_train:{optimizer_steps}".encode())
 
 
 def zero_truncated_advantages(experiences: list) -> None:
@@ -160,6 +204,7 @@ def record_engine_greedy(trainer: Any, step: int) -> None:
 def apply() -> None:
     from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
+    from openrlhf.trainer.ray import ppo_actor
     from openrlhf.trainer.ray.vllm_engine import batch_vllm_engine_call
 
     generator = samples_generator.SamplesGenerator
@@ -173,11 +218,20 @@ def apply() -> None:
     trainer = ppo_trainer.BasePPOTrainer
     original_states = trainer.init_checkpoint_states
     original_train_step = trainer.train_step
+    original_ppo_train = ppo_actor.ActorPPOTrainer.ppo_train
 
     def _generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **kwargs):
-        if dynamic_filtering and _ext(self) is not None:
+        if _ext(self) is None:
+            return original_generate(self, dataloader_iter, num_prompts, dynamic_filtering, **kwargs)
+        if dynamic_filtering:
             return generate_with_dynamic_sampling(self, dataloader_iter, num_prompts, **kwargs)
-        return original_generate(self, dataloader_iter, num_prompts, dynamic_filtering, **kwargs)
+        return generate_in_dispatch_order(self, dataloader_iter, num_prompts, **kwargs)
+
+    def ppo_train(self, kl_ctl):
+        if _ext(self) is not None:
+            # self.actor.model is the DeepSpeed engine (ppo_actor.py:564/577); every DP rank gets one seed
+            torch.manual_seed(shuffle_seed(self.args.train.seed, int(self.actor.model.global_steps)))
+        return original_ppo_train(self, kl_ctl)
 
     def generate_samples(self, **kwargs):
         ext = _ext(self)
@@ -253,6 +307,8 @@ def apply() -> None:
     maker.compute_advantages_and_returns = compute_advantages_and_returns
     trainer.init_checkpoint_states = init_checkpoint_states
     trainer.train_step = train_step
+    # a plain class, built inside the PolicyModelActor worker (ppo_actor.py:585): patching it there reaches it
+    ppo_actor.ActorPPOTrainer.ppo_train = ppo_train
     # PPOTrainer is a Ray actor class: Ray copied its methods onto the class it ships to the actor process
     # when the module was imported (ppo_trainer.py:449 `@ray.remote`), so the base-class patch above does not
     # reach it. The shipped class is pickled from this (the driver's) process, with these attributes.

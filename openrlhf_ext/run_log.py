@@ -205,3 +205,19 @@ class MetricsLog:
 def _cell(value: Any) -> Any:
     x = _scalar(value)
     return x if x is not None else value
+
+
+def step_line(step: int, m: dict[str, float]) -> str:
+    """One row of the per-step table under the progress bar."""
+    fields = [
+        ("reward", "rollout/reward_mean", ".3f"),
+        ("acc", "rollout/accuracy_mean", ".3f"),
+        ("len", "rollout/response_length_mean", ".1f"),
+        ("kept", "dynamic_filtering_pass_rate", ".2f"),
+        ("loss", "policy_loss", ".4f"),
+        ("grad", "grad_norm", ".3f"),
+        ("forks", "latr/branches_created", ".2f"),
+        ("s", "timing/step_total", ".1f"),
+    ]
+    cells = [f"{name} {m[key]:{fmt}}" for name, key, fmt in fields if key in m]
+    return f"step {step:4d} | " + " | ".join(cells) + (" | skipped" if m.get("skipped_step") else "")

@@ -3,29 +3,30 @@
 # embedded SmolLM2-135M-Instruct) through OpenRLHF's own Ray trainer on the CPU (`--trainer.device cpu`):
 # real Ray actors, DeepSpeed (ZeRO-2, CPU accelerator, gloo), the reference model colocated with the actor,
 # one LATR torch-engine actor, OpenRLHF's weight broadcast after every step. A debugging/CI run of the
-# distributed path, smaller than `make demo` (the single-process trainer is faster on 2 cores): STEPS steps
-# of PROMPTS_PER_STEP prompts x 8. Prints OpenRLHF's per-step metrics and a summary. Measured (BENCHMARKS.md,
-# under load 24 from other jobs): one step of 4 prompts x 8 took 782 s, so the default is 3 steps of 2 x 8.
+# distributed path, smaller than `make demo`: a dataset of PROMPTS prompts, PROMPTS_PER_STEP prompts x 8 per step;
+# OpenRLHF trains through the dataset once, so the step count is what the prompts make after DAPO's dynamic
+# sampling has dropped tied groups and drawn replacements. Prints OpenRLHF's per-step metrics and a summary.
+# Measured on 2 idle cores (BENCHMARKS.md): 211 s in all, 8 steps of 2 x 8 at 20.6 s per step, ~45 s start-up.
 #
-#   scripts/demo-ray.sh [extra latr-train flags]      # OUT=outputs/demo-ray STEPS=3 PROMPTS_PER_STEP=2
+#   scripts/demo-ray.sh [extra latr-train flags]      # OUT=outputs/demo-ray PROMPTS=18 PROMPTS_PER_STEP=2
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO_DIR}/.venv/bin}"
 OUT="${OUT:-${REPO_DIR}/outputs/demo-ray}"
-STEPS="${STEPS:-3}"
+PROMPTS="${PROMPTS:-18}"
 PROMPTS_PER_STEP="${PROMPTS_PER_STEP:-2}"
 N=8
 SAMPLER="${SAMPLER:-latr}"
 sampler=(--rollout.sampler "${SAMPLER}")
 if [[ "${SAMPLER}" == latr ]]; then
-  sampler+=(--latr.preset countdown --latr.lookahead_steps 8,16 --latr.chunk_size 8)
+  sampler+=(--latr.preset small)  # the main job's preset (scripts/demo-cpu.sh)
 fi
 
 rm -rf "${OUT}" && mkdir -p "${OUT}"
 MODEL="$("${BIN}/python" -c 'from latr_sglang.models import embedded_model_dir as d; print(d())')"
 # the prompts: the main job's task, with the assistant's prefill at the end (OpenRLHF has no prefill;
-# scripts/demo_ray_reward.py scores the response with it); enough for STEPS steps of dynamic sampling
-"${BIN}/python" - "${OUT}/prompts.jsonl" "$(( STEPS * PROMPTS_PER_STEP * 3 ))" <<'PY'
+# scripts/demo_ray_reward.py scores the response with it)
+"${BIN}/python" - "${OUT}/prompts.jsonl" "${PROMPTS}" <<'PY'
 import json, sys
 from latr_sglang.tasks.countdown_fewshot import RESPONSE_PREFIX
 from latr_sglang.tasks.prompts import task_problems
@@ -40,7 +41,7 @@ start=$(date +%s)
   --actor.model_name_or_path "${MODEL}" --reward.remote_url "${REPO_DIR}/scripts/demo_ray_reward.py" \
   --actor.num_gpus_per_node 1 --ref.num_gpus_per_node 1 --train.colocate_actor_ref \
   --data.prompt_dataset "${OUT}/prompts.jsonl" --data.input_key prompt --data.label_key label \
-  --data.max_samples "$(( STEPS * PROMPTS_PER_STEP * 3 ))" --data.max_len 512 \
+  --data.max_samples "${PROMPTS}" --data.max_len 512 \
   --rollout.batch_size "${PROMPTS_PER_STEP}" --rollout.n_samples_per_prompt "${N}" --rollout.max_new_tokens 14 \
   --rollout.micro_batch_size 8 --train.batch_size "$(( PROMPTS_PER_STEP * N ))" --train.micro_batch_size 8 \
   --algo.advantage.estimator group_norm --algo.kl.init_coef 0 \
@@ -75,5 +76,8 @@ summary = {"exit_status": status, "wall_s": elapsed, "steps": len(steps),
            "step_time_mean_s": (sum(m.get("timing/step_total", 0) for m in steps.values()) / len(steps)) if steps else None}
 out.joinpath("summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary))
+if status == 0 and not steps:
+    print(f"error: no training step was logged (see {out / 'train.log'})", file=sys.stderr)
+    sys.exit(3)
 PY
 exit "${status}"

@@ -10,11 +10,11 @@
 #                                                          # held-out problems: checks the pipeline (~10 min
 #                                                          # on 2 cores), numbers meaningless
 #
-# A full run is 2 x len(SEEDS) main jobs (each ~15-20 min on 2 cores): an hour or two. Runs alternate arms
+# A full run is 2 x len(SEEDS) main jobs (each 8-11 min on 2 idle cores): about an hour (56 min for 3 seeds). Runs alternate arms
 # seed by seed, so a stopped experiment stays balanced, and a run whose eval_after.json exists is kept, so
 # rerunning the script continues where it stopped (FRESH=1 starts over). Held-out pass@1 is also evaluated
 # every EVAL_EVERY steps when the trainer has that option (EVAL_EVERY=0: before and after only). Environment
-# that demo-cpu.sh reads passes through, e.g. LATR_PRESET=small, STEPS, EVAL_PROMPTS.
+# that demo-cpu.sh reads passes through, e.g. LATR_PRESET=countdown (default small), STEPS, EVAL_PROMPTS.
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO_DIR}/.venv/bin}"

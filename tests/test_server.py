@@ -4,11 +4,11 @@ import asyncio
 import concurrent.futures
 import random
 import subprocess
-import sys
 import time
 
 import pytest
 import requests
+from server_helpers import free_port, join_weight_group, serve_command, weight_group_body
 
 from latr_sglang.engines.base import GenerateRequest, RequestError, SamplingParams
 from latr_sglang.engines.sglang_http import SGLangHTTPEngine
@@ -188,23 +188,10 @@ def test_in_process_adapter_shares_the_wire_translation(tiny_engine, prompt_ids)
 def test_cli_serve_subprocess(tiny_model_dir, prompt_ids, tmp_path):
     """`latr-sglang serve` as a user runs it: a separate process bound to 127.0.0.1, started and stopped by
     the launcher the engine actors use (it waits for /health)."""
-    import socket
-
     from latr_sglang.engines.sglang_launch import ServerProcess
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "latr_sglang.cli",
-        "serve",
-        "--model",
-        str(tiny_model_dir),
-        "--port",
-        str(port),
-    ]
+    port = free_port()
+    cmd = serve_command(tiny_model_dir, port)
     server = ServerProcess(cmd, f"http://127.0.0.1:{port}", tmp_path / "server.log", timeout_s=120)
     try:
         assert requests.get(server.url + "/get_model_info", timeout=10).status_code == 200
@@ -220,12 +207,7 @@ def test_cli_serve_subprocess(tiny_model_dir, prompt_ids, tmp_path):
 
 
 def test_cli_serve_names_a_missing_model(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "latr_sglang.cli", "serve", "--model", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = subprocess.run(serve_command(tmp_path / "nope"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -283,29 +265,13 @@ def test_distributed_weight_update_over_gloo(control_server, tiny_engine, tiny_m
     """SGLang's two-call protocol against our server: the trainer (this thread) is rank 0 of a group the
     server joins at rank 1; each named tensor is announced over HTTP and broadcast. Afterwards the engine
     holds exactly the trainer's weights."""
-    import socket
     import threading
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from latr_sglang.engines.weight_sync import WeightSyncGroup
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    body = {"master_address": "127.0.0.1", "master_port": port, "rank_offset": 1, "world_size": 2,
-            "group_name": "g", "backend": "gloo"}  # fmt: skip
-    joined = {}
-    thread = threading.Thread(
-        target=lambda: joined.update(
-            r=requests.post(control_server.url + "/init_weights_update_group", json=body)
-        )
-    )
-    thread.start()
-    group = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name="g")
-    thread.join(60)
-    assert joined["r"].json()["success"]
+    group, joined = join_weight_group(control_server.url, weight_group_body(free_port(), "g"), timeout=60)
+    assert joined.json()["success"]
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     original = {k: v.clone() for k, v in tiny_engine.hf_model.state_dict().items()}
@@ -336,29 +302,13 @@ def test_distributed_weight_update_over_gloo(control_server, tiny_engine, tiny_m
 def test_bucketed_weight_push_over_gloo(control_server, tiny_engine, mode):
     """The trainer's push_weights against our server: one uint8 broadcast per bucket (SGLang's
     load_format="flattened_bucket") or one per tensor; the engine then holds exactly the pushed weights."""
-    import socket
-    import threading
-
     import torch
 
-    from latr_sglang.engines.weight_sync import WeightSyncGroup, push_weights
+    from latr_sglang.engines.weight_sync import push_weights
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     name = f"bucket-{mode}"
-    body = {"master_address": "127.0.0.1", "master_port": port, "rank_offset": 1, "world_size": 2,
-            "group_name": name, "backend": "gloo"}  # fmt: skip
-    joined = {}
-    thread = threading.Thread(
-        target=lambda: joined.update(
-            r=requests.post(control_server.url + "/init_weights_update_group", json=body)
-        )
-    )
-    thread.start()
-    group = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name=name)
-    thread.join(60)
-    assert joined["r"].json()["success"], joined["r"].text
+    group, joined = join_weight_group(control_server.url, weight_group_body(free_port(), name), timeout=60)
+    assert joined.json()["success"], joined.text
     original = {k: v.clone() for k, v in tiny_engine.hf_model.state_dict().items()}
     torch.manual_seed(5)
     new = [(k, torch.randn_like(v)) for k, v in list(original.items())[:5]]

@@ -8,12 +8,12 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
+from server_helpers import free_port, serve_command
 
 from latr_sglang.server import ServerThread
 
@@ -323,12 +323,6 @@ def test_long_text_is_tokenized_off_the_event_loop(tiny_server, tiny_engine):
     assert worst < 1.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_busy_port_is_one_line_and_shutdown_under_load_takes_seconds(tiny_model_dir, tmp_path):
     """`latr-sglang serve` as a user runs it: a busy port is a one-line error before the model loads; under
     load, SIGTERM ends the process within the shutdown timeout and a few seconds."""
@@ -337,44 +331,18 @@ def test_serve_busy_port_is_one_line_and_shutdown_under_load_takes_seconds(tiny_
         busy.listen(1)
         port = busy.getsockname()[1]
         t0 = time.monotonic()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "latr_sglang.cli",
-                "serve",
-                "--model",
-                str(tiny_model_dir),
-                "--port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        cmd = serve_command(tiny_model_dir, port)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "serving" not in proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(port) in lines[0] and "in use" in lines[0], proc.stderr
     assert time.monotonic() - t0 < 60
 
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "latr_sglang.cli",
-            "serve",
-            "--model",
-            str(tiny_model_dir),
-            "--port",
-            str(port),
-            "--shutdown-timeout",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        serve_command(tiny_model_dir, port, "--shutdown-timeout", "1"), stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:

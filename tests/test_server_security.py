@@ -5,15 +5,14 @@ import base64
 import concurrent.futures
 import json
 import socket
-import threading
 import time
 
 import httpx
 import pytest
 import requests
 import torch
+from server_helpers import free_port, join_weight_group, weight_group_body
 
-from latr_sglang.engines.weight_sync import WeightSyncGroup
 from latr_sglang.engines.wire import encode_named_tensors
 from latr_sglang.server import ServerThread, create_app
 
@@ -48,12 +47,6 @@ EVERY_PATH = [
     ("GET", "/nope"),
     ("POST", "/update_weights_from_disk"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def snapshot(engine):
@@ -158,15 +151,7 @@ def test_control_switch_admits_only_loopback_callers_and_the_key_admits_anyone(t
 )
 def test_weight_group_set_up_is_validated_before_anything_opens(control_server, change, needle):
     port = free_port()
-    body = {
-        "master_address": "127.0.0.1",
-        "master_port": port,
-        "rank_offset": 1,
-        "world_size": 2,
-        "group_name": "v",
-        "backend": "gloo",
-        **change,
-    }
+    body = {**weight_group_body(port, "v"), **change}
     t0 = time.monotonic()
     r = requests.post(control_server.url + "/init_weights_update_group", json=body, timeout=30)
     assert r.status_code == 400 and needle in r.json()["message"], r.text
@@ -185,19 +170,12 @@ def test_unreachable_masters_neither_hang_the_server_nor_pile_up(control_server)
     """Six set-ups against a master nobody serves: each answers within the 2 s timeout (one waits, the
     others are refused at once), and /flush_cache answers meanwhile."""
     port = free_port()
-    body = {
-        "master_address": "127.0.0.1",
-        "master_port": port,
-        "rank_offset": 1,
-        "world_size": 2,
-        "backend": "gloo",
-    }
 
     def init(i):
         t0 = time.monotonic()
         r = requests.post(
             control_server.url + "/init_weights_update_group",
-            json={**body, "group_name": f"u{i}"},
+            json=weight_group_body(port, f"u{i}"),
             timeout=30,
         )
         return r.status_code, r.json()["message"], time.monotonic() - t0
@@ -218,25 +196,9 @@ def test_unreachable_masters_neither_hang_the_server_nor_pile_up(control_server)
 def test_a_broadcast_that_never_comes_writes_nothing(control_server, tiny_engine):
     """The trainer joins the group but never broadcasts: the receive times out, no tensor is written, the
     group is closed."""
-    port = free_port()
-    body = {
-        "master_address": "127.0.0.1",
-        "master_port": port,
-        "rank_offset": 1,
-        "world_size": 2,
-        "group_name": "silent",
-        "backend": "gloo",
-    }
-    joined = {}
-    thread = threading.Thread(
-        target=lambda: joined.update(
-            r=requests.post(control_server.url + "/init_weights_update_group", json=body, timeout=30)
-        )
-    )
-    thread.start()
-    trainer = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", group_name="silent", timeout_s=10)
-    thread.join(30)
-    assert joined["r"].json()["success"], joined["r"].text
+    body = weight_group_body(free_port(), "silent")
+    trainer, joined = join_weight_group(control_server.url, body, timeout=30, timeout_s=10)
+    assert joined.json()["success"], joined.text
     name, param = next(iter(tiny_engine.hf_model.state_dict().items()))
     before = snapshot(tiny_engine)
     payload = {"names": [name], "dtypes": ["float32"], "shapes": [list(param.shape)], "group_name": "silent"}
@@ -265,23 +227,8 @@ def test_a_broadcast_that_never_comes_writes_nothing(control_server, tiny_engine
 def test_distributed_update_plans_are_checked_against_the_model(control_server, tiny_engine, change, needle):
     name, param = next(iter(tiny_engine.hf_model.state_dict().items()))
     payload = {"names": [name], "dtypes": ["float32"], "shapes": [list(param.shape)], **change}
-    group = {
-        "master_address": "127.0.0.1",
-        "master_port": free_port(),
-        "rank_offset": 1,
-        "world_size": 2,
-        "group_name": "weight_update_group",
-        "backend": "gloo",
-    }
-    joined = {}
-    thread = threading.Thread(
-        target=lambda: joined.update(
-            r=requests.post(control_server.url + "/init_weights_update_group", json=group, timeout=30)
-        )
-    )
-    thread.start()
-    trainer = WeightSyncGroup("127.0.0.1", group["master_port"], 0, 2, "gloo", timeout_s=10)
-    thread.join(30)
+    group = weight_group_body(free_port())  # SGLang's default group name
+    trainer, _ = join_weight_group(control_server.url, group, timeout=30, timeout_s=10)
     try:
         before = snapshot(tiny_engine)
         r = requests.post(control_server.url + "/update_weights_from_distributed", json=payload, timeout=30)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,16 +30,8 @@ from typing import Any
 import torch
 
 from latr_sglang.algorithm import effective_size, fork_tokens, group_split, leave_tree_phase, should_prune
+from latr_sglang.bench.rollout import bench_device, peak_gpu_mb, peak_rss_mb, write_json
 from latr_sglang.config import LATRConfig
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_gpu_mb() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 @dataclass
@@ -91,12 +82,7 @@ def reference_rollout(
     """
     k_latr, k_sto = group_split(n, eta)
     dev = next(model.parameters()).device
-    width = max(map(len, prompts))
-    # left padding: every row's response starts at cache position `width`
-    prompt_masks = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=dev)
-    positions = (prompt_masks.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=ids, attention_mask=prompt_masks, position_ids=positions, use_cache=True)
+    prompt_masks, out = _left_padded_prefill(model, prompts, pad_id, dev)
     prompt_cache, prompt_logits = out.past_key_values, out.logits[:, -1].float()
     state = [_Prompt(list(p), k_latr, in_tree=k_latr > 0) for p in prompts]
     rows: list[_Row] = []
@@ -246,6 +232,20 @@ def reference_rollout(
     return results
 
 
+def _left_padded_prefill(
+    model: Any, prompts: list[list[int]], pad_id: int, dev: torch.device
+) -> tuple[torch.Tensor, Any]:
+    """One forward over the prompts, left-padded so that every row's response starts at the same cache
+    position: (attention mask, the model's whole output). The whole output, not only its cache and last
+    logits, so that the caller holds the logits of every position as long as the loop always has: they
+    count in the peak memory this benchmark reports."""
+    width = max(map(len, prompts))
+    masks = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=dev)
+    positions = (masks.cumsum(-1) - 1).clamp_min(0)
+    return masks, model(input_ids=ids, attention_mask=masks, position_ids=positions, use_cache=True)
+
+
 @torch.inference_mode()
 def _sample_from_prompts(model, prompts, which, max_new_tokens, eos_ids, pad_id, seed) -> list[list[int]]:
     """Plain per-token sampling at T = 1 of one response per entry of `which` (prompt indices)."""
@@ -253,11 +253,7 @@ def _sample_from_prompts(model, prompts, which, max_new_tokens, eos_ids, pad_id,
         return []
     sel = [prompts[i] for i in which]
     dev = next(model.parameters()).device
-    width = max(map(len, sel))
-    masks = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in sel], device=dev)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in sel], device=dev)
-    positions = (masks.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=ids, attention_mask=masks, position_ids=positions, use_cache=True)
+    masks, out = _left_padded_prefill(model, sel, pad_id, dev)
     cache, logits = out.past_key_values, out.logits[:, -1].float()
     generator = torch.Generator(dev).manual_seed(seed + 1)
     tokens: list[list[int]] = [[] for _ in which]
@@ -379,14 +375,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default=None, help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
     args = ap.parse_args(argv)
     if args.device is None:
-        from latr_sglang.bench.rollout import bench_device
-
         args.device = bench_device()
     if args.arm != "both":
         result = run_arm_in_process(args)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
+            write_json(args.json, result)
         return result
 
     arms: dict[str, dict[str, Any]] = {}
@@ -429,8 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if ours.get("engine_memory_budget"):
         print(f"engine memory budget: {ours['engine_memory_budget']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(args.json, summary)
     return summary
 
 

@@ -34,7 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--preset", default="countdown")
-    ap.add_argument("--prompts-per-batch", type=int, default=8)
+    ap.add_argument("--prompts-per-batch", type=int, default=8, help="prompts in flight at once")
+    ap.add_argument(
+        "--admission",
+        choices=("batch", "window"),
+        default="window",
+        help="window: a new prompt starts when one finishes (as OpenRLHF drives an engine actor); batch: "
+        "prompts-per-batch prompts per call, each batch waiting for its slowest group (the runs before "
+        "2026-12-01)",
+    )
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the figures here (JSON: wall_ratio, ...)")
@@ -67,7 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     for name, eta in (("stochastic", 0.0), ("latr", 1.0)):
         asyncio.run(engine.flush_cache())
         with tqdm(total=len(prompts), desc=name, unit="prompt") as bar:
-            arms.append(run_arm(name, sampler, prompts, args.n, eta, args.seed, args.prompts_per_batch, bar))
+            arms.append(
+                run_arm(
+                    name,
+                    sampler,
+                    prompts,
+                    args.n,
+                    eta,
+                    args.seed,
+                    args.prompts_per_batch,
+                    bar,
+                    args.admission,
+                )
+            )
     asyncio.run(engine.close())
     if server is not None:
         server.stop()
@@ -140,6 +160,13 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_gpu_mb() -> float | None:
+    """The peak GPU memory torch allocated in this process, in MB; None without CUDA."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def write_json(path: str, figures: dict) -> None:

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from latr_sglang.bench.rollout import bench_device, peak_rss_mb, write_json
+from latr_sglang.bench.rollout import bench_device, peak_gpu_mb, peak_rss_mb, write_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             "shared": args.groups * (prompt_tokens + args.n * args.response_tokens),
         },
         "peak_rss_mb": peak_rss_mb(),
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "peak_gpu_mb": peak_gpu_mb(),
     }
     print(
         f"{args.model}: {args.groups} groups x n={args.n}, prompt {prompt_tokens:.0f} tokens (mean), "

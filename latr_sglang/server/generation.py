@@ -426,15 +426,22 @@ async def _generate_stream(state, request, requests, options, batched, rids) -> 
     yield SSE_DONE
 
 
+async def _tokenizer_request(request: Request, known: set[str]) -> tuple[ServerState, dict[str, Any], Any]:
+    """The server state, the body (only `known` keys) and the tokenizer of a /tokenize or /detokenize call;
+    the body is checked first, so that a malformed one gets its 400 even on a server without a tokenizer."""
+    state = state_of(request)
+    body = require_object(await read_json(request), known)
+    tokenizer = state.engine.tokenizer
+    if tokenizer is None:
+        raise HTTPError(400, "this server has no tokenizer")
+    return state, body, tokenizer
+
+
 @router.api_route("/tokenize", methods=["POST"])
 @router.api_route("/v1/tokenize", methods=["POST"])
 async def tokenize(request: Request):
     """SGLang's TokenizeRequest: {"prompt": str | [str], "add_special_tokens": bool} -> tokens, count."""
-    state = state_of(request)
-    body = require_object(await read_json(request), {"model", "prompt", "add_special_tokens"})
-    tokenizer = state.engine.tokenizer
-    if tokenizer is None:
-        raise HTTPError(400, "this server has no tokenizer")
+    state, body, tokenizer = await _tokenizer_request(request, {"model", "prompt", "add_special_tokens"})
     prompt = body.get("prompt")
     batched = isinstance(prompt, list)
     prompts = prompt if batched else [prompt]
@@ -462,11 +469,7 @@ async def tokenize(request: Request):
 @router.api_route("/v1/detokenize", methods=["POST"])
 async def detokenize(request: Request):
     """SGLang's DetokenizeRequest: {"tokens": [int] | [[int]], "skip_special_tokens": bool} -> text."""
-    state = state_of(request)
-    body = require_object(await read_json(request), {"model", "tokens", "skip_special_tokens"})
-    tokenizer = state.engine.tokenizer
-    if tokenizer is None:
-        raise HTTPError(400, "this server has no tokenizer")
+    state, body, tokenizer = await _tokenizer_request(request, {"model", "tokens", "skip_special_tokens"})
     tokens = body.get("tokens")
     if not isinstance(tokens, list):
         raise HTTPError(400, "tokens must be a list of token ids or a list of such lists", "tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -207,6 +207,42 @@ def _stream_options(body: dict[str, Any]) -> bool:
     return check_bool("stream_options.include_usage", opts.get("include_usage", False))
 
 
+async def _choice_stream(
+    state: ServerState,
+    request: Request,
+    requests: list[GenerateRequest],
+    text_opts: dict[str, Any],
+    head: dict[str, Any],
+    choice: Callable[[int, str, GenerateOutput | None], dict[str, Any]],
+    n: int,
+    include_usage: bool,
+    opening: Sequence[dict[str, Any]] = (),
+) -> AsyncIterator[bytes]:
+    """The stream both OpenAI routes send, each chunk `head` (id, created, model, object) plus its choices:
+    the `opening` choices, a chunk per non-empty text delta, a last chunk per choice with the rest of its
+    final text, the usage chunk if asked, then [DONE]. `choice(index, text, output)` builds the choice the
+    route's format wants; output is None until the choice has finished."""
+    streams = [
+        TextStream(state.engine.tokenizer, r.sampling.stop, text_opts.get("skip_special_tokens", True))
+        for r in requests
+    ]
+    outputs: list[GenerateOutput] = []
+    for first in opening:
+        yield sse({**head, "choices": [first]})
+    async for index, kind, payload in stream_requests(state, request, requests, [None] * len(requests)):
+        if kind == "token":
+            delta = streams[index].push(payload[0])
+            if delta:
+                yield sse({**head, "choices": [choice(index, delta, None)]})
+        else:
+            outputs.append(payload)
+            tail = streams[index].finish(_final_text(state, payload, text_opts))
+            yield sse({**head, "choices": [choice(index, tail, payload)]})
+    if include_usage:
+        yield sse({**head, "choices": [], "usage": _usage(outputs, n)})
+    yield SSE_DONE
+
+
 # ---- /v1/completions ---------------------------------------------------------------------------------------
 def _prompts(state: ServerState, prompt: Any) -> list[list[int]] | list[str]:
     if isinstance(prompt, str):
@@ -286,30 +322,16 @@ def _completion_logprobs(state: ServerState, out: GenerateOutput, top: int) -> d
     }
 
 
-async def _completion_stream(state, request, requests, text_opts, meta, n, top, logprobs, include_usage):
-    streams = [
-        TextStream(state.engine.tokenizer, r.sampling.stop, text_opts.get("skip_special_tokens", True))
-        for r in requests
-    ]
-    outputs: list[GenerateOutput] = []
+def _completion_stream(
+    state, request, requests, text_opts, meta, n, top, logprobs, include_usage
+) -> AsyncIterator[bytes]:
+    def choice(index: int, text: str, out: GenerateOutput | None) -> dict[str, Any]:
+        lp = _completion_logprobs(state, out, top) if out is not None and logprobs is not None else None
+        finish = _finish(out) if out is not None else None
+        return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
 
-    def chunk(index: int, text: str, finish: str | None, lp: Any = None) -> bytes:
-        choice = {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
-        return sse({**meta, "object": "text_completion", "choices": [choice]})
-
-    async for index, kind, payload in stream_requests(state, request, requests, [None] * len(requests)):
-        if kind == "token":
-            delta = streams[index].push(payload[0])
-            if delta:
-                yield chunk(index, delta, None)
-        else:
-            outputs.append(payload)
-            tail = streams[index].finish(_final_text(state, payload, text_opts))
-            lp = _completion_logprobs(state, payload, top) if logprobs is not None else None
-            yield chunk(index, tail, _finish(payload), lp)
-    if include_usage:
-        yield sse({**meta, "object": "text_completion", "choices": [], "usage": _usage(outputs, n)})
-    yield SSE_DONE
+    head = {**meta, "object": "text_completion"}
+    return _choice_stream(state, request, requests, text_opts, head, choice, n, include_usage)
 
 
 # ---- /v1/chat/completions ----------------------------------------------------------------------------------
@@ -413,31 +435,28 @@ def _chat_logprobs(state: ServerState, out: GenerateOutput, top: int) -> dict[st
     return {"content": content}
 
 
-async def _chat_stream(
+def _chat_stream(
     state, request, requests, text_opts, meta, n, top, want_lp, include_usage
 ) -> AsyncIterator[bytes]:
-    streams = [
-        TextStream(state.engine.tokenizer, r.sampling.stop, text_opts.get("skip_special_tokens", True))
-        for r in requests
+    def choice(index: int, text: str, out: GenerateOutput | None) -> dict[str, Any]:
+        lp = _chat_logprobs(state, out, top) if out is not None and want_lp else None
+        finish = _finish(out) if out is not None else None
+        return {
+            "index": index,
+            "delta": {"content": text} if text else {},
+            "logprobs": lp,
+            "finish_reason": finish,
+        }
+
+    # OpenAI's first chunk of each choice names the role, before any content
+    opening = [
+        {
+            "index": index,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        for index in range(len(requests))
     ]
-    outputs: list[GenerateOutput] = []
-
-    def chunk(index: int, delta: dict, finish: str | None, lp: Any = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
-        return sse({**meta, "object": "chat.completion.chunk", "choices": [choice]})
-
-    for index in range(len(requests)):
-        yield chunk(index, {"role": "assistant", "content": ""}, None)
-    async for index, kind, payload in stream_requests(state, request, requests, [None] * len(requests)):
-        if kind == "token":
-            delta = streams[index].push(payload[0])
-            if delta:
-                yield chunk(index, {"content": delta}, None)
-        else:
-            outputs.append(payload)
-            tail = streams[index].finish(_final_text(state, payload, text_opts))
-            lp = _chat_logprobs(state, payload, top) if want_lp else None
-            yield chunk(index, {"content": tail} if tail else {}, _finish(payload), lp)
-    if include_usage:
-        yield sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(outputs, n)})
-    yield SSE_DONE
+    head = {**meta, "object": "chat.completion.chunk"}
+    return _choice_stream(state, request, requests, text_opts, head, choice, n, include_usage, opening)

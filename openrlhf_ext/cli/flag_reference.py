@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from latr_sglang.config import PRESETS, LATRConfig
-from openrlhf_ext.local_trainer import LocalTrainConfig
+from openrlhf_ext.local.config import LocalTrainConfig
 from openrlhf_ext.options import DAPOOptions, RolloutOptions, SGLangOptions, TrainerOptions
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "FLAGS.md"

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for prefix, cls in EXTENSION_GROUPS.items():
         add_dataclass_arguments(parser.add_argument_group(titles[prefix]), cls, prefix)
-    from openrlhf_ext.local_trainer import LocalTrainConfig
+    from openrlhf_ext.local.config import LocalTrainConfig
 
     add_dataclass_arguments(
         parser.add_argument_group("local mode (latr-sglang)"), LocalTrainConfig, "local.", LOCAL_ONLY_FIELDS
@@ -338,7 +338,7 @@ def conflicts(inv: Invocation) -> list[str]:
 
 # ---- local mode -------------------------------------------------------------------------------------------
 def local_config(inv: Invocation):
-    from openrlhf_ext.local_trainer import LocalTrainConfig
+    from openrlhf_ext.local.config import LocalTrainConfig
 
     kwargs: dict[str, Any] = {"sampler": inv.rollout.sampler}
     # Every OpenRLHF flag on the command line, also one equal to OpenRLHF's default: local mode has its own

@@ -101,3 +101,27 @@ def summarize(
 
 def write_summary(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def nothing_trained_message(cfg: Any, history: list[dict[str, float]]) -> str:
+    """Why a run whose every step was skipped trained nothing, and which flags make groups differ."""
+    if any(m.get("nonfinite_step") for m in history):
+        why = "the loss or gradient was not finite (check --actor.adam.lr and --local.grad_clip)"
+    else:
+        acc = statistics.fmean(m["rollout/accuracy_mean"] for m in history)
+        why = (
+            f"no group had rewards that differ (every sample of a prompt scored the same; mean accuracy "
+            f"{acc:.3f}), so every advantage was 0"
+        )
+    hints = [
+        "--local.task countdown-fewshot (a task the embedded 135M model solves about 1 time in 6)",
+        "--rollout.temperature 1.0 or higher",
+        "--rollout.n_samples_per_prompt 8 or more",
+        "--algo.dynamic_filtering_enable --dapo.max_sampling_rounds 4 (over-sample until groups differ)",
+    ]
+    if cfg.reward == "accuracy" or cfg.dynamic_filtering_metric == "score":
+        hints.append("--dapo.dynamic_filtering_metric reward (keep groups whose shaped reward differs)")
+    return (
+        f"nothing trained: all {len(history)} steps were skipped: {why}. The policy is unchanged and "
+        f"was not saved. Flags that make groups differ: " + "; ".join(hints)
+    )

@@ -1,75 +1,181 @@
-"""The update's forward pass: action log-probs of a batch whose prompts share a prefix, computed once.
-
-A group's n samples share one prompt, and a few-shot task's prompts share their examples as well: in the
-main job ~85 of a sequence's ~110 tokens are the same for all 32 sequences of a step. Running that prefix
-once (with gradients: its keys and values depend on the weights) and the 32 short suffixes against its
-cache computes the same log-probs as OpenRLHF's `Actor.forward` on the padded batch, for about a quarter of
-the tokens. Suffixes are right-padded, so causal attention never lets a real token see a pad and no
-attention mask is needed.
+"""The local trainer's update: one optimizer step of OpenRLHF's `PolicyLoss` (token-level, clip-higher for
+DAPO) plus the k3 KL to the reference policy, over the kept groups' sequences laid out as OpenRLHF's
+Experience lays them out; the forward runs the prefix a micro-batch shares once (openrlhf_ext.shared_prefix).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
-MIN_SHARED_PREFIX = 8  # below this the padded full-batch forward is as cheap
+from openrlhf_ext.dapo import group_advantages, overlong_mask
+from openrlhf_ext.local.config import LocalTrainConfig
+from openrlhf_ext.local.rollout import ScoredGroup
+from openrlhf_ext.shared_prefix import MIN_SHARED_PREFIX, actor_action_logprobs, common_prefix_len
 
 
-def common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix all prompts share, leaving each prompt at least one token of its own
-    (the first response token's log-prob comes from the logits at the prompt's last position)."""
-    shortest = min(len(p) for p in prompts)
-    n = 0
-    first = prompts[0]
-    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n
+class NonFiniteWeights(RuntimeError):
+    """The policy's weights stopped being finite: the run aborts before they reach the engine or a save."""
 
 
-def shared_prefix_action_logprobs(
-    actor: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    prefix_len: int,
-    device: torch.device,
-    r_len: int | None = None,
-) -> torch.Tensor:
-    """[b, max response length] log-probs of each response token under `actor` (an OpenRLHF Actor), 0
-    past a response's end: what `Actor.forward(..., action_mask=...)` returns for the same sequences."""
-    from openrlhf.models.utils import log_probs_from_logits
+class PolicyUpdate:
+    def __init__(
+        self,
+        cfg: LocalTrainConfig,
+        actor: Any,
+        reference: Any | None,
+        tokenizer: Any,
+        encode: Callable[[str], list[int]],
+        device: torch.device,
+    ) -> None:
+        from openrlhf.models import PolicyLoss
 
-    b = len(prompts)
-    r_len = r_len or max(len(r) for r in responses)
-    suffixes = [list(p[prefix_len:]) + list(r) for p, r in zip(prompts, responses)]
-    s_len = max(map(len, suffixes))
-    ids = torch.zeros((b, s_len), dtype=torch.long)
-    for i, s in enumerate(suffixes):
-        ids[i, : len(s)] = torch.tensor(s)
-    ids = ids.to(device)
-    model = actor.model
-    prefix = torch.tensor([list(prompts[0][:prefix_len])], device=device)
-    cache = model(input_ids=prefix, use_cache=True).past_key_values
-    cache.batch_repeat_interleave(b)  # differentiable: every row's gradient flows back into the prefix
-    positions = torch.arange(prefix_len, prefix_len + s_len, device=device)
-    logits = model(
-        input_ids=ids,
-        past_key_values=cache,
-        position_ids=positions[None].expand(b, -1),
-        cache_position=positions,
-        use_cache=False,
-    ).logits.float()
-    temperature = getattr(actor, "temperature", 1.0)
-    if temperature != 1.0:
-        logits = logits / temperature
-    # the response token at suffix position q + j is predicted at position q + j - 1
-    starts = torch.tensor([len(p) - prefix_len - 1 for p in prompts], device=device)
-    cols = starts[:, None] + torch.arange(r_len, device=device)[None]
-    lengths = torch.tensor([len(r) for r in responses], device=device)
-    valid = torch.arange(r_len, device=device)[None] < lengths[:, None]
-    cols = torch.where(valid, cols, torch.zeros_like(cols))
-    rows = torch.arange(b, device=device)[:, None].expand(-1, r_len)
-    picked = logits[rows, cols]  # [b, r_len, vocab]
-    targets = ids[rows, (cols + 1).clamp(max=s_len - 1)]
-    return log_probs_from_logits(picked, targets) * valid.float()
+        self.cfg = cfg
+        self.actor = actor  # OpenRLHF Actor (trained)
+        self.reference = reference  # OpenRLHF Actor (frozen) or None (no KL loss)
+        self.tokenizer = tokenizer
+        self.encode = encode
+        self.device = device
+        self.optimizer = torch.optim.AdamW(actor.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.policy_loss = PolicyLoss(
+            clip_eps_low=cfg.eps_clip_low, clip_eps_high=cfg.clip_high, token_level_loss=True
+        )
+        # the last batch's prompt and response ids, which the shared-prefix forward slices per micro-batch
+        self._token_lists: tuple[list[list[int]], list[list[int]]] = ([], [])
+
+    def batch_tensors(self, kept: Sequence[ScoredGroup]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts + right-padded responses, as OpenRLHF's Experience lays them out."""
+        prompts, responses, rollout_logprobs, advantages, keep = [], [], [], [], []
+        for prompt, group, rewards, _ in kept:
+            ids = self.encode(prompt)
+            adv = group_advantages(rewards[None])[0]
+            truncated = torch.tensor([t.truncated for t in group.trajectories])
+            mask = (
+                overlong_mask(truncated[None])[0] if self.cfg.filter_overlong else torch.ones(len(truncated))
+            )
+            for t, a, m in zip(group.trajectories, adv.tolist(), mask.tolist()):
+                prompts.append(ids)
+                responses.append(t.token_ids)
+                rollout_logprobs.append(t.logprobs)
+                advantages.append(a)
+                keep.append(m)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        p_len, r_len = max(map(len, prompts)), max(map(len, responses))
+        b = len(prompts)
+        sequences = torch.full((b, p_len + r_len), pad, dtype=torch.long)
+        attention = torch.zeros((b, p_len + r_len), dtype=torch.long)
+        action_mask = torch.zeros((b, r_len), dtype=torch.bool)
+        rollout = torch.zeros((b, r_len))
+        for i, (p, r, lp) in enumerate(zip(prompts, responses, rollout_logprobs)):
+            sequences[i, p_len - len(p) : p_len] = torch.tensor(p)
+            sequences[i, p_len : p_len + len(r)] = torch.tensor(r)
+            attention[i, p_len - len(p) : p_len + len(r)] = 1
+            action_mask[i, : len(r)] = True
+            rollout[i, : len(r)] = torch.tensor(lp)
+        loss_mask = action_mask.float() * torch.tensor(keep)[:, None]
+        adv = torch.tensor(advantages)[:, None].expand(b, r_len)
+        tensors = {
+            "sequences": sequences,
+            "attention": attention,
+            "action_mask": action_mask,
+            "rollout": rollout,
+            "advantages": adv,
+            "loss_mask": loss_mask,
+        }
+        out = {k: v.to(self.device) for k, v in tensors.items()}
+        self._token_lists = (prompts, responses)  # for the shared-prefix forward
+        return out
+
+    def action_logprobs(self, model: Any, batch: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
+        """[micro-batch, r_len] action log-probs: the shared-prefix forward when the prompts share enough
+        (openrlhf_ext.shared_prefix), else OpenRLHF's Actor.forward on the padded batch."""
+        prompts, responses = (x[sl] for x in self._token_lists)
+        shared = common_prefix_len(prompts) if self.cfg.shared_prefix else 0
+        if shared >= MIN_SHARED_PREFIX:
+            r_len = batch["action_mask"].shape[1]
+            return actor_action_logprobs(model, prompts, responses, shared, r_len)
+        return model(
+            batch["sequences"][sl],
+            action_mask=batch["action_mask"][sl],
+            attention_mask=batch["attention"][sl],
+        )
+
+    def __call__(self, kept: Sequence[ScoredGroup]) -> dict[str, float]:
+        batch = self.batch_tensors(kept)
+        total_tokens = float(batch["loss_mask"].sum())
+        metrics = {"overlong_filtered_fraction": 1.0 - float((batch["loss_mask"].sum(1) > 0).float().mean())}
+        if total_tokens == 0:
+            return {**metrics, "skipped_step": 1.0}
+        # Old log-probs: one optimizer step covers the whole batch, so the policy that sampled (as the actor
+        # computes it) is the one being differentiated, and pi_old = pi_theta.detach() exactly; a separate
+        # no-grad pass (what OpenRLHF does, needed for several mini-batches per rollout) would cost a third
+        # more compute for the same numbers. The engine's rollout log-probs come from continuously batched,
+        # timing-dependent fp32 batches; they are only compared (logprob_mismatch).
+        b = batch["sequences"].shape[0]
+        self.actor.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"policy_loss": 0.0, "kl": 0.0, "ppo_clip_ratio": 0.0, "ppo_kl": 0.0, "logprob_mismatch": 0.0}
+        n_micro = 0
+        for start in range(0, b, self.cfg.micro_batch_size):
+            sl = slice(start, start + self.cfg.micro_batch_size)
+            mask = batch["loss_mask"][sl]
+            action_mask = batch["action_mask"][sl]
+            log_probs = self.action_logprobs(self.actor, batch, sl)
+            loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
+                log_probs,
+                log_probs.detach(),
+                batch["advantages"][sl],
+                action_mask=mask,
+                batch_num_tokens=total_tokens,
+            )
+            policy_loss_value = float(loss.detach())
+            kl_value = torch.zeros(())
+            if self.reference is not None:
+                from openrlhf.models.utils import compute_approx_kl
+
+                with torch.no_grad():
+                    ref = self.action_logprobs(self.reference, batch, sl)
+                kl = compute_approx_kl(log_probs, ref, kl_estimator="k3")
+                kl_value = (kl * mask).sum() / total_tokens
+                loss = loss + self.cfg.kl * kl_value
+            loss.backward()
+            n_micro += 1
+            sums["policy_loss"] += policy_loss_value
+            sums["kl"] += float(kl_value.detach())
+            sums["ppo_clip_ratio"] += float(clip_ratio)
+            sums["ppo_kl"] += float(ppo_kl)
+            # the engine computed the rollout log-probs with the same weights: they should agree
+            diff = (
+                (log_probs.detach() - batch["rollout"][sl]).abs() * action_mask
+            ).sum() / action_mask.sum().clamp(min=1)
+            sums["logprob_mismatch"] += float(diff)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
+        metrics.update({k: v / n_micro for k, v in sums.items()})
+        metrics["policy_loss"] = sums["policy_loss"]  # micro-batch losses are already global token means
+        metrics["grad_norm"] = float(grad_norm)
+        metrics["actor_lr"] = self.cfg.learning_rate
+        if self.device.type == "cuda":
+            metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        # Checked after clipping, on what the optimizer would apply: a NaN/inf loss or gradient skips the
+        # step (clipping cannot repair a NaN, it spreads it to every weight).
+        grads_finite = all(
+            bool(torch.isfinite(p.grad).all()) for p in self.actor.parameters() if p.grad is not None
+        )
+        if not (grads_finite and math.isfinite(float(grad_norm)) and math.isfinite(metrics["policy_loss"])):
+            self.optimizer.zero_grad(set_to_none=True)
+            print(
+                f"non-finite loss or gradient (loss {metrics['policy_loss']}, grad norm {float(grad_norm)}): "
+                "step skipped",
+                flush=True,
+            )
+            return {**metrics, "skipped_step": 1.0, "nonfinite_step": 1.0}
+        self.optimizer.step()
+        bad = [n for n, p in self.actor.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:  # finite gradients and a finite step should never do this; never let such weights out
+            raise NonFiniteWeights(
+                f"non-finite weights after the optimizer step: {bad[0]} ({len(bad)} tensors)"
+            )
+        return {**metrics, "skipped_step": 0.0}

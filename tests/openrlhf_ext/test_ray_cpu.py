@@ -158,11 +158,12 @@ def test_resume_from_the_step2_checkpoint_reproduces_step3(grpo_run):
     # the rollout side of step 3 (restored weights, data position, eta, engine seeds) is reproduced exactly
     for tag in ("reward", "rollout/response_length_mean", "latr/branches_created"):
         assert again[tag] == pytest.approx(full[tag], rel=1e-3, abs=1e-5), tag
-    # The update side is not yet reproduced every time: in 1 of 3 runs the resumed step-3 policy_loss was
-    # -0.0517 vs -0.0405 uninterrupted (same rewards), so some training-actor state (RNG or micro-batch order)
-    # is not restored by OpenRLHF's checkpoint on this path; until that is found, require finite values only.
-    for tag in ("policy_loss", "kl"):
-        assert math.isfinite(again[tag]), tag
+    # and so is the update side: the replay buffer holds the groups in dispatch order and its shuffle is
+    # seeded from the restored optimizer-step count (openrlhf_ext.ray_patches), so step 3 has the same
+    # micro-batches; before that, actor_grad_norm differed by ~1e-4 in every resume and policy_loss (weighted
+    # per micro-batch by OpenRLHF's logging) by up to 25% when the responses' lengths differed
+    for tag in ("policy_loss", "kl", "actor_grad_norm"):
+        assert again[tag] == pytest.approx(full[tag], rel=1e-5, abs=1e-7), (tag, again[tag], full[tag])
 
 
 @pytest.fixture(scope="module")

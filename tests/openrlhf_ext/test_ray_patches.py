@@ -97,3 +97,71 @@ def test_wrappers_are_installed_once_and_inert_without_latr_ext():
     generator.args = types.SimpleNamespace(algo=types.SimpleNamespace(dynamic_filtering_range=(0, 1)))
     assert ray_patches._ext(generator) is None
     assert generator._generate_vllm(iter([]), 4, True) == ([], 0, True)
+
+
+def _reverse_finishing_generator(ray, labels: list[str]):
+    """A SamplesGenerator whose engine calls finish in reverse dispatch order (real Ray tasks that sleep
+    less the later they are sent), each returning a group of 2 responses tagged with its prompt."""
+    from openrlhf.trainer.ppo_utils import samples_generator
+
+    @ray.remote
+    def group_of(prompt: str, label: str, delay: float) -> list[dict]:
+        import time
+
+        time.sleep(delay)
+        score = 1.0 if label == "mix" else 0.0
+        return [{"prompt": prompt, "score": score}, {"prompt": prompt, "score": 0.0}]
+
+    generator = samples_generator.SamplesGenerator.__new__(samples_generator.SamplesGenerator)
+    sent = []
+
+    def dispatch(prompts, labels, images=None, **kwargs):
+        refs = []
+        for prompt, label in zip(prompts, labels):
+            sent.append(prompt)
+            refs.append(group_of.remote(prompt, label, max(0.0, 1.2 - 0.3 * len(sent))))
+        return refs
+
+    def to_experience(response, **kwargs):
+        score = torch.tensor([response["score"]])
+        return types.SimpleNamespace(prompt=response["prompt"], scores=score, rewards=score)
+
+    generator._dispatch_prompts_to_vllm = dispatch
+    generator._process_response_into_experience = to_experience
+    dapo = {"dynamic_filtering_metric": "score", "max_sampling_rounds": 2, "dynamic_filtering_rule": "std"}
+    generator.args = types.SimpleNamespace(
+        algo=types.SimpleNamespace(dynamic_filtering_range=(0.0, 1.0)), latr_ext={"dapo": dapo}
+    )
+    data = iter([{"prompt": f"p{i}", "label": lab} for i, lab in enumerate(labels)])
+    return generator, data, sent
+
+
+def _batch_iter(rows):
+    # OpenRLHF's prompt dataloader yields (datasources, prompts, labels, images) batches; here of one
+    for row in rows:
+        yield ["default"], [row["prompt"]], [row["label"]], [None]
+
+
+def test_groups_come_back_in_dispatch_order_not_finish_order():
+    """Without dynamic sampling and with it (a dropped group's replacement is dispatched last): the replay
+    buffer's order is the prompts' order, whichever engine call finishes first (a resumed step must see the
+    same micro-batches as the uninterrupted one)."""
+    import ray
+
+    from openrlhf_ext import ray_patches
+
+    vllm_shim.ray_worker_setup()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        generator, data, sent = _reverse_finishing_generator(ray, ["mix"] * 4)
+        experiences, consumed, _ = ray_patches.generate_in_dispatch_order(generator, _batch_iter(data), 4)
+        assert consumed == 4 and sent == ["p0", "p1", "p2", "p3"]
+        assert [e.prompt for e in experiences] == ["p0", "p0", "p1", "p1", "p2", "p2", "p3", "p3"]
+
+        # p1 ties (all 0): dropped, replaced by p4, dispatched after p3; p3 finishes first, p4 last
+        generator, data, sent = _reverse_finishing_generator(ray, ["mix", "tie", "mix", "mix", "mix"])
+        experiences, consumed, _ = ray_patches.generate_with_dynamic_sampling(generator, _batch_iter(data), 4)
+        assert consumed == 5 and sent == ["p0", "p1", "p2", "p3", "p4"]
+        assert [e.prompt for e in experiences][::2] == ["p0", "p2", "p3", "p4"]
+    finally:
+        ray.shutdown()

@@ -1,0 +1,60 @@
+"""What the server tests share: a free loopback port, the `latr-sglang serve` command line, and a
+weight-update group hosted by this process (the trainer, rank 0) that a live server joins at rank 1."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from latr_sglang.engines.weight_sync import DEFAULT_GROUP_NAME, WeightSyncGroup
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command(model: str | Path, port: int | None = None, *extra: str) -> list[str]:
+    """`latr-sglang serve --model MODEL [--port PORT] EXTRA...` as a user runs it, with this interpreter."""
+    cmd = [sys.executable, "-m", "latr_sglang.cli", "serve", "--model", str(model)]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    return [*cmd, *extra]
+
+
+def weight_group_body(port: int, group_name: str = DEFAULT_GROUP_NAME) -> dict[str, Any]:
+    """An /init_weights_update_group body: join, at rank 1 of 2, the gloo group hosted on `port` here."""
+    return {
+        "master_address": "127.0.0.1",
+        "master_port": port,
+        "rank_offset": 1,
+        "world_size": 2,
+        "group_name": group_name,
+        "backend": "gloo",
+    }
+
+
+def join_weight_group(
+    server_url: str, body: dict[str, Any], timeout: float, **trainer: Any
+) -> tuple[WeightSyncGroup, requests.Response | None]:
+    """Hosts the group `body` names at rank 0 while the server joins it: both sides block until the other
+    arrives, so the server's /init_weights_update_group call runs on a thread meanwhile. Returns this
+    process's group and the server's answer (None if it did not answer within `timeout` seconds)."""
+    joined: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: joined.update(
+            r=requests.post(server_url + "/init_weights_update_group", json=body, timeout=timeout)
+        )
+    )
+    thread.start()
+    group = WeightSyncGroup(
+        "127.0.0.1", body["master_port"], 0, 2, "gloo", group_name=body["group_name"], **trainer
+    )
+    thread.join(timeout)
+    return group, joined.get("r")
