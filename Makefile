@@ -29,7 +29,7 @@ demo: setup
 
 # The main job through OpenRLHF's own Ray trainer on the CPU (--trainer.device cpu: Ray actors, DeepSpeed
 # ZeRO-2 over gloo, reference model, weight broadcast to a LATR engine actor); smaller than `make demo`,
-# a debugging/CI run of the distributed path (scripts/demo-ray.sh; 18 prompts, 2 x 8 per step; 3.5 min on 2 idle cores)
+# a debugging/CI run of the distributed path (scripts/demo-ray.sh; 18 prompts, 2 x 8 per step; 3.5-4.5 min on 2 idle cores)
 demo-ray: setup
 	scripts/demo-ray.sh
 

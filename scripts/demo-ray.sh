@@ -6,7 +6,8 @@
 # distributed path, smaller than `make demo`: a dataset of PROMPTS prompts, PROMPTS_PER_STEP prompts x 8 per step;
 # OpenRLHF trains through the dataset once, so the step count is what the prompts make after DAPO's dynamic
 # sampling has dropped tied groups and drawn replacements. Prints OpenRLHF's per-step metrics and a summary.
-# Measured on 2 idle cores (BENCHMARKS.md): 211 s in all, 8 steps of 2 x 8 at 20.6 s per step, ~45 s start-up.
+# Measured on 2 idle cores (BENCHMARKS.md): 211 s and 268 s in two runs, 8 steps of 2 x 8 at 20.6 and 26.9 s
+# per step, ~45 s start-up.
 #
 #   scripts/demo-ray.sh [extra latr-train flags]      # OUT=outputs/demo-ray PROMPTS=18 PROMPTS_PER_STEP=2
 set -euo pipefail
