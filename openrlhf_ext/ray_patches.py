@@ -228,9 +228,11 @@ def apply() -> None:
         return generate_in_dispatch_order(self, dataloader_iter, num_prompts, **kwargs)
 
     def ppo_train(self, kl_ctl):
-        if _ext(self) is not None:
-            # self.actor.model is the DeepSpeed engine (ppo_actor.py:564/577); every DP rank gets one seed
-            torch.manual_seed(shuffle_seed(self.args.train.seed, int(self.actor.model.global_steps)))
+        # self.actor.model is the DeepSpeed engine (ppo_actor.py:564/577); every DP rank gets one seed. An
+        # engine without the step count keeps OpenRLHF's own shuffle (a fixed seed would repeat one order).
+        steps = getattr(getattr(self, "actor", None) and self.actor.model, "global_steps", None)
+        if _ext(self) is not None and steps is not None:
+            torch.manual_seed(shuffle_seed(self.args.train.seed, int(steps)))
         return original_ppo_train(self, kl_ctl)
 
     def generate_samples(self, **kwargs):
