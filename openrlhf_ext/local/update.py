@@ -43,11 +43,12 @@ class PolicyUpdate:
         self.policy_loss = PolicyLoss(
             clip_eps_low=cfg.eps_clip_low, clip_eps_high=cfg.clip_high, token_level_loss=True
         )
-        # the last batch's prompt and response ids, which the shared-prefix forward slices per micro-batch
-        self._token_lists: tuple[list[list[int]], list[list[int]]] = ([], [])
 
-    def batch_tensors(self, kept: Sequence[ScoredGroup]) -> dict[str, torch.Tensor]:
-        """Left-padded prompts + right-padded responses, as OpenRLHF's Experience lays them out."""
+    def batch_tensors(
+        self, kept: Sequence[ScoredGroup]
+    ) -> tuple[dict[str, torch.Tensor], list[list[int]], list[list[int]]]:
+        """Left-padded prompts + right-padded responses, as OpenRLHF's Experience lays them out, and the
+        rows' prompt and response ids (what the shared-prefix forward slices per micro-batch)."""
         prompts, responses, rollout_logprobs, advantages, keep = [], [], [], [], []
         for prompt, group, rewards, _ in kept:
             ids = self.encode(prompt)
@@ -85,15 +86,20 @@ class PolicyUpdate:
             "advantages": adv,
             "loss_mask": loss_mask,
         }
-        out = {k: v.to(self.device) for k, v in tensors.items()}
-        self._token_lists = (prompts, responses)  # for the shared-prefix forward
-        return out
+        return {k: v.to(self.device) for k, v in tensors.items()}, prompts, responses
 
-    def action_logprobs(self, model: Any, batch: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
-        """[micro-batch, r_len] action log-probs: the shared-prefix forward when the prompts share enough
+    def action_logprobs(
+        self,
+        model: Any,
+        batch: dict[str, torch.Tensor],
+        sl: slice,
+        prompts: list[list[int]],
+        responses: list[list[int]],
+        shared: int,
+    ) -> torch.Tensor:
+        """[micro-batch, r_len] action log-probs of the rows `sl` (whose ids are prompts/responses): the
+        shared-prefix forward when they share `shared` >= MIN_SHARED_PREFIX tokens
         (openrlhf_ext.shared_prefix), else OpenRLHF's Actor.forward on the padded batch."""
-        prompts, responses = (x[sl] for x in self._token_lists)
-        shared = common_prefix_len(prompts) if self.cfg.shared_prefix else 0
         if shared >= MIN_SHARED_PREFIX:
             r_len = batch["action_mask"].shape[1]
             return actor_action_logprobs(model, prompts, responses, shared, r_len)
@@ -104,7 +110,7 @@ class PolicyUpdate:
         )
 
     def __call__(self, kept: Sequence[ScoredGroup]) -> dict[str, float]:
-        batch = self.batch_tensors(kept)
+        batch, all_prompts, all_responses = self.batch_tensors(kept)
         total_tokens = float(batch["loss_mask"].sum())
         metrics = {"overlong_filtered_fraction": 1.0 - float((batch["loss_mask"].sum(1) > 0).float().mean())}
         if total_tokens == 0:
@@ -123,7 +129,9 @@ class PolicyUpdate:
             sl = slice(start, start + self.cfg.micro_batch_size)
             mask = batch["loss_mask"][sl]
             action_mask = batch["action_mask"][sl]
-            log_probs = self.action_logprobs(self.actor, batch, sl)
+            prompts, responses = all_prompts[sl], all_responses[sl]
+            shared = common_prefix_len(prompts) if self.cfg.shared_prefix else 0  # for actor and reference
+            log_probs = self.action_logprobs(self.actor, batch, sl, prompts, responses, shared)
             loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
                 log_probs,
                 log_probs.detach(),
@@ -137,7 +145,7 @@ class PolicyUpdate:
                 from openrlhf.models.utils import compute_approx_kl
 
                 with torch.no_grad():
-                    ref = self.action_logprobs(self.reference, batch, sl)
+                    ref = self.action_logprobs(self.reference, batch, sl, prompts, responses, shared)
                 kl = compute_approx_kl(log_probs, ref, kl_estimator="k3")
                 kl_value = (kl * mask).sum() / total_tokens
                 loss = loss + self.cfg.kl * kl_value
