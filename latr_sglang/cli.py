@@ -308,9 +308,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         for name, eta in plan:
             with tqdm(total=len(prompts), desc=f"{name:10}", unit="prompt") as bar:
-                # the batch exit rule leaves the tree phase per batch of prompts: one call per batch; else a
-                # window of prompts_per_batch separate groups (the engine batches them together)
-                batch_rule = getattr(sampler.cfg, "exit_scope", "prompt") == "batch" and eta > 0
                 arms.append(
                     run_arm(
                         name,
@@ -321,7 +318,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         args.seed,
                         args.prompts_per_batch,
                         bar,
-                        admission="batch" if batch_rule else "window",
+                        admission="window",  # prompts_per_batch separate groups in flight
                         close_engine=engine if args.server else None,
                         seed_scale=1_000_000,
                     )

@@ -71,13 +71,17 @@ def run_arm(
     call and waits for the whole batch before the next (a batch is as slow as its slowest group; the batch
     exit rule needs it); "window" keeps prompts_per_batch prompts in flight, one call per prompt, a new prompt
     starting as soon as one finishes: the way OpenRLHF's experience maker drives an engine actor (one
-    generate_responses per prompt), which keeps the engine's batch full while a slow tree finishes. The
-    group of prompt i (or of the batch starting at i) is seeded seed * seed_scale + i. An HTTP engine's
-    session belongs to the event loop that opened it: `close_engine` is closed inside this one."""
+    generate_responses per prompt), which keeps the engine's batch full while a slow tree finishes. A LATR
+    arm under the batch exit rule (exit_scope="batch") is sampled in batches either way: its batch leaves the
+    tree phase together. The group of prompt i (or of the batch starting at i) is seeded
+    seed * seed_scale + i. An HTTP engine's session belongs to the event loop that opened it: `close_engine`
+    is closed inside this one."""
     import asyncio
 
     if admission not in ("batch", "window"):
         raise ValueError(f"admission={admission!r}: expected 'batch' or 'window'")
+    if eta > 0 and getattr(getattr(sampler, "cfg", None), "exit_scope", "prompt") == "batch":
+        admission = "batch"
     groups: list[GroupResult] = []
 
     async def main() -> float:
