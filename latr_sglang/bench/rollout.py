@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from latr_sglang.compare import builtin_countdown_prompts, comparison_table, encode_prompts, run_arm
+from latr_sglang.compare import Arm, builtin_countdown_prompts, comparison_table, encode_prompts, run_arm
 from latr_sglang.config import LATRConfig
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--preset", default="countdown")
-    ap.add_argument("--prompts-per-batch", type=int, default=8, help="prompts in flight at once")
+    ap.add_argument(
+        "--prompts-per-batch",
+        type=int,
+        default=0,
+        help="prompts in flight at once; 0 (default): all, as OpenRLHF dispatches a rollout batch to an "
+        "engine and lets its scheduler fill the batch (the runs before 2026-12-01 PM used 8)",
+    )
     ap.add_argument(
         "--admission",
         choices=("batch", "window"),
@@ -45,6 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of both arms (round r samples with seed + r, same prompts; the arms' order alternates); "
+        "the ratios are of the totals, each round's is printed too",
+    )
     ap.add_argument("--json", default=None, help="also write the figures here (JSON: wall_ratio, ...)")
     ap.add_argument(
         "--device", default=bench_device(), help="torch engine device ($LATR_BENCH_DEVICE or cpu)"
@@ -62,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         engine = TorchEngine.from_pretrained(path, max_batch_size=args.max_batch_size, device=args.device)
         tok, eos_ids = engine.tokenizer, engine.eos_ids
     prompts = encode_prompts(tok, builtin_countdown_prompts(args.num_prompts, args.seed), chat=True)
+    if args.prompts_per_batch < 0:
+        raise SystemExit(f"--prompts-per-batch {args.prompts_per_batch}: must be >= 0 (0: all prompts)")
+    in_flight = args.prompts_per_batch or len(prompts)
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
     cfg = LATRConfig.preset(args.preset)
     sampler = LATRSampler(
         engine,
@@ -70,38 +88,47 @@ def main(argv: list[str] | None = None) -> None:
         eos_ids,
         lambda t: tok.decode([t]),
     )
-    arms = []
-    # stochastic first, then LATR; each starts from an empty prefix cache
-    for name, eta in (("stochastic", 0.0), ("latr", 1.0)):
-        asyncio.run(engine.flush_cache())
-        with tqdm(total=len(prompts), desc=name, unit="prompt") as bar:
-            arms.append(
-                run_arm(
-                    name,
-                    sampler,
-                    prompts,
-                    args.n,
-                    eta,
-                    args.seed,
-                    args.prompts_per_batch,
-                    bar,
-                    args.admission,
+    runs: dict[str, list[Arm]] = {"latr": [], "stochastic": []}
+    per_round: list[float] = []
+    for r in range(args.repeats):
+        # the order alternates (stochastic first, then LATR first, ...) so that a machine slowing down or
+        # speeding up during the run favours neither; each arm starts from an empty prefix cache
+        order = (("stochastic", 0.0), ("latr", 1.0))
+        for name, eta in order if r % 2 == 0 else order[::-1]:
+            asyncio.run(engine.flush_cache())
+            with tqdm(total=len(prompts), desc=f"{name} (round {r + 1})", unit="prompt") as bar:
+                runs[name].append(
+                    run_arm(
+                        name, sampler, prompts, args.n, eta, args.seed + r, in_flight, bar, args.admission
+                    )
                 )
-            )
+        latr, sto = runs["latr"][-1], runs["stochastic"][-1]
+        per_round.append((latr.wall_s / max(latr.delivered, 1)) / (sto.wall_s / max(sto.delivered, 1)))
     asyncio.run(engine.close())
     if server is not None:
         server.stop()
-    arms.reverse()  # print LATR first: the ratios read LATR / stochastic
+    # print LATR first (the ratios read LATR / stochastic); over several rounds, totals of all of them
+    arms = [
+        Arm(
+            name,
+            [g for a in rs for g in a.groups],
+            sum(a.wall_s for a in rs),
+            sum(a.driver_cpu_s for a in rs),
+        )
+        for name, rs in runs.items()
+    ]
     table, columns = comparison_table(arms)
     print(
         f"\n{args.model}: {len(prompts)} countdown prompts x n={args.n}, "
         f"<= {args.max_new_tokens} new tokens, preset {args.preset}, eta 1.0 vs 0.0, "
-        f"one engine (max batch {args.max_batch_size})"
+        f"one engine (max batch {args.max_batch_size}), {in_flight} prompts in flight ({args.admission})"
     )
     print(table)
     figures = rollout_figures(columns, vars(args))
+    figures["per_token_ratio_by_round"] = per_round
+    rounds = f" (rounds: {', '.join(f'{x:.3f}' for x in per_round)})" if len(per_round) > 1 else ""
     print(
-        f"per delivered token: LATR / stochastic = {figures['per_token_ratio']:.3f}; "
+        f"per delivered token: LATR / stochastic = {figures['per_token_ratio']:.3f}{rounds}; "
         f"peak RSS {figures['peak_rss_mb']:.0f} MB"
     )
     if args.json:

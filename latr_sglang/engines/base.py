@@ -98,9 +98,11 @@ class GenerateRequest:
         ids = self.input_ids
         if len(ids) == 0:
             raise RequestError("input_ids is empty: a request needs at least one token")
-        for t in ids:
-            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab_size:
-                raise RequestError(f"input_ids contains {t!r}, outside the vocabulary [0, {vocab_size})")
+        # fast path (a request per tree chunk adds up): all plain ints within range; else find the bad one
+        if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) >= vocab_size:
+            for t in ids:
+                if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab_size:
+                    raise RequestError(f"input_ids contains {t!r}, outside the vocabulary [0, {vocab_size})")
         if len(ids) >= context_length:
             raise RequestError(
                 f"input_ids has {len(ids)} tokens, the model's context length is {context_length}: "

@@ -15,6 +15,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,38 @@ class RequestHandle:
         self._seq.cancelled = True
 
 
+class _Mailbox:
+    """Finished requests on their way from the engine thread to one event loop: the engine thread posts,
+    and only the first post into an empty box wakes the loop (call_soon_threadsafe writes to a pipe and
+    takes the GIL from the loop; LATR finishes several short requests per engine step)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # the engine's loop -> mailbox map is weak: the loop must not be kept
+        self.items: deque[tuple[asyncio.Future, GenerateOutput]] = deque()
+        self.lock = threading.Lock()
+
+    def post(self, fut: asyncio.Future, out: GenerateOutput) -> None:
+        with self.lock:
+            wake = not self.items
+            self.items.append((fut, out))
+        if wake:
+            loop = self.loop()
+            try:
+                if loop is None:
+                    raise RuntimeError("event loop gone")
+                loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop was closed: nobody is waiting for these any more
+                with self.lock:
+                    self.items.clear()
+
+    def drain(self) -> None:
+        with self.lock:
+            items, self.items = self.items, deque()
+        for fut, out in items:
+            if not fut.done():
+                fut.set_result(out)
+
+
 class TorchEngine:
     """Reference engine over a Hugging Face Llama-family model on CPU or one GPU."""
 
@@ -102,6 +135,7 @@ class TorchEngine:
         self.eos_ids = self._eos_ids(hf_model, tokenizer)
         self._seed_rng = random.Random(seed)
         self._inbox: queue.Queue = queue.Queue()
+        self._mailboxes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> _Mailbox
         self._waiting: deque[_Sequence] = deque()
         self._active: list[_Sequence] = []
         self._closed = False
@@ -153,9 +187,17 @@ class TorchEngine:
         on_token: Callable[[int, float], None] | None = None,
     ) -> RequestHandle:
         """Thread-safe. `on_done` (and `on_token`, per sampled token: streaming) run in the engine thread."""
+        self.validate(request)
+        return self._submit_valid(request, on_done, on_token)
+
+    def _submit_valid(
+        self,
+        request: GenerateRequest,
+        on_done: Callable[[GenerateOutput], None],
+        on_token: Callable[[int, float], None] | None = None,
+    ) -> RequestHandle:
         if self._closed:
             raise RuntimeError("the engine is closed")
-        self.validate(request)
         seed = request.sampling.sampling_seed
         if seed is None:
             seed = self._seed_rng.getrandbits(63)
@@ -170,17 +212,16 @@ class TorchEngine:
         return RequestHandle(seq)
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
-        for r in requests:
+        for r in requests:  # all of them before any is submitted: a bad request fails the call alone
             self.validate(r)
         loop = asyncio.get_running_loop()
+        mailbox = self._mailboxes.get(loop)
+        if mailbox is None:
+            mailbox = self._mailboxes[loop] = _Mailbox(loop)
         futures, handles = [], []
         for r in requests:
             fut = loop.create_future()
-
-            def deliver(out: GenerateOutput, fut: asyncio.Future = fut) -> None:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(out))
-
-            handles.append(self.submit(r, deliver))
+            handles.append(self._submit_valid(r, lambda out, fut=fut: mailbox.post(fut, out)))
             futures.append(fut)
         try:
             return list(await asyncio.gather(*futures))

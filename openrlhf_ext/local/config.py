@@ -117,8 +117,9 @@ class LocalTrainConfig:
     shared_prefix: bool = field(
         default=True,
         metadata=help_text(
-            "update: run the prompt prefix a micro-batch shares once and the rest against its cache (same "
-            "log-probs as the padded forward, a fraction of the compute when prompts share a few-shot prefix)"
+            "update: forward the tokens a micro-batch's rows share once (few-shot examples, a group's "
+            "prompt, LATR branches' response prefixes) as a prefix tree; same log-probs and gradients as "
+            "the padded forward, a fraction of the compute"
         ),
     )
     seed: int = field(default=0, metadata=help_text("seed of data order, sampling and init"))

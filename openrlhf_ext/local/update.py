@@ -1,6 +1,7 @@
 """The local trainer's update: one optimizer step of OpenRLHF's `PolicyLoss` (token-level, clip-higher for
 DAPO) plus the k3 KL to the reference policy, over the kept groups' sequences laid out as OpenRLHF's
-Experience lays them out; the forward runs the prefix a micro-batch shares once (openrlhf_ext.shared_prefix).
+Experience lays them out; the forward runs what a micro-batch's rows share once: the few-shot examples, each
+group's prompt, LATR branches' response prefixes (openrlhf_ext.shared_prefix).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from openrlhf_ext.dapo import group_advantages, overlong_mask
 from openrlhf_ext.local.config import LocalTrainConfig
 from openrlhf_ext.local.rollout import ScoredGroup
-from openrlhf_ext.shared_prefix import MIN_SHARED_PREFIX, actor_action_logprobs, common_prefix_len
+from openrlhf_ext.shared_prefix import PrefixTree, actor_action_logprobs
 
 
 class NonFiniteWeights(RuntimeError):
@@ -89,20 +90,12 @@ class PolicyUpdate:
         return {k: v.to(self.device) for k, v in tensors.items()}, prompts, responses
 
     def action_logprobs(
-        self,
-        model: Any,
-        batch: dict[str, torch.Tensor],
-        sl: slice,
-        prompts: list[list[int]],
-        responses: list[list[int]],
-        shared: int,
+        self, model: Any, batch: dict[str, torch.Tensor], sl: slice, tree: PrefixTree | None
     ) -> torch.Tensor:
-        """[micro-batch, r_len] action log-probs of the rows `sl` (whose ids are prompts/responses): the
-        shared-prefix forward when they share `shared` >= MIN_SHARED_PREFIX tokens
-        (openrlhf_ext.shared_prefix), else OpenRLHF's Actor.forward on the padded batch."""
-        if shared >= MIN_SHARED_PREFIX:
-            r_len = batch["action_mask"].shape[1]
-            return actor_action_logprobs(model, prompts, responses, shared, r_len)
+        """[micro-batch, r_len] action log-probs of the rows `sl`: on their prefix tree (shared tokens
+        forwarded once, openrlhf_ext.shared_prefix), or OpenRLHF's Actor.forward on the padded batch."""
+        if tree is not None:
+            return actor_action_logprobs(model, tree, batch["action_mask"].shape[1])
         return model(
             batch["sequences"][sl],
             action_mask=batch["action_mask"][sl],
@@ -124,14 +117,17 @@ class PolicyUpdate:
         self.actor.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"policy_loss": 0.0, "kl": 0.0, "ppo_clip_ratio": 0.0, "ppo_kl": 0.0, "logprob_mismatch": 0.0}
-        n_micro = 0
+        n_micro, forwarded, row_tokens = 0, 0, 0
         for start in range(0, b, self.cfg.micro_batch_size):
             sl = slice(start, start + self.cfg.micro_batch_size)
             mask = batch["loss_mask"][sl]
             action_mask = batch["action_mask"][sl]
-            prompts, responses = all_prompts[sl], all_responses[sl]
-            shared = common_prefix_len(prompts) if self.cfg.shared_prefix else 0  # for actor and reference
-            log_probs = self.action_logprobs(self.actor, batch, sl, prompts, responses, shared)
+            # one tree for the actor and the reference model
+            tree = PrefixTree(all_prompts[sl], all_responses[sl]) if self.cfg.shared_prefix else None
+            if tree is not None:
+                forwarded += tree.forwarded_tokens
+                row_tokens += tree.row_tokens
+            log_probs = self.action_logprobs(self.actor, batch, sl, tree)
             loss, clip_ratio, ppo_kl, _, _ = self.policy_loss(
                 log_probs,
                 log_probs.detach(),
@@ -145,7 +141,7 @@ class PolicyUpdate:
                 from openrlhf.models.utils import compute_approx_kl
 
                 with torch.no_grad():
-                    ref = self.action_logprobs(self.reference, batch, sl, prompts, responses, shared)
+                    ref = self.action_logprobs(self.reference, batch, sl, tree)
                 kl = compute_approx_kl(log_probs, ref, kl_estimator="k3")
                 kl_value = (kl * mask).sum() / total_tokens
                 loss = loss + self.cfg.kl * kl_value
@@ -164,6 +160,8 @@ class PolicyUpdate:
         metrics.update({k: v / n_micro for k, v in sums.items()})
         metrics["policy_loss"] = sums["policy_loss"]  # micro-batch losses are already global token means
         metrics["grad_norm"] = float(grad_norm)
+        if row_tokens:  # tokens the forward ran / tokens of the padded rows (what sharing saved)
+            metrics["forward_token_fraction"] = forwarded / row_tokens
         metrics["actor_lr"] = self.cfg.learning_rate
         if self.device.type == "cuda":
             metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30

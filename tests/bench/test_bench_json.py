@@ -10,12 +10,13 @@ from latr_sglang.bench import rollout as rollout_bench
 from latr_sglang.bench import shared_prefix as shared_bench
 
 
-def test_rollout_json_has_the_ratios(tmp_path):
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_rollout_json_has_the_ratios(tmp_path, repeats):
     out = tmp_path / "rollout.json"
-    rollout_bench.main(
-        ["--model", "tiny", "--num-prompts", "2", "--n", "2", "--max-new-tokens", "6", "--json", str(out)]
-    )
+    args = ["--model", "tiny", "--num-prompts", "2", "--n", "2", "--max-new-tokens", "6", "--json", str(out)]
+    rollout_bench.main([*args, "--repeats", str(repeats)])
     data = json.loads(out.read_text())
+    assert len(data["per_token_ratio_by_round"]) == repeats
     latr, sto = data["arms"]["latr"], data["arms"]["stochastic"]
     assert data["wall_ratio"] == pytest.approx(latr["wall time (s)"] / sto["wall time (s)"])
     per_token = (latr["wall time (s)"] / latr["tokens delivered"]) / (
@@ -24,6 +25,8 @@ def test_rollout_json_has_the_ratios(tmp_path):
     assert data["per_token_ratio"] == pytest.approx(per_token)
     assert sto["tokens delivered"] > 0 and data["peak_rss_mb"] > 50
     assert data["settings"]["n"] == 2
+    # the totals are of every round: each round samples every prompt's group
+    assert latr["tokens delivered"] >= repeats * 2 * 2
 
 
 def test_engine_json_has_one_entry_per_model(tmp_path):
@@ -37,14 +40,14 @@ def test_engine_json_has_one_entry_per_model(tmp_path):
     assert data["peak_rss_mb"] > 50
 
 
-def test_shared_prefix_json(tmp_path):
+@pytest.mark.parametrize("responses", ["random", "latr"])
+def test_shared_prefix_json(tmp_path, responses):
     out = tmp_path / "sp.json"
-    data = shared_bench.main(
-        ["--model", "tiny", "--groups", "2", "--n", "3", "--repeats", "1", "--json", str(out)]
-    )
+    args = ["--model", "tiny", "--groups", "2", "--n", "3", "--repeats", "1", "--json", str(out)]
+    data = shared_bench.main([*args, "--responses", responses, "--task", "countdown"])
     assert json.loads(out.read_text())["update_speedup"] == pytest.approx(data["update_speedup"])
     tokens = data["tokens_forwarded"]
-    assert tokens["shared"] < tokens["unshared"]
+    assert tokens["tree"] <= tokens["prompts"] < tokens["unshared"]
     assert data["update_speedup"] == pytest.approx(
-        min(data["update_s"]["unshared"]) / min(data["update_s"]["shared"])
+        min(data["update_s"]["unshared"]) / min(data["update_s"]["tree"])
     )

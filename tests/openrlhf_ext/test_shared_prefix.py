@@ -1,15 +1,15 @@
-"""The shared-prefix computation equals the unshared one (log-probs and gradients, float64, a tiny model) and
-OpenRLHF's Actor.forward on its padded layout."""
+"""The prefix-tree computation equals the unshared one (log-probs and gradients, float64, a tiny model) and
+OpenRLHF's Actor.forward on its padded layout; the tree spells every row."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latr_sglang.models import load_model_and_tokenizer
 from openrlhf_ext.shared_prefix import (
+    PrefixTree,
     actor_action_logprobs,
-    common_prefix_len,
-    group_logprobs,
-    prefix_shared_logprobs,
     shared_prefix_logprobs,
     unshared_logprobs,
 )
@@ -62,22 +62,100 @@ def test_logprobs_and_gradients_equal_the_unshared_computation(model64, temperat
     assert any(float(g.abs().max()) > 1e-3 for g in g_plain.values())  # the comparison is not of zeros
 
 
+def _latr_like_rows():
+    """Two groups whose prompts share a few-shot prefix; responses as LATR trees make them: children that
+    fork from a parent at different depths, a fork of a fork, identical answers, one response a prefix of
+    another, and a fill sharing the root's first tokens."""
+    shots = [5, 9, 11, 3, 8, 21, 4, 17, 6, 30, 12, 14]
+    prompts = [[*shots, 40, 41, 42], [*shots, 43, 44]]
+    root = [50, 51, 52, 53, 54, 55, 56, 57, 58, 59]
+    child = [*root[:4], 60, 61, 62, 63, 64]
+    grandchild = [*child[:7], 70, 71]
+    group_a = [root, child, grandchild, [50, 51, 80], [90, 91, 92], [90, 91, 92], root[:6]]
+    group_b = [[50, 51, 52, 53, 99], [50, 51, 52, 53, 98, 97], [33]]
+    return prompts, [group_a, group_b]
+
+
+@pytest.mark.parametrize("min_shared", [1, 3, 8])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_tree_with_shared_response_prefixes_equals_the_unshared_computation(model64, min_shared, temperature):
+    model, _ = model64
+    prompts, groups = _latr_like_rows()
+    rows = [(p, r) for p, rs in zip(prompts, groups) for r in rs]
+    tree = PrefixTree([p for p, _ in rows], [r for _, r in rows], min_shared=min_shared)
+    assert len(tree.levels) >= (4 if min_shared == 1 else 2)  # the responses' tree is really used
+    assert tree.forwarded_tokens < tree.row_tokens
+    g = torch.Generator().manual_seed(2)
+    weights = torch.randn((len(rows), max(len(r) for _, r in rows)), generator=g, dtype=torch.float64)
+
+    model.zero_grad()
+    ours = tree.logprobs(model, temperature)
+    (ours * weights).sum().backward()
+    g_tree = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    plain = unshared_logprobs(model, prompts, groups, temperature)
+    flat = [lp for lps in plain for lp in lps]
+    sum((lp * weights[i, : len(lp)]).sum() for i, lp in enumerate(flat)).backward()
+    for i, (lp, (_, r)) in enumerate(zip(flat, rows)):
+        torch.testing.assert_close(ours[i, : len(r)], lp.detach(), atol=1e-5, rtol=1e-5)
+        assert not ours[i, len(r) :].any()  # 0 past the response's end
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(g_tree[name], p.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_sharing_responses_forwards_fewer_tokens_than_sharing_prompts():
+    prompts, groups = _latr_like_rows()
+    rows = [(p, r) for p, rs in zip(prompts, groups) for r in rs]
+    args = ([p for p, _ in rows], [r for _, r in rows])
+    by_prompt = PrefixTree(*args, min_shared=1, share_responses=False)
+    by_tree = PrefixTree(*args, min_shared=1)
+    responses = sum(len(r) for _, r in rows)
+    # the prompts alone: the shots once, each group's own tokens once, every response in full
+    assert by_prompt.forwarded_tokens == 12 + 3 + 2 + responses
+    assert by_tree.forwarded_tokens < by_prompt.forwarded_tokens < by_prompt.row_tokens
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 3), min_size=1, max_size=6),
+            st.lists(st.integers(0, 3), min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    min_shared=st.integers(1, 4),
+    share_responses=st.booleans(),
+)
+def test_every_row_is_spelled_by_its_path(rows, min_shared, share_responses):
+    prompts, responses = [p for p, _ in rows], [r for _, r in rows]
+    tree = PrefixTree(prompts, responses, min_shared, share_responses)
+    for end, p, r in zip(tree.ends, prompts, responses):
+        path = end.path()
+        assert [t for s in path for t in s.tokens] == p + r
+        assert all(s.start == sum(len(a.tokens) for a in path[:k]) for k, s in enumerate(path))
+    for depth, level in enumerate(tree.levels):
+        for s in level:
+            assert len(s.path()) == depth + 1 and s.tokens
+            # a shared segment that no row ends with pays for its level
+            assert not s.children or s.rows or len(s.tokens) >= min_shared
+    assert tree.forwarded_tokens <= tree.row_tokens
+
+
 def test_bad_input_is_named(model64):
     model, _ = model64
-    with pytest.raises(ValueError, match="prompt_ids is empty"):
-        group_logprobs(model, [], [[1]])
-    with pytest.raises(ValueError, match="at least one token"):
-        group_logprobs(model, [1, 2], [[1], []])
+    with pytest.raises(ValueError, match="prompts: each needs at least one token"):
+        PrefixTree([[]], [[1]])
+    with pytest.raises(ValueError, match="responses: each needs at least one token"):
+        PrefixTree([[1, 2], [1, 2]], [[1], []])
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        PrefixTree([[1], [2]], [[1]])
+    with pytest.raises(ValueError, match="min_shared 0"):
+        PrefixTree([[1]], [[1]], min_shared=0)
     with pytest.raises(ValueError, match="2 prompts but 1 groups"):
         shared_prefix_logprobs(model, [[1], [2]], [[[1]]])
-    with pytest.raises(ValueError, match="prefix_len 2"):
-        prefix_shared_logprobs(model, [[1, 2], [1, 2, 3]], [[1], [1]], 2)
-
-
-def test_common_prefix_leaves_each_prompt_a_token():
-    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
-    assert common_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter prompt keeps its last token
-    assert common_prefix_len([[7, 2], [1, 2]]) == 0
 
 
 def test_shared_prefix_logprobs_and_gradients_match_the_padded_forward(tiny_model_dir):
@@ -106,9 +184,9 @@ def test_shared_prefix_logprobs_and_gradients_match_the_padded_forward(tiny_mode
     reference.sum().backward()
     grads = {n: p.grad.clone() for n, p in actor.named_parameters() if p.grad is not None}
     actor.zero_grad(set_to_none=True)
-    n = common_prefix_len(prompts)
-    assert n == len(shared)
-    ours = actor_action_logprobs(actor, prompts, responses, n, r_len)
+    tree = PrefixTree(prompts, responses)
+    assert [len(level) for level in tree.levels] == [1, 4]  # the shared tokens once, then each row's own
+    ours = actor_action_logprobs(actor, tree, r_len)
     assert ours.shape == reference.shape
     assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
     ours.sum().backward()
@@ -117,3 +195,27 @@ def test_shared_prefix_logprobs_and_gradients_match_the_padded_forward(tiny_mode
             # fp32 sums in another order: agreement to 1e-4 of the gradient's scale
             scale = grads[name].abs().max().item()
             assert (p.grad - grads[name]).abs().max().item() <= 1e-4 * max(scale, 1.0), name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.lists(st.integers(3, 5), min_size=1, max_size=7),
+            st.lists(st.integers(3, 5), min_size=1, max_size=7),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    min_shared=st.integers(1, 3),
+)
+def test_any_tree_gives_the_unshared_logprobs(model64, rows, min_shared):
+    """Three token ids, so rows share a lot in odd ways: a row ending inside another row's prompt, one
+    response equal to another's prompt tail, levels whose segments start at different positions."""
+    model, _ = model64
+    prompts, responses = [p for p, _ in rows], [r for _, r in rows]
+    with torch.no_grad():
+        ours = PrefixTree(prompts, responses, min_shared=min_shared).logprobs(model)
+        plain = unshared_logprobs(model, prompts, [[r] for r in responses])
+    for i, ((lp,), r) in enumerate(zip(plain, responses)):
+        torch.testing.assert_close(ours[i, : len(r)], lp, atol=1e-9, rtol=1e-9)
