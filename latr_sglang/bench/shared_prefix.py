@@ -1,14 +1,15 @@
-"""Update time with and without computing shared tokens once, side by side in one process.
+"""Update (and reference forward) time with and without computing shared tokens once, side by side.
 
     python -m latr_sglang.bench.shared_prefix                     # main job's settings, LATR's samples
     python -m latr_sglang.bench.shared_prefix --responses random  # no response shares a token with another
     python -m latr_sglang.bench.shared_prefix --model tiny --groups 2 --n 4 --json /tmp/sp.json
 
 One update = forward + backward of a policy-gradient loss (sum of log-probs x advantages) over every group's
-n responses, in one micro-batch (the main job's micro_batch_size 32 = 4 groups x 8). Three arms, alternating
-for --repeats rounds, the best time of each compared against "unshared":
+n responses; the reference model's pass = the same forward under torch.no_grad(). Both in one micro-batch
+(the main job's micro_batch_size 32 = 4 groups x 8). Three arms, alternating for --repeats rounds, the best
+time of each compared against "unshared":
   unshared   every row forwards its own prompt + response (the usual update)
-  prompts    the prompt tokens rows share are forwarded once, every response in full (before 2026-12-01 PM)
+  prompts    the prompt tokens rows share are forwarded once, every response in full
   tree       openrlhf_ext.shared_prefix.PrefixTree: prompts and response prefixes shared (the update today)
 --responses latr samples the responses with the LATR driver on the torch engine, the main job's way (preset
 small, eta 1, its prompt, prefix and length), so branches share their real prefixes and identical answers
@@ -102,12 +103,24 @@ def main(argv: list[str] | None = None) -> dict:
         sync()
         return time.perf_counter() - t0
 
+    def reference_forward(fn) -> float:  # the reference model's pass: forward only, no graph
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fn(model, prompts, responses)
+        sync()
+        return time.perf_counter() - t0
+
     update(shared_prefix_logprobs)  # warm-up (lazy imports, allocator)
     times: dict[str, list[float]] = {name: [] for name in arms}
+    ref_times: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(args.repeats):
         for name, fn in arms.items():
             times[name].append(update(fn))
+            ref_times[name].append(reference_forward(fn))
     best = {k: min(v) for k, v in times.items()}
+    ref_best = {k: min(v) for k, v in ref_times.items()}
     rows = [(p, r) for p, rs in zip(prompts, responses) for r in rs]
     row_p, row_r = [p for p, _ in rows], [r for _, r in rows]
     tokens = {
@@ -124,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         "tokens_forwarded": tokens,
         "update_speedup": best["unshared"] / best["tree"],
         "update_speedup_prompts_only": best["unshared"] / best["prompts"],
+        "reference_forward_s": ref_times,
+        "reference_speedup": ref_best["unshared"] / ref_best["tree"],
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": peak_gpu_mb(),
     }
@@ -134,9 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"|---|---|---|---|\n"
         f"| update time, best of {args.repeats} (s) | {best['unshared']:.2f} | {best['prompts']:.2f} | "
         f"{best['tree']:.2f} |\n"
+        f"| reference forward (no grad), best of {args.repeats} (s) | {ref_best['unshared']:.2f} | "
+        f"{ref_best['prompts']:.2f} | {ref_best['tree']:.2f} |\n"
         f"| tokens forwarded | {tokens['unshared']} | {tokens['prompts']} | {tokens['tree']} |\n"
-        f"| speed-up vs unshared | 1.00x | {figures['update_speedup_prompts_only']:.2f}x | "
-        f"{figures['update_speedup']:.2f}x |"
+        f"| update speed-up vs unshared | 1.00x | {figures['update_speedup_prompts_only']:.2f}x | "
+        f"{figures['update_speedup']:.2f}x |\n"
+        f"| reference speed-up vs unshared | 1.00x | {ref_best['unshared'] / ref_best['prompts']:.2f}x | "
+        f"{figures['reference_speedup']:.2f}x |"
     )
     if args.json:
         write_json(args.json, figures)

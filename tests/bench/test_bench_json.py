@@ -51,3 +51,5 @@ def test_shared_prefix_json(tmp_path, responses):
     assert data["update_speedup"] == pytest.approx(
         min(data["update_s"]["unshared"]) / min(data["update_s"]["tree"])
     )
+    ref = data["reference_forward_s"]
+    assert data["reference_speedup"] == pytest.approx(min(ref["unshared"]) / min(ref["tree"]))
