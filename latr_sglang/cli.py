@@ -135,10 +135,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     from latr_sglang.engines.base import SamplingParams
-    from latr_sglang.evaluate import evaluate, load_eval_set, run_settings, write_results
+    from latr_sglang.evaluate import evaluate, load_eval_set, write_results
     from latr_sglang.tasks.prompts import newline_token_ids
 
-    run = run_settings(args.run) if args.run else None
+    run = None
+    if args.run:
+        try:  # a local training run's settings are read by the trainer's own code
+            from openrlhf_ext.local.data import run_settings
+        except ImportError as e:
+            raise SystemExit(f"--run needs the training package (openrlhf_ext): {e}") from None
+        run = run_settings(args.run)
     chat = not args.no_chat_template if (args.no_chat_template or run is None) else run.chat
     prefix = (
         args.response_prefix if args.response_prefix is not None else (run.response_prefix if run else "")

@@ -192,40 +192,6 @@ class RunSettings:
     description: str
 
 
-def run_settings(run_dir: str | Path) -> RunSettings:
-    """The settings of the local trainer's run in `run_dir`, read with the trainer's own config class (so a
-    default the trainer derives, like countdown-fewshot's prefix, is derived the same way)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--run {run_dir}: no config.json there (a `latr-train --trainer.mode local` run)"
-        )
-    try:
-        train = json.loads(path.read_text())["train"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"--run {run_dir}: {path} is not a local training run's config") from None
-    try:
-        from openrlhf_ext.local.config import LocalTrainConfig
-        from openrlhf_ext.local.data import load_problems
-    except ImportError as e:
-        raise ValueError(f"--run needs the training package (openrlhf_ext): {e}") from None
-    names = {f.name for f in dataclasses.fields(LocalTrainConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k in names}
-    cfg = LocalTrainConfig(**values)
-    held_out = None
-    if getattr(cfg, "prompts", None) is None and getattr(cfg, "eval_prompts", 0):
-        _, pairs = load_problems(cfg)
-        held_out = [EvalItem(prompt, label) for prompt, label in pairs]
-    task = getattr(cfg, "builtin_task", None) or getattr(cfg, "task", None)
-    return RunSettings(
-        chat=bool(cfg.chat),
-        response_prefix=cfg.prefix,
-        stop_at_newline=bool(cfg.stops_at_newline),
-        held_out=held_out,
-        description=f"{run_dir} (task {task}, chat {cfg.chat}, prefix {cfg.prefix!r})",
-    )
-
-
 def write_results(path: str | Path, results: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,28 +69,6 @@ def test_eval_cli_writes_results(tmp_path, tiny_model_dir):
     assert result["dataset"] == "amc23" and result["prompts"] == 2 and "pass@2" in result
 
 
-def test_an_evaluation_can_take_a_local_runs_prompt_settings(tmp_path):
-    import dataclasses
-    import json
-
-    from latr_sglang.evaluate import run_settings
-    from openrlhf_ext.local_trainer import LocalTrainConfig
-
-    cfg = LocalTrainConfig(eval_prompts=3)
-    (tmp_path / "config.json").write_text(
-        json.dumps({"train": dataclasses.asdict(cfg), "latr": {}}, default=str)
-    )
-    settings = run_settings(tmp_path)
-    assert (settings.chat, settings.response_prefix, settings.stop_at_newline) == (
-        cfg.chat,
-        cfg.prefix,
-        cfg.stops_at_newline,
-    )
-    assert settings.held_out is not None and len(settings.held_out) == 3
-    with pytest.raises(FileNotFoundError, match=r"config\.json"):
-        run_settings(tmp_path / "nothing")
-
-
 def test_bundled_sets_are_found():
     from latr_sglang.evaluate import DATASETS, EVAL_DIR
 

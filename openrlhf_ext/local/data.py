@@ -3,9 +3,13 @@ the shuffled training data (saved with a checkpoint)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
+from pathlib import Path
 from typing import Any
 
+from latr_sglang.evaluate import EvalItem, RunSettings
 from latr_sglang.tasks.prompts import read_jsonl, split_problems, task_problems
 from openrlhf_ext.local.config import LocalTrainConfig
 
@@ -56,3 +60,32 @@ class PromptStream:
         batch = [self.problems[(self.position + i) % len(self.problems)] for i in range(count)]
         self.position += count
         return batch
+
+
+def run_settings(run_dir: str | Path) -> RunSettings:
+    """The settings of the local trainer's run in `run_dir`, read with the trainer's own config class (so a
+    default the trainer derives, like countdown-fewshot's prefix, is derived the same way)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--run {run_dir}: no config.json there (a `latr-train --trainer.mode local` run)"
+        )
+    try:
+        train = json.loads(path.read_text())["train"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"--run {run_dir}: {path} is not a local training run's config") from None
+    names = {f.name for f in dataclasses.fields(LocalTrainConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k in names}
+    cfg = LocalTrainConfig(**values)
+    held_out = None
+    if cfg.prompts is None and cfg.eval_prompts:
+        _, pairs = load_problems(cfg)
+        held_out = [EvalItem(prompt, label) for prompt, label in pairs]
+    task = cfg.builtin_task or cfg.task
+    return RunSettings(
+        chat=bool(cfg.chat),
+        response_prefix=cfg.prefix,
+        stop_at_newline=bool(cfg.stops_at_newline),
+        held_out=held_out,
+        description=f"{run_dir} (task {task}, chat {cfg.chat}, prefix {cfg.prefix!r})",
+    )
