@@ -136,6 +136,7 @@ class TorchEngine:
         self._seed_rng = random.Random(seed)
         self._inbox: queue.Queue = queue.Queue()
         self._mailboxes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> _Mailbox
+        self._mailboxes_lock = threading.Lock()
         self._waiting: deque[_Sequence] = deque()
         self._active: list[_Sequence] = []
         self._closed = False
@@ -215,9 +216,10 @@ class TorchEngine:
         for r in requests:  # all of them before any is submitted: a bad request fails the call alone
             self.validate(r)
         loop = asyncio.get_running_loop()
-        mailbox = self._mailboxes.get(loop)
-        if mailbox is None:
-            mailbox = self._mailboxes[loop] = _Mailbox(loop)
+        with self._mailboxes_lock:  # several threads may each run a loop against this engine
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None:
+                mailbox = self._mailboxes[loop] = _Mailbox(loop)
         futures, handles = [], []
         for r in requests:
             fut = loop.create_future()

@@ -258,3 +258,28 @@ def test_update_weights_with_tied_embeddings(tmp_path, prompt_ids):
         engine.update_weights_sync(state)
         assert engine.hf_model.lm_head.weight is engine.hf_model.model.embed_tokens.weight
         assert engine.generate_sync([GenerateRequest(prompt_ids[0], GREEDY)])[0].output_ids != before
+
+
+def test_event_loops_on_several_threads_each_get_their_own_results(tiny_engine, prompt_ids):
+    """Finished requests reach each caller's event loop through that loop's mailbox: many short requests from
+    four threads at once, each thread's loop gets exactly its own outputs (the greedy ones of its prompts)."""
+    expected = [o.output_ids for o in run(tiny_engine, [GenerateRequest(p, GREEDY) for p in prompt_ids])]
+    results: dict[int, list[list[int]]] = {}
+
+    def caller(k: int) -> None:
+        async def main():
+            calls = [tiny_engine.generate([GenerateRequest(p, GREEDY)]) for p in prompt_ids * 3]
+            return [out[0].output_ids for out in await asyncio.gather(*calls)]
+
+        results[k] = asyncio.run(main())
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(results) == [0, 1, 2, 3]
+    for outs in results.values():
+        assert outs == expected * 3
+    # a loop that has gone away (asyncio.run closed it) leaves the engine serving the next caller
+    assert run(tiny_engine, [GenerateRequest(prompt_ids[0], GREEDY)])[0].output_ids == expected[0]
