@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 MIN_SHARED_SEGMENT = 8  # a shared segment shorter than this is forwarded with each row (a level costs a call)
 
@@ -107,7 +108,9 @@ class PrefixTree:
 
         device = next(model.parameters()).device
         r_len = r_len or max(self.response_lens)
-        kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # id(seg) -> per layer [1, h, len, d]
+        # id(seg) -> per layer, the keys and values of its whole path (top .. seg): [1, h, start + len, d];
+        # kept for segments with children, whose children attend to it
+        path_kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         last: dict[int, torch.Tensor] = {}  # id(seg) -> [vocab] log-softmax at its last position
         token_logp: dict[int, torch.Tensor] = {}  # id(seg) -> [len] log-prob of each token (first: 0 at top)
         for level in self.levels:
@@ -124,7 +127,7 @@ class PrefixTree:
             ids, mask = ids.to(device), mask.to(device)
             cache = None
             if past:
-                cache = DynamicCache(ddp_cache_data=self._past_kv(level, past, kv), config=model.config)
+                cache = DynamicCache(ddp_cache_data=_left_padded(level, past, path_kv), config=model.config)
             keep_cache = any(s.children for s in level)
             out = model(
                 input_ids=ids,
@@ -145,35 +148,31 @@ class PrefixTree:
                 token_logp[id(s)] = torch.cat([first.view(1), within])
                 if s.children:
                     last[id(s)] = logp[i, n - 1]
-                    seg = slice(past, past + n)
-                    kv[id(s)] = [
-                        (layer.keys[i : i + 1, :, seg], layer.values[i : i + 1, :, seg])
+                    # the cache row holds [pads, path above, this segment, pads]: drop the pads
+                    path = slice(past - s.start, past + n)
+                    path_kv[id(s)] = [
+                        (layer.keys[i : i + 1, :, path], layer.values[i : i + 1, :, path])
                         for layer in out.past_key_values.layers
                     ]
         rows = []
         for end, p_len, length in zip(self.ends, self.prompt_lens, self.response_lens):
             full = torch.cat([token_logp[id(s)] for s in end.path()])  # [p_len + length]
-            rows.append(torch.nn.functional.pad(full[p_len : p_len + length], (0, r_len - length)))
+            rows.append(F.pad(full[p_len : p_len + length], (0, r_len - length)))
         return torch.stack(rows)
 
-    @staticmethod
-    def _past_kv(
-        level: list[Segment], past: int, kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer, the keys and values above each segment of the level, left-padded to `past`:
-        [b, heads, past, head_dim]. The pads are masked out; they hold zeros."""
-        n_layers = len(next(iter(kv.values())))
-        out = []
-        for layer in range(n_layers):
-            keys, values = [], []
-            for s in level:  # below the top level every segment has a parent
-                above = s.parent.path()  # type: ignore[union-attr]
-                k = torch.cat([kv[id(a)][layer][0] for a in above], dim=2)  # [1, heads, s.start, head_dim]
-                v = torch.cat([kv[id(a)][layer][1] for a in above], dim=2)
-                keys.append(torch.nn.functional.pad(k, (0, 0, past - s.start, 0)))
-                values.append(torch.nn.functional.pad(v, (0, 0, past - s.start, 0)))
-            out.append((torch.cat(keys), torch.cat(values)))
-        return out
+
+def _left_padded(
+    level: list[Segment], past: int, path_kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the keys and values above each segment of a level (its parent's path), left-padded to
+    `past`: [b, heads, past, head_dim]. The pads hold zeros and are masked out."""
+    parents = [path_kv[id(s.parent)] for s in level]  # below the top level every segment has a parent
+    out = []
+    for layer in range(len(parents[0])):
+        keys = [F.pad(kv[layer][0], (0, 0, past - s.start, 0)) for kv, s in zip(parents, level)]
+        values = [F.pad(kv[layer][1], (0, 0, past - s.start, 0)) for kv, s in zip(parents, level)]
+        out.append((torch.cat(keys), torch.cat(values)))
+    return out
 
 
 def _insert(top: Segment, tokens: list[int], row: int | None) -> Segment:

@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
         "tree": shared_prefix_logprobs,
     }
 
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
     def update(fn) -> float:
         model.zero_grad(set_to_none=True)
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         sync()
         t0 = time.perf_counter()
         logps = fn(model, prompts, responses)
@@ -104,7 +105,6 @@ def main(argv: list[str] | None = None) -> dict:
         return time.perf_counter() - t0
 
     def reference_forward(fn) -> float:  # the reference model's pass: forward only, no graph
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         sync()
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -123,10 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
     ref_best = {k: min(v) for k, v in ref_times.items()}
     rows = [(p, r) for p, rs in zip(prompts, responses) for r in rs]
     row_p, row_r = [p for p, _ in rows], [r for _, r in rows]
+    tree = PrefixTree(row_p, row_r)
     tokens = {
-        "unshared": PrefixTree(row_p, row_r).row_tokens,
+        "unshared": tree.row_tokens,
         "prompts": PrefixTree(row_p, row_r, share_responses=False).forwarded_tokens,
-        "tree": PrefixTree(row_p, row_r).forwarded_tokens,
+        "tree": tree.forwarded_tokens,
     }
     figures = {
         "benchmark": "shared_prefix",

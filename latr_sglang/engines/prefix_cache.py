@@ -10,7 +10,6 @@ reused after a drop) instead of one comparison per entry; the LRU order lives in
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +28,7 @@ class PrefixCache:
         if max_tokens < 0:
             raise ValueError(f"max_tokens={max_tokens} must be >= 0")
         self.max_tokens = max_tokens
-        self._entries: OrderedDict[int, CacheEntry] = OrderedDict()  # LRU order: oldest first
+        self._entries: dict[int, CacheEntry] = {}
         self._next_id = 0
         self.held_positions = 0  # KV positions the entries hold: the memory bound
         # the match index: row r holds one entry's tokens (-1 pads: token ids are >= 0, pads never match)
@@ -38,14 +37,13 @@ class PrefixCache:
         self._tokens = np.full((0, 0), -1, dtype=np.int64)  # [rows, width]
         self._kv_lengths = np.zeros(0, dtype=np.int64)  # [rows]
         self._alive = np.zeros(0, dtype=bool)  # [rows]
-        self._stamp = np.zeros(0, dtype=np.int64)  # [rows] last use: the LRU order of the entries
+        self._stamp = np.zeros(0, dtype=np.int64)  # [rows] last use: the LRU order (eviction, ties)
         self._clock = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def _touch(self, entry_id: int) -> None:
-        self._entries.move_to_end(entry_id)
         self._clock += 1
         self._stamp[self._row_of[entry_id]] = self._clock
 
@@ -90,8 +88,9 @@ class PrefixCache:
         self._entries[entry_id] = CacheEntry(tokens, kv)
         self._add_row(entry_id, tokens, kv.length)
         self.held_positions += kv.length
-        while self.held_positions > self.max_tokens and self._entries:
-            self._drop(next(iter(self._entries)))
+        while self.held_positions > self.max_tokens and self._entries:  # evict the least recently used
+            oldest = int(np.where(self._alive, self._stamp, np.iinfo(np.int64).max).argmin())
+            self._drop(self._id_of_row[oldest])
 
     def _add_row(self, entry_id: int, tokens: np.ndarray, kv_length: int) -> None:
         free = np.flatnonzero(~self._alive)

@@ -116,16 +116,15 @@ def test_sharing_responses_forwards_fewer_tokens_than_sharing_prompts():
     assert by_tree.forwarded_tokens < by_prompt.forwarded_tokens < by_prompt.row_tokens
 
 
+def _rows(tokens, max_len: int, max_rows: int):
+    """(prompt, response) rows over a small alphabet, so that they share prefixes in every way."""
+    seq = st.lists(tokens, min_size=1, max_size=max_len)
+    return st.lists(st.tuples(seq, seq), min_size=1, max_size=max_rows)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.lists(st.integers(0, 3), min_size=1, max_size=6),
-            st.lists(st.integers(0, 3), min_size=1, max_size=6),
-        ),
-        min_size=1,
-        max_size=10,
-    ),
+    rows=_rows(tokens=st.integers(0, 3), max_len=6, max_rows=10),
     min_shared=st.integers(1, 4),
     share_responses=st.booleans(),
 )
@@ -199,14 +198,7 @@ def test_shared_prefix_logprobs_and_gradients_match_the_padded_forward(tiny_mode
 
 @settings(max_examples=25, deadline=None)
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.lists(st.integers(3, 5), min_size=1, max_size=7),
-            st.lists(st.integers(3, 5), min_size=1, max_size=7),
-        ),
-        min_size=1,
-        max_size=6,
-    ),
+    rows=_rows(tokens=st.integers(3, 5), max_len=7, max_rows=6),
     min_shared=st.integers(1, 3),
 )
 def test_any_tree_gives_the_unshared_logprobs(model64, rows, min_shared):
