@@ -133,6 +133,15 @@ class LATRConfig:
     chunk_size: int = field(
         default=32, metadata=help_text("tokens per tree-phase engine request (speculation)")
     )
+    chunks_end_on_lookahead: bool = field(
+        default=True,
+        metadata=help_text(
+            "end a child's tree-phase requests on its lookahead ages (birth + each age), so that a prune "
+            "check runs as soon as its tokens exist: fewer tokens decoded for pruned children, more "
+            "requests. False: plain chunk_size requests, fewer of them. The greedy tree is the same either "
+            "way (a sampled tree phase draws from seeds fixed by where its requests start)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         self.lookahead_steps = tuple(self.lookahead_steps)
@@ -156,8 +165,9 @@ class LATRConfig:
             raise bad("rel_rule", "must be 'paper' or 'released'")
         if self.tree_sampling not in ("greedy", "sample"):
             raise bad("tree_sampling", "must be 'greedy' or 'sample'")
-        if not isinstance(self.fork_between_stops, bool):
-            raise bad("fork_between_stops", "must be true or false")
+        for name in ("fork_between_stops", "chunks_end_on_lookahead"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
         for name, allowed in (
             ("exit_scope", ("prompt", "batch")),
             ("exit_age_rule", ("reference", "pending")),

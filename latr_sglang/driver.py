@@ -256,7 +256,7 @@ class LATRSampler:
         if have >= limit or have - t >= 2 * self.cfg.chunk_size:  # enough speculation ahead of the replay
             return
         size = min(self.cfg.chunk_size, limit - have)
-        if b.birth is not None:  # land child chunks on the lookahead ages so prune checks run early
+        if b.birth is not None and self.cfg.chunks_end_on_lookahead:  # prune checks run as early as they can
             for age in self.cfg.lookahead_steps:
                 boundary = b.birth + age
                 if boundary > have:

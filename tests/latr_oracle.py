@@ -286,12 +286,13 @@ def _read_answer(b: OracleBranch, s, wanted, answer):
 
 def _chunk_start(b: OracleBranch, s, max_len, cfg: LATRConfig) -> int:
     """Where the driver's request holding position s starts: requests of chunk_size tokens from the branch's
-    first own position, cut at the lookahead ages (birth + age) and at min(max_len, force_return_step)."""
+    first own position, cut at the lookahead ages (birth + age; cfg.chunks_end_on_lookahead) and at
+    min(max_len, force_return_step)."""
     limit = min(max_len, cfg.force_return_step)
     start = 0 if b.birth_step is None else b.birth_step + 1
     while True:
         size = min(cfg.chunk_size, limit - start)
-        if b.birth_step is not None:
+        if b.birth_step is not None and cfg.chunks_end_on_lookahead:
             for age in cfg.lookahead_steps:
                 if b.birth_step + age > start:
                     size = min(size, b.birth_step + age - start)

@@ -80,6 +80,7 @@ latr_configs = st.builds(
             "admission_order": st.sampled_from(["rank", "branch"]),
             "fill_after_finished_root": st.sampled_from(["sample", "copy"]),
             "tree_sampling": st.sampled_from(["greedy", "sample"]),
+            "chunks_end_on_lookahead": st.booleans(),
         }
     ),
 )
@@ -162,6 +163,7 @@ def random_case(rng, frequent):
         admission_order=rng.choice(["rank", "branch"]),
         tree_sampling=rng.choice(["greedy", "greedy", "sample"]),
         fork_between_stops=rng.random() < 0.7,
+        chunks_end_on_lookahead=rng.random() < 0.5,
     )
     stop = rng.choice([(), (), (frequent[0],), tuple(frequent[1:3])])
     sampling = SamplingParams(max_new_tokens=rng.randint(10, 40), stop_token_ids=stop)
@@ -208,7 +210,10 @@ def test_fast_driver_equals_the_independent_oracle_on_random_configurations(tiny
         forked += forks > 0
         pruned += prunes > 0
         options = [cfg.tree_sampling, cfg.exit_scope, cfg.rel_rule, cfg.admission_order, cfg.exit_age_rule]
-        options += [f"between_stops={cfg.fork_between_stops}"]
+        options += [
+            f"between_stops={cfg.fork_between_stops}",
+            f"lookahead_ends={cfg.chunks_end_on_lookahead}",
+        ]
         options += [
             f"m={cfg.max_branch_per_token}",
             f"stops={bool(sampling.stop_token_ids)}",
@@ -226,6 +231,8 @@ def test_fast_driver_equals_the_independent_oracle_on_random_configurations(tiny
         "stops=True",
         "early=True",
         "between_stops=False",
+        "lookahead_ends=True",
+        "lookahead_ends=False",
     ):
         assert seen[option] >= 2, seen  # every option above was drawn, more than once
     print(f"forks in {forked}, prunes in {pruned} of {cases} cases")

@@ -10,9 +10,20 @@ greedy tree phase with top-m forks under the capacity k_latr, lookahead pruning 
 rule, then the completion phase sampled at T = 1 in the same batch; fills continue the root's prefix (fresh
 samples from the prompt, in a second per-token loop, when the root has finished).
 
+`--batching` says which rows a forward carries:
+- `reference` (default): every row of the batch, finished ones included (fed a pad token), until every row
+  has finished, as the reference's Hugging Face loop does (a stopped row keeps its place in the batch; only
+  pruned rows leave it). The reference hands the completion phase to vLLM on GPUs; on a CPU there is none,
+  and the same loop decodes to the end.
+- `compact`: a finished row leaves the batch at once (its KV rows are dropped), a stronger baseline than
+  the reference: what a continuous-batching engine would do in the completion phase.
+
 Each arm runs in its own child process, one after the other, so that each peak RSS (ru_maxrss) is its own.
 Printed and written (`--json`): delivered tokens per second of both, `throughput_ratio` (ours / reference),
-`peak_rss_mb` of both and `memory_ratio` (ours / reference).
+`peak_rss_mb` of both and `memory_ratio` (ours / reference), and the decode ceiling: the model's batched
+forward alone at the whole batch (`decode_ceiling_tokens_per_s`), the most any loop over that forward can
+deliver here, with `ceiling_over_reference` (the largest throughput ratio this machine allows against the
+reference loop) and each arm's `ceiling_fraction`.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +44,8 @@ import torch
 from latr_sglang.algorithm import effective_size, fork_tokens, group_split, leave_tree_phase, should_prune
 from latr_sglang.bench.rollout import bench_device, peak_gpu_mb, peak_rss_mb, write_json
 from latr_sglang.config import LATRConfig
+
+BATCHING = ("reference", "compact")
 
 
 @dataclass
@@ -74,12 +88,20 @@ def reference_rollout(
     pad_id: int,
     seed: int = 0,
     trees: list | None = None,
+    batching: str = "reference",
+    stats: dict[str, int] | None = None,
 ) -> list[list[list[int]]]:
     """Per prompt, its n responses (token ids), by a per-token HF loop with KV copies per fork.
 
     trees: if a list, gets per prompt (exit step, [(branch id, parent, birth step, pruned at, tree tokens)]),
     in the layout of the driver's BranchRecord, for comparing trees.
+    batching: `reference` (finished rows stay in the batch until all have finished) or `compact` (they leave
+    it at once); the module docstring says more. Same algorithm, same trees; only the cost differs.
+    stats: if a dict, gets `forwards` (the main loop's decode forwards; fresh fills are sampled in a loop
+    of their own, not counted) and `row_forwards` (the rows they carried).
     """
+    if batching not in BATCHING:
+        raise ValueError(f"batching={batching!r}: expected one of {', '.join(BATCHING)}")
     k_latr, k_sto = group_split(n, eta)
     dev = next(model.parameters()).device
     prompt_masks, out = _left_padded_prefill(model, prompts, pad_id, dev)
@@ -190,11 +212,12 @@ def reference_rollout(
                     fill = _Row(i, "fill", list(root.tokens), False)
                     st.fills.append(fill)
                     forks.append((fill, root_index))
-        # ---- the batch for the next step: drop finished/pruned rows, copy KV for forks and fills ---
+        # ---- the batch for the next step: drop pruned (and, compact, finished) rows, copy KV for forks ---
         keep = [
             index
             for index, r in enumerate(rows)
-            if not r.pruned and not (r.finished and not (r.tree and state[r.prompt].in_tree))
+            if not r.pruned
+            and (batching == "reference" or not (r.finished and not (r.tree and state[r.prompt].in_tree)))
         ]
         forks = [(r, src) for r, src in forks if not r.pruned]  # a child of a branch pruned at this step
         next_rows = [rows[i] for i in keep] + [r for r, _ in forks]
@@ -215,6 +238,9 @@ def reference_rollout(
             input_ids=feed, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
         )
         cache, logits = out.past_key_values, out.logits[:, -1].float()
+        if stats is not None:
+            stats["forwards"] = stats.get("forwards", 0) + 1
+            stats["row_forwards"] = stats.get("row_forwards", 0) + len(rows)
     del cache
     if trees is not None:
         for st in state:
@@ -276,6 +302,31 @@ def _sample_from_prompts(model, prompts, which, max_new_tokens, eos_ids, pad_id,
     return tokens
 
 
+@torch.inference_mode()
+def decode_ceiling(model: Any, rows: int, context: int, steps: int = 6) -> float:
+    """Tokens per second of the model's batched decode forward alone: `rows` rows on a cache of `context`
+    positions, no sampling, no bookkeeping, nothing copied. What any loop decoding with this forward at this
+    batch can at best reach on this machine, so that both arms' throughputs can be read against it."""
+    dev = next(model.parameters()).device
+    vocab = int(model.config.vocab_size)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (rows, context), generator=gen).to(dev)
+    cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+    feed = torch.randint(0, vocab, (rows, 1), generator=gen).to(dev)
+    cache = model(input_ids=feed, past_key_values=cache, use_cache=True).past_key_values  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        cache = model(input_ids=feed, past_key_values=cache, use_cache=True).past_key_values
+    _sync(dev)
+    return rows * steps / (time.perf_counter() - t0)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 # ---- the two arms, each in its own process ---------------------------------------------------------------
 def _model_path(name: str) -> str:
     from latr_sglang.tiny import make_tiny_model
@@ -308,7 +359,7 @@ def run_arm_in_process(args: argparse.Namespace) -> dict[str, Any]:
         with torch.inference_mode():  # warm-up: the first forward imports and initializes lazily
             model(input_ids=torch.tensor([prompts[0][:4]]), use_cache=True)
         result["rss_after_load_mb"] = peak_rss_mb()
-        delivered, t0 = 0, time.perf_counter()
+        delivered, t0, stats = 0, time.perf_counter(), {}
         for start in range(0, len(prompts), args.prompts_per_batch):
             batch = prompts[start : start + args.prompts_per_batch]
             groups = reference_rollout(
@@ -322,10 +373,23 @@ def run_arm_in_process(args: argparse.Namespace) -> dict[str, Any]:
                 lambda t: tok.decode([t]),
                 pad,
                 seed=args.seed + start,
+                batching=args.batching,
+                stats=stats,
             )
             assert all(len(g) == args.n for g in groups), [len(g) for g in groups]
             delivered += sum(len(r) for g in groups for r in g)
         result["wall_s"] = time.perf_counter() - t0
+        result["peak_rss_mb"] = peak_rss_mb()  # before the ceiling below, which is not part of the loop
+        result["batching"] = args.batching
+        result["forwards"], result["row_forwards"] = stats.get("forwards", 0), stats.get("row_forwards", 0)
+        # after the loop, so that its figures are untouched; the whole batch of rows, mid-length context
+        rows = args.n * min(args.prompts_per_batch, len(prompts))
+        context = max(map(len, prompts)) + args.max_new_tokens // 2
+        result["decode_ceiling"] = {
+            "rows": rows,
+            "context": context,
+            "tokens_per_s": decode_ceiling(model, rows, context),
+        }
     else:
         from latr_sglang.compare import run_arm
         from latr_sglang.driver import LATRSampler
@@ -354,7 +418,7 @@ def run_arm_in_process(args: argparse.Namespace) -> dict[str, Any]:
         result["engine_requests"] = arm.requests
     result["delivered_tokens"] = delivered
     result["tokens_per_s"] = delivered / result["wall_s"]
-    result["peak_rss_mb"] = peak_rss_mb()
+    result.setdefault("peak_rss_mb", peak_rss_mb())
     result["peak_gpu_mb"] = peak_gpu_mb()
     return result
 
@@ -368,9 +432,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--eta", type=float, default=1.0, help="share of each group from the tree (1 = all)")
     ap.add_argument("--preset", default="countdown")
     ap.add_argument("--prompts-per-batch", type=int, default=8, help="prompts decoded together (both arms)")
+    ap.add_argument(
+        "--batching",
+        choices=BATCHING,
+        default="reference",
+        help="the reference loop's batch: 'reference' keeps finished rows until all have finished (as the "
+        "authors' loop does), 'compact' drops them at once (a stronger baseline)",
+    )
     ap.add_argument("--max-batch-size", type=int, default=64, help="our engine's batch limit")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arm", choices=["both", "reference", "ours"], default="both")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of both arms, order alternating; the ratio is the median",
+    )
     ap.add_argument("--json", default=None, help="write the figures here (JSON)")
     ap.add_argument("--device", default=None, help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
     args = ap.parse_args(argv)
@@ -382,17 +459,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_json(args.json, result)
         return result
 
-    arms: dict[str, dict[str, Any]] = {}
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-    passthrough = _without(passthrough, "--json")
-    for arm in ("reference", "ours"):
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-            out = f.name
-        cmd = [sys.executable, "-m", "latr_sglang.bench.reference", *passthrough, "--arm", arm, "--json", out]
-        subprocess.run(cmd, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        with open(out) as f:
-            arms[arm] = json.load(f)
-        os.unlink(out)
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
+    passthrough = _without(_without(list(argv if argv is not None else sys.argv[1:]), "--json"), "--repeats")
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for r in range(args.repeats):  # the arms alternate in order, so that a drift in machine speed evens out
+        arms: dict[str, dict[str, Any]] = {}
+        for arm in ("reference", "ours") if r % 2 == 0 else ("ours", "reference"):
+            arms[arm] = _run_arm_subprocess(passthrough, arm)
+        rounds.append(arms)
+    ratios = [a["ours"]["tokens_per_s"] / a["reference"]["tokens_per_s"] for a in rounds]
+    arms = rounds[0]
     ref, ours = arms["reference"], arms["ours"]
     summary = {
         "model": args.model,
@@ -401,29 +478,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_new_tokens": args.max_new_tokens,
         "eta": args.eta,
         "prompts_per_batch": args.prompts_per_batch,
+        "reference_batching": args.batching,
         "arms": arms,
-        "throughput_ratio": ours["tokens_per_s"] / ref["tokens_per_s"],
+        "throughput_ratio": statistics.median(ratios),
+        "throughput_ratio_by_round": ratios,
+        "rounds": rounds[1:],  # the first round's arms are `arms`
         "memory_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
         "gpu_memory_ratio": ours["peak_gpu_mb"] / ref["peak_gpu_mb"] if ref.get("peak_gpu_mb") else None,
         "peak_rss_mb": {"reference": ref["peak_rss_mb"], "ours": ours["peak_rss_mb"]},
     }
     print(
         f"\n{args.model}: {args.num_prompts} countdown prompts x n={args.n}, "
-        f"<= {args.max_new_tokens} tokens, eta {args.eta}, {args.prompts_per_batch} prompts per batch\n"
+        f"<= {args.max_new_tokens} tokens, eta {args.eta}, {args.prompts_per_batch} prompts per batch, "
+        f"reference batching {args.batching}\n"
         f"| | reference per-token loop | our driver + torch engine | ours / reference |\n|---|---|---|---|\n"
         f"| delivered tokens | {ref['delivered_tokens']} | {ours['delivered_tokens']} | |\n"
         f"| wall time (s) | {ref['wall_s']:.1f} | {ours['wall_s']:.1f} | |\n"
         f"| delivered tok/s | {ref['tokens_per_s']:.1f} | {ours['tokens_per_s']:.1f} | "
-        f"**{summary['throughput_ratio']:.2f}x** |\n"
+        f"**{ratios[0]:.2f}x** |\n"
         f"| RSS after loading (MB) | {ref['rss_after_load_mb']:.0f} | {ours['rss_after_load_mb']:.0f} | |\n"
         f"| peak RSS (MB) | {ref['peak_rss_mb']:.0f} | {ours['peak_rss_mb']:.0f} | "
         f"**{summary['memory_ratio']:.2f}x** |"
     )
+    if len(ratios) > 1:
+        print(
+            f"throughput ratio by round (arm order alternating): {', '.join(f'{x:.2f}' for x in ratios)}; "
+            f"median **{summary['throughput_ratio']:.2f}x**"
+        )
+    ceiling = ref.get("decode_ceiling")
+    if ceiling:
+        summary["decode_ceiling_tokens_per_s"] = ceiling["tokens_per_s"]
+        summary["ceiling_over_reference"] = ceiling["tokens_per_s"] / ref["tokens_per_s"]
+        summary["ceiling_fraction"] = {
+            arm: arms[arm]["tokens_per_s"] / ceiling["tokens_per_s"] for arm in ("reference", "ours")
+        }
+        print(
+            f"decode ceiling (the HF forward alone, {ceiling['rows']} rows on {ceiling['context']} cached "
+            f"positions): {ceiling['tokens_per_s']:.1f} tok/s = {summary['ceiling_over_reference']:.2f}x the "
+            f"reference loop; reference at {summary['ceiling_fraction']['reference']:.0%} of it, ours at "
+            f"{summary['ceiling_fraction']['ours']:.0%} (delivered tokens)"
+        )
+    if ref.get("forwards"):
+        print(
+            f"reference loop ({args.batching} batching): {ref['forwards']} decode forwards carrying "
+            f"{ref['row_forwards']} rows, {ref['row_forwards'] / ref['forwards']:.1f} per forward"
+        )
     if ours.get("engine_memory_budget"):
         print(f"engine memory budget: {ours['engine_memory_budget']}")
     if args.json:
         write_json(args.json, summary)
     return summary
+
+
+def _run_arm_subprocess(passthrough: list[str], arm: str) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, "-m", "latr_sglang.bench.reference", *passthrough, "--arm", arm, "--json", out]
+    subprocess.run(cmd, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    with open(out) as f:
+        result = json.load(f)
+    os.unlink(out)
+    return result
 
 
 def _without(argv: list[str], flag: str) -> list[str]:

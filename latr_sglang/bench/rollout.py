@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from latr_sglang.bench.sweep import build_config, config_setting
 from latr_sglang.compare import Arm, builtin_countdown_prompts, comparison_table, encode_prompts, run_arm
-from latr_sglang.config import LATRConfig
+from latr_sglang.config import ConfigError
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
 from latr_sglang.engines.torch_engine import TorchEngine
@@ -34,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--preset", default="countdown")
+    ap.add_argument(
+        "--config",
+        default="",
+        help="LATR config overrides on the preset, 'FIELD=V,FIELD=V' as `bench.sweep --config` reads them "
+        "(e.g. chunks_end_on_lookahead=false)",
+    )
     ap.add_argument(
         "--prompts-per-batch",
         type=int,
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         "--launch-sglang", action="store_true", help="launch an SGLang server (GPU) and drive it over HTTP"
     )
     args = ap.parse_args(argv)
+    try:  # before anything loads: a bad field or value is named at once
+        cfg = build_config(args.preset, config_setting(args.config) if args.config else {})
+    except ConfigError as e:
+        raise SystemExit(f"--preset {args.preset} --config {args.config!r}: {e}") from None
 
     path = make_tiny_model(tempfile.mkdtemp(prefix="latr-tiny-")) if args.model == "tiny" else args.model
     server = None
@@ -80,7 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     in_flight = args.prompts_per_batch or len(prompts)
     if args.repeats < 1:
         raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
-    cfg = LATRConfig.preset(args.preset)
     sampler = LATRSampler(
         engine,
         cfg,
@@ -120,12 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     table, columns = comparison_table(arms)
     print(
         f"\n{args.model}: {len(prompts)} countdown prompts x n={args.n}, "
-        f"<= {args.max_new_tokens} new tokens, preset {args.preset}, eta 1.0 vs 0.0, "
+        f"<= {args.max_new_tokens} new tokens, preset {args.preset}{' + ' * bool(args.config)}{args.config}, "
+        f"eta 1.0 vs 0.0, "
         f"one engine (max batch {args.max_batch_size}), {in_flight} prompts in flight ({args.admission})"
     )
     print(table)
     figures = rollout_figures(columns, vars(args))
     figures["per_token_ratio_by_round"] = per_round
+    figures["latr_config"] = sampler.cfg.to_dict()
     rounds = f" (rounds: {', '.join(f'{x:.3f}' for x in per_round)})" if len(per_round) > 1 else ""
     print(
         f"per delivered token: LATR / stochastic = {figures['per_token_ratio']:.3f}{rounds}; "

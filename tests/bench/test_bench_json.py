@@ -29,6 +29,18 @@ def test_rollout_json_has_the_ratios(tmp_path, repeats):
     assert latr["tokens delivered"] >= repeats * 2 * 2
 
 
+def test_rollout_takes_config_overrides(tmp_path):
+    out = tmp_path / "rollout.json"
+    args = ["--model", "tiny", "--num-prompts", "2", "--n", "2", "--max-new-tokens", "6", "--json", str(out)]
+    rollout_bench.main([*args, "--config", "chunks_end_on_lookahead=false,chunk_size=3"])
+    data = json.loads(out.read_text())
+    assert data["settings"]["config"] == "chunks_end_on_lookahead=false,chunk_size=3"
+    assert data["latr_config"]["chunks_end_on_lookahead"] is False and data["latr_config"]["chunk_size"] == 3
+    for bad, named in [("chunk_size=0", "chunk_size"), ("no_such_field=1", "no_such_field")]:
+        with pytest.raises(SystemExit, match=named):
+            rollout_bench.main([*args, "--config", bad])
+
+
 def test_engine_json_has_one_entry_per_model(tmp_path):
     out = tmp_path / "engine.json"
     args = ["--models", "tiny", "--batch", "2", "--new-tokens", "3", "--chunk-total", "4", "--chunk", "2"]
