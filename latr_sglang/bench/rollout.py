@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         "--launch-sglang", action="store_true", help="launch an SGLang server (GPU) and drive it over HTTP"
     )
     args = ap.parse_args(argv)
-    try:  # before anything loads: a bad field or value is named at once
+    # before anything loads: a bad flag, field or value is named at once
+    if args.prompts_per_batch < 0:
+        raise SystemExit(f"--prompts-per-batch {args.prompts_per_batch}: must be >= 0 (0: all prompts)")
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
+    try:
         cfg = build_config(args.preset, config_setting(args.config) if args.config else {})
     except ConfigError as e:
         raise SystemExit(f"--preset {args.preset} --config {args.config!r}: {e}") from None
@@ -86,11 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         engine = TorchEngine.from_pretrained(path, max_batch_size=args.max_batch_size, device=args.device)
         tok, eos_ids = engine.tokenizer, engine.eos_ids
     prompts = encode_prompts(tok, builtin_countdown_prompts(args.num_prompts, args.seed), chat=True)
-    if args.prompts_per_batch < 0:
-        raise SystemExit(f"--prompts-per-batch {args.prompts_per_batch}: must be >= 0 (0: all prompts)")
     in_flight = args.prompts_per_batch or len(prompts)
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
     sampler = LATRSampler(
         engine,
         cfg,

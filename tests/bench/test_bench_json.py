@@ -41,6 +41,12 @@ def test_rollout_takes_config_overrides(tmp_path):
             rollout_bench.main([*args, "--config", bad])
 
 
+@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--prompts-per-batch", "-1"]])
+def test_rollout_names_a_bad_flag_before_loading(bad):
+    with pytest.raises(SystemExit, match=bad[0]):
+        rollout_bench.main(["--model", "tiny", *bad])
+
+
 def test_engine_json_has_one_entry_per_model(tmp_path):
     out = tmp_path / "engine.json"
     args = ["--models", "tiny", "--batch", "2", "--new-tokens", "3", "--chunk-total", "4", "--chunk", "2"]
