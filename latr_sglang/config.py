@@ -138,8 +138,20 @@ class LATRConfig:
         metadata=help_text(
             "end a child's tree-phase requests on its lookahead ages (birth + each age), so that a prune "
             "check runs as soon as its tokens exist: fewer tokens decoded for pruned children, more "
-            "requests. False: plain chunk_size requests, fewer of them. The greedy tree is the same either "
-            "way (a sampled tree phase draws from seeds fixed by where its requests start)"
+            "requests. False: plain chunk_size requests, fewer of them. Engines that hand over parts "
+            "(tree_part_interval) hand one over at each age instead, and their requests do not end there. "
+            "The greedy tree is the same either way (a sampled tree phase draws from seeds fixed by where "
+            "its requests start)"
+        ),
+    )
+    tree_part_interval: int = field(
+        default=8,
+        metadata=help_text(
+            "engines that hand a request's output over in parts while it decodes (the torch engine) give "
+            "the driver a tree-phase request's tokens at every response position that is a multiple of "
+            "this, and at each child's lookahead ages, so that replay, forks and prune checks need not wait "
+            "for the request to end; 0: whole requests only. Speed only in a greedy tree phase (a sampled "
+            "one draws from seeds fixed by where its requests start, which chunks_end_on_lookahead moves)"
         ),
     )
 
@@ -198,6 +210,10 @@ class LATRConfig:
             raise bad("force_return_step", "must be a positive integer")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise bad("chunk_size", "must be a positive integer")
+        if not isinstance(self.tree_part_interval, int) or isinstance(self.tree_part_interval, bool):
+            raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
+        if self.tree_part_interval < 0:
+            raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
 
     # --- presets and files ------------------------------------------------------------------------
     @classmethod

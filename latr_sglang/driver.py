@@ -225,12 +225,12 @@ class LATRSampler:
                     if not b.finished and len(b.tokens) <= t and b.engine_done is None
                 ]
                 if waiting:
-                    branch, out, asked = await arrivals.get()
-                    branch.awaiting = False
+                    branch, out, end = await arrivals.get()
                     if isinstance(out, Exception):
                         raise RuntimeError(f"a tree-phase engine request failed: {out}") from out
+                    branch.awaiting = out.finish_reason is None  # a part: the request goes on
                     if branch.live:
-                        self._absorb(branch, out, asked)
+                        self._absorb(branch, out, end)
                     continue
                 for tree in trees:
                     self._apply_step(tree, t)
@@ -256,12 +256,23 @@ class LATRSampler:
         if have >= limit or have - t >= 2 * self.cfg.chunk_size:  # enough speculation ahead of the replay
             return
         size = min(self.cfg.chunk_size, limit - have)
-        if b.birth is not None and self.cfg.chunks_end_on_lookahead:  # prune checks run as early as they can
-            for age in self.cfg.lookahead_steps:
+        # an engine that hands a request's output over in parts gives the replay its tokens while it decodes
+        parts = getattr(tree.engine, "generate_in_parts", None) if self.cfg.tree_part_interval else None
+        if b.birth is not None and self.cfg.chunks_end_on_lookahead and parts is None:
+            for age in self.cfg.lookahead_steps:  # prune checks run as early as they can
                 boundary = b.birth + age
                 if boundary > have:
                     size = min(size, boundary - have)
                     break
+        end = have + size
+        part_ends: list[int] = []  # output lengths at which the engine hands over a part
+        if parts is not None:
+            # absolute positions, the same for every branch of the tree, so that its replay moves together
+            step = self.cfg.tree_part_interval
+            ends = set(range(have - have % step + step, end, step))
+            if b.birth is not None:  # and each lookahead age: the prune check runs as soon as it can
+                ends.update(b.birth + age for age in self.cfg.lookahead_steps if have < b.birth + age < end)
+            part_ends = sorted(pos - have for pos in ends)
         greedy = self.cfg.tree_sampling == "greedy"
         sp = dataclasses.replace(
             self.sampling,
@@ -281,19 +292,25 @@ class LATRSampler:
 
         async def run() -> None:
             try:
+                if part_ends:
+                    async for out in parts(request, part_ends):
+                        tree.decoded += len(out.output_ids)
+                        arrivals.put_nowait((b, out, end))
+                    return
                 out = (await tree.engine.generate([request]))[0]
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # handed to the replay loop, which raises it: never a silent hang
-                arrivals.put_nowait((b, e, size))
+                arrivals.put_nowait((b, e, end))
                 return
             tree.decoded += len(out.output_ids)
-            arrivals.put_nowait((b, out, size))
+            arrivals.put_nowait((b, out, end))
 
         b.awaiting = True
         b.in_flight = asyncio.create_task(run())
 
-    def _absorb(self, b: _Branch, out: GenerateOutput, asked: int) -> None:
+    def _absorb(self, b: _Branch, out: GenerateOutput, end: int) -> None:
+        """Adds a request's output (or a part of it) to the branch; `end` is where the request was to end."""
         if out.finish_reason == FinishReason.ABORT:
             raise RuntimeError(f"the engine aborted a tree-phase request: {out.error}")
         b.tokens += out.output_ids
@@ -301,7 +318,7 @@ class LATRSampler:
         b.tops += out.top_logprobs or [None] * len(out.output_ids)
         if out.finish_reason == FinishReason.STOP and out.output_ids:
             b.engine_done = FinishReason.STOP  # on its last token, maybe an EOS id the driver was not told
-        elif len(out.output_ids) < asked:
+        elif out.finish_reason is not None and len(b.tokens) < end:
             b.engine_done = FinishReason.LENGTH  # the engine's context limit ended it early
 
     def _apply_step(self, tree: _Tree, t: int) -> None:

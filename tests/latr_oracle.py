@@ -47,6 +47,9 @@ def oracle_tree_phase(
 ) -> list[tuple[list[OracleBranch], int]]:
     """Per prompt: (every branch, pruned ones included; the exit step = tokens decoded in the tree phase)."""
     stop_ids = set(eos_ids) | set(sampling.stop_token_ids)
+    if cfg.tree_part_interval and hasattr(engine, "generate_in_parts"):
+        # the driver's requests then hand over a part at each lookahead age instead of ending there
+        cfg = dataclasses.replace(cfg, chunks_end_on_lookahead=False)
     if cfg.exit_scope == "prompt":
         groups = [[i] for i in range(len(prompts))]
     else:
@@ -286,8 +289,8 @@ def _read_answer(b: OracleBranch, s, wanted, answer):
 
 def _chunk_start(b: OracleBranch, s, max_len, cfg: LATRConfig) -> int:
     """Where the driver's request holding position s starts: requests of chunk_size tokens from the branch's
-    first own position, cut at the lookahead ages (birth + age; cfg.chunks_end_on_lookahead) and at
-    min(max_len, force_return_step)."""
+    first own position, cut at the lookahead ages (birth + age; cfg.chunks_end_on_lookahead, unless the
+    engine hands over parts) and at min(max_len, force_return_step)."""
     limit = min(max_len, cfg.force_return_step)
     start = 0 if b.birth_step is None else b.birth_step + 1
     while True:

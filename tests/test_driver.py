@@ -81,6 +81,7 @@ latr_configs = st.builds(
             "fill_after_finished_root": st.sampled_from(["sample", "copy"]),
             "tree_sampling": st.sampled_from(["greedy", "sample"]),
             "chunks_end_on_lookahead": st.booleans(),
+            "tree_part_interval": st.sampled_from([0, 1, 3, 8]),
         }
     ),
 )
@@ -109,6 +110,15 @@ class EndsEarly:
             outs[i] = out
         return outs
 
+    async def generate_in_parts(self, request, part_ends):
+        room = self.context - len(request.input_ids)
+        if room <= 0:
+            yield GenerateOutput([], [], [], FinishReason.LENGTH, len(request.input_ids), 0)
+            return
+        sp = dataclasses.replace(request.sampling, max_new_tokens=min(request.sampling.max_new_tokens, room))
+        async for part in self.engine.generate_in_parts(dataclasses.replace(request, sampling=sp), part_ends):
+            yield part
+
 
 class StopsOn:
     """An engine that also stops on `extra` ids, as a server does on EOS ids of the model's generation config
@@ -120,12 +130,15 @@ class StopsOn:
     def __getattr__(self, name):  # eos_ids (without `extra`), tokenizer: the wrapped engine's
         return getattr(self.engine, name)
 
+    def _with_extra(self, r):
+        ids = tuple(r.sampling.stop_token_ids) + self.extra
+        return dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, stop_token_ids=ids))
+
     async def generate(self, requests):
-        more = []
-        for r in requests:
-            ids = tuple(r.sampling.stop_token_ids) + self.extra
-            more.append(dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, stop_token_ids=ids)))
-        return await self.engine.generate(more)
+        return await self.engine.generate([self._with_extra(r) for r in requests])
+
+    def generate_in_parts(self, request, part_ends):
+        return self.engine.generate_in_parts(self._with_extra(request), part_ends)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +180,10 @@ def random_case(rng, frequent):
     )
     stop = rng.choice([(), (), (frequent[0],), tuple(frequent[1:3])])
     sampling = SamplingParams(max_new_tokens=rng.randint(10, 40), stop_token_ids=stop)
-    return cfg, rng.randint(2, 8), sampling, rng.random() < 0.3
+    n, early = rng.randint(2, 8), rng.random() < 0.3
+    # whole requests, or parts at every position, or sparse ones: when tokens arrive must not change the tree
+    cfg = dataclasses.replace(cfg, tree_part_interval=rng.choice([0, 1, 3, 8]))
+    return cfg, n, sampling, early
 
 
 def assert_equals_oracle(engine, prompts, cfg, n, sampling, seed=0, oracle=None):
@@ -213,6 +229,7 @@ def test_fast_driver_equals_the_independent_oracle_on_random_configurations(tiny
         options += [
             f"between_stops={cfg.fork_between_stops}",
             f"lookahead_ends={cfg.chunks_end_on_lookahead}",
+            f"parts={bool(cfg.tree_part_interval)}",
         ]
         options += [
             f"m={cfg.max_branch_per_token}",
@@ -233,6 +250,8 @@ def test_fast_driver_equals_the_independent_oracle_on_random_configurations(tiny
         "between_stops=False",
         "lookahead_ends=True",
         "lookahead_ends=False",
+        "parts=True",
+        "parts=False",
     ):
         assert seen[option] >= 2, seen  # every option above was drawn, more than once
     print(f"forks in {forked}, prunes in {pruned} of {cases} cases")
@@ -528,3 +547,40 @@ def test_a_fork_between_two_stops_is_skipped_on_request(tiny_engine64, between_s
     expected = [[first], [second]] if between_stops else [[first]]
     assert [b.tree_tokens for b in result.branches] == expected
     assert result.exit_step == 1
+
+
+class CountsParts:
+    """The wrapped engine, counting the requests sent in parts and the parts it hands over."""
+
+    def __init__(self, engine):
+        self.engine, self.requests, self.parts = engine, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    async def generate_in_parts(self, request, part_ends):
+        self.requests += 1
+        async for part in self.engine.generate_in_parts(request, part_ends):
+            self.parts += part.finish_reason is None
+            yield part
+
+
+def test_parts_of_requests_reach_the_replay_and_leave_the_rollout_as_it_was(tiny_engine64):
+    cfg = LATRConfig.preset("countdown", lookahead_steps=(3, 6), chunk_size=12)
+    sampling = SamplingParams(max_new_tokens=30)
+    prompts = make_prompts(tiny_engine64, 4, 5)
+    text = lambda t: tiny_engine64.tokenizer.decode([t])  # noqa: E731
+    runs = {}
+    for interval in (0, 4):
+        engine = CountsParts(tiny_engine64)
+        with_interval = dataclasses.replace(cfg, tree_part_interval=interval)
+        sampler = LATRSampler(engine, with_interval, sampling, tiny_engine64.eos_ids, text)
+        groups = sampler.sample_sync(prompts, 6, eta=1.0, seed=3)
+        runs[interval] = (engine.requests, engine.parts, groups)
+    assert runs[0][:2] == (0, 0)  # 0: whole requests only
+    requests, parts, groups = runs[4]
+    assert requests > 0 and parts > requests  # several parts per tree-phase request
+    assert sum(len(g.branches) for g in groups) > len(groups)  # the trees forked
+    for with_parts, whole in zip(groups, runs[0][2]):
+        assert with_parts.branches == whole.branches and with_parts.exit_step == whole.exit_step
+        assert [t.token_ids for t in with_parts.trajectories] == [t.token_ids for t in whole.trajectories]

@@ -129,7 +129,7 @@ class GenerateOutput:
     logprobs: list[float]
     # per output position, the top-k of the raw (pre-temperature) distribution: [(token_id, logprob), ...]
     top_logprobs: list[list[tuple[int, float]]]
-    finish_reason: FinishReason
+    finish_reason: FinishReason | None  # None: a part of an output handed over in parts, more follows
     prompt_tokens: int
     cached_tokens: int  # input tokens whose KV came from the prefix cache
     matched_stop: int | str | None = None  # the stop token id or stop string that ended the request
@@ -145,7 +145,13 @@ class GenerateOutput:
 
 @runtime_checkable
 class Engine(Protocol):
-    """Async, batched generation. Implementations: TorchEngine, SGLangHTTPEngine, SGLangInProcessEngine."""
+    """Async, batched generation. Implementations: TorchEngine, SGLangHTTPEngine, SGLangInProcessEngine.
+
+    An engine may also offer `generate_in_parts(request, part_ends) -> AsyncIterator[GenerateOutput]`: one
+    request's output handed over while it decodes, a part (finish_reason None, only its new tokens) whenever
+    the output reaches one of `part_ends` tokens, then the rest; closing the iterator cancels the request.
+    The LATR driver uses it where it exists (TorchEngine) to replay, fork and prune before a request ends.
+    """
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]: ...
 

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,11 @@ class _Sequence:
     cancelled: bool = False
     # streaming: called from the engine thread with (token_id, logprob) as each output token is sampled
     on_token: Callable[[int, float], None] | None = None
+    # output in parts: called from the engine thread with the tokens since the last part whenever the output
+    # reaches one of `part_ends` tokens and the request goes on (the rest comes with on_done)
+    on_part: Callable[[GenerateOutput], None] | None = None
+    part_ends: frozenset[int] = frozenset()
+    part_start: int = 0
 
     @property
     def prompt_len(self) -> int:
@@ -72,19 +77,20 @@ class RequestHandle:
 
 
 class _Mailbox:
-    """Finished requests on their way from the engine thread to one event loop: the engine thread posts,
-    and only the first post into an empty box wakes the loop (call_soon_threadsafe writes to a pipe and
-    takes the GIL from the loop; LATR finishes several short requests per engine step)."""
+    """Outputs on their way from the engine thread to one event loop: the engine thread posts (a finished
+    request for a future, or a part of a streamed one for its queue), and only the first post into an empty
+    box wakes the loop (call_soon_threadsafe writes to a pipe and takes the GIL from the loop; LATR finishes
+    several short requests per engine step)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # the engine's loop -> mailbox map is weak: the loop must not be kept
-        self.items: deque[tuple[asyncio.Future, GenerateOutput]] = deque()
+        self.items: deque[tuple[asyncio.Future | asyncio.Queue, GenerateOutput]] = deque()
         self.lock = threading.Lock()
 
-    def post(self, fut: asyncio.Future, out: GenerateOutput) -> None:
+    def post(self, to: asyncio.Future | asyncio.Queue, out: GenerateOutput) -> None:
         with self.lock:
             wake = not self.items
-            self.items.append((fut, out))
+            self.items.append((to, out))
         if wake:
             loop = self.loop()
             try:
@@ -98,9 +104,11 @@ class _Mailbox:
     def drain(self) -> None:
         with self.lock:
             items, self.items = self.items, deque()
-        for fut, out in items:
-            if not fut.done():
-                fut.set_result(out)
+        for to, out in items:
+            if isinstance(to, asyncio.Queue):
+                to.put_nowait(out)
+            elif not to.done():
+                to.set_result(out)
 
 
 class TorchEngine:
@@ -196,6 +204,8 @@ class TorchEngine:
         request: GenerateRequest,
         on_done: Callable[[GenerateOutput], None],
         on_token: Callable[[int, float], None] | None = None,
+        on_part: Callable[[GenerateOutput], None] | None = None,
+        part_ends: Iterable[int] = (),
     ) -> RequestHandle:
         if self._closed:
             raise RuntimeError("the engine is closed")
@@ -207,30 +217,69 @@ class TorchEngine:
             frozenset() if request.sampling.ignore_eos else self.eos_ids
         )
         seq = _Sequence(
-            request=request, on_done=on_done, generator=generator, stop_ids=stop_ids, on_token=on_token
+            request=request,
+            on_done=on_done,
+            generator=generator,
+            stop_ids=stop_ids,
+            on_token=on_token,
+            on_part=on_part,
+            part_ends=frozenset(part_ends),
         )
         self._inbox.put(("submit", seq))
         return RequestHandle(seq)
 
-    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
-        for r in requests:  # all of them before any is submitted: a bad request fails the call alone
-            self.validate(r)
+    def _mailbox(self) -> _Mailbox:
         loop = asyncio.get_running_loop()
         with self._mailboxes_lock:  # several threads may each run a loop against this engine
             mailbox = self._mailboxes.get(loop)
             if mailbox is None:
                 mailbox = self._mailboxes[loop] = _Mailbox(loop)
+        return mailbox
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
+        for r in requests:  # all of them before any is submitted: a bad request fails the call alone
+            self.validate(r)
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox()
         futures, handles = [], []
         for r in requests:
             fut = loop.create_future()
             handles.append(self._submit_valid(r, lambda out, fut=fut: mailbox.post(fut, out)))
             futures.append(fut)
         try:
+            if len(futures) == 1:  # LATR's requests come one at a time: no gathering future for them
+                return [await futures[0]]
             return list(await asyncio.gather(*futures))
         except asyncio.CancelledError:
             for h in handles:
                 h.cancel()
             raise
+
+    async def generate_in_parts(
+        self, request: GenerateRequest, part_ends: Iterable[int]
+    ) -> AsyncIterator[GenerateOutput]:
+        """One request's output in parts, as it decodes: a part whenever the output reaches one of
+        `part_ends` tokens and goes on (finish_reason None), then the rest (finish_reason set; prompt, cache
+        and input log-prob fields as `generate` gives them). Each part holds only its new tokens. Closing the
+        iterator early cancels the request."""
+        self.validate(request)
+        mailbox = self._mailbox()
+        parts: asyncio.Queue = asyncio.Queue()
+        handle = self._submit_valid(
+            request,
+            lambda out: mailbox.post(parts, out),
+            on_part=lambda out: mailbox.post(parts, out),
+            part_ends=part_ends,
+        )
+        done = False
+        try:
+            while not done:
+                part = await parts.get()
+                done = part.finish_reason is not None
+                yield part
+        finally:
+            if not done:
+                handle.cancel()
 
     def generate_sync(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
         for r in requests:
@@ -512,8 +561,27 @@ class TorchEngine:
                     seq.on_token(token, logprob)
                 except Exception:  # a broken stream consumer must not take the engine down
                     logger.exception("token callback failed")
-            finished.append(self._check_finished(seq, token))
+            done = self._check_finished(seq, token)
+            if not done and seq.on_part is not None and len(seq.output_ids) in seq.part_ends:
+                self._send_part(seq)
+            finished.append(done)
         return finished
+
+    def _send_part(self, seq: _Sequence) -> None:
+        start, end = seq.part_start, len(seq.output_ids)
+        seq.part_start = end
+        part = GenerateOutput(
+            output_ids=seq.output_ids[start:end],
+            logprobs=seq.logprobs[start:end],
+            top_logprobs=seq.top_logprobs[start:end],
+            finish_reason=None,
+            prompt_tokens=seq.prompt_len,
+            cached_tokens=seq.cached_tokens,
+        )
+        try:
+            seq.on_part(part)
+        except Exception:  # a broken consumer must not take the engine down
+            logger.exception("part callback failed")
 
     def _check_finished(self, seq: _Sequence, token: int) -> bool:
         sp = seq.request.sampling
@@ -543,10 +611,11 @@ class TorchEngine:
     ) -> None:
         if seq.row >= 0 and reason != FinishReason.ABORT:  # keep its KV for requests that extend it
             self.prefix_cache.insert(np.asarray(seq.tokens, dtype=np.int64), self.pool.save(seq.row))
+        start = seq.part_start  # a request sent in parts ends with the rest
         out = GenerateOutput(
-            output_ids=seq.output_ids,
-            logprobs=seq.logprobs,
-            top_logprobs=seq.top_logprobs,
+            output_ids=seq.output_ids[start:] if start else seq.output_ids,
+            logprobs=seq.logprobs[start:] if start else seq.logprobs,
+            top_logprobs=seq.top_logprobs[start:] if start else seq.top_logprobs,
             finish_reason=reason,
             prompt_tokens=seq.prompt_len,
             cached_tokens=seq.cached_tokens,

@@ -283,3 +283,55 @@ def test_event_loops_on_several_threads_each_get_their_own_results(tiny_engine, 
         assert outs == expected * 3
     # a loop that has gone away (asyncio.run closed it) leaves the engine serving the next caller
     assert run(tiny_engine, [GenerateRequest(prompt_ids[0], GREEDY)])[0].output_ids == expected[0]
+
+
+def _in_parts(engine, request, part_ends):
+    async def main():
+        return [part async for part in engine.generate_in_parts(request, part_ends)]
+
+    return asyncio.run(main())
+
+
+def test_output_in_parts_adds_up_to_the_whole_output(tiny_engine, prompt_ids):
+    request = GenerateRequest(prompt_ids[0], GREEDY, top_logprobs_num=2)
+    tiny_engine.flush_cache_sync()
+    whole = run(tiny_engine, [request])[0]
+    tiny_engine.flush_cache_sync()
+    parts = _in_parts(tiny_engine, request, [3, 4, 10, 16, 40])  # 16 is the end: no part there, nor past it
+    assert [len(p.output_ids) for p in parts] == [3, 1, 6, 6]
+    assert [p.finish_reason for p in parts] == [None, None, None, FinishReason.LENGTH]
+    assert [t for p in parts for t in p.output_ids] == whole.output_ids
+    assert [lp for p in parts for lp in p.logprobs] == pytest.approx(whole.logprobs)
+    assert [len(t) for p in parts for t in p.top_logprobs] == [2] * 16
+    assert parts[-1].prompt_tokens == len(prompt_ids[0])
+
+
+def test_output_in_parts_stops_where_the_request_stops(tiny_engine, prompt_ids):
+    probe = run(tiny_engine, [GenerateRequest(prompt_ids[1], GREEDY)])[0].output_ids
+    stop = SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=(probe[4],), ignore_eos=True)
+    parts = _in_parts(tiny_engine, GenerateRequest(prompt_ids[1], stop), [2, 8, 12])
+    first = probe.index(probe[4])  # the stop id may occur before position 4
+    assert [t for p in parts for t in p.output_ids] == probe[: first + 1]
+    assert parts[-1].finish_reason == FinishReason.STOP and parts[-1].matched_stop == probe[4]
+
+
+def test_closing_output_in_parts_early_cancels_the_request(tiny_engine, prompt_ids):
+    long = GenerateRequest(prompt_ids[0], SamplingParams(max_new_tokens=2000, ignore_eos=True))
+
+    async def main():
+        stream = tiny_engine.generate_in_parts(long, [1, 2, 3])
+        first = await stream.__anext__()
+        await stream.aclose()
+        return first
+
+    assert len(asyncio.run(main()).output_ids) == 1
+    deadline = time.monotonic() + 10
+    while tiny_engine.load()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tiny_engine.load() == {"running": 0, "waiting": 0}  # the request left the batch
+    assert len(run(tiny_engine, [GenerateRequest(prompt_ids[1], GREEDY)])[0].output_ids) == 16
+
+
+def test_output_in_parts_refuses_a_bad_request_by_name(tiny_engine):
+    with pytest.raises(RequestError, match="input_ids is empty"):
+        _in_parts(tiny_engine, GenerateRequest((), GREEDY), [1])
