@@ -263,6 +263,10 @@ class TorchEngine:
         and input log-prob fields as `generate` gives them). Each part holds only its new tokens. Closing the
         iterator early cancels the request."""
         self.validate(request)
+        part_ends = list(part_ends)
+        for end in part_ends:
+            if not isinstance(end, int) or isinstance(end, bool) or end < 1:
+                raise RequestError(f"part_ends contains {end!r}: output lengths are integers >= 1")
         mailbox = self._mailbox()
         parts: asyncio.Queue = asyncio.Queue()
         handle = self._submit_valid(

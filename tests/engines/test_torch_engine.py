@@ -332,6 +332,9 @@ def test_closing_output_in_parts_early_cancels_the_request(tiny_engine, prompt_i
     assert len(run(tiny_engine, [GenerateRequest(prompt_ids[1], GREEDY)])[0].output_ids) == 16
 
 
-def test_output_in_parts_refuses_a_bad_request_by_name(tiny_engine):
+def test_output_in_parts_refuses_a_bad_request_by_name(tiny_engine, prompt_ids):
     with pytest.raises(RequestError, match="input_ids is empty"):
         _in_parts(tiny_engine, GenerateRequest((), GREEDY), [1])
+    for bad in (0, -3, 2.5, "4", True):
+        with pytest.raises(RequestError, match=f"part_ends contains {bad!r}"):
+            _in_parts(tiny_engine, GenerateRequest(prompt_ids[0], GREEDY), [2, bad])
