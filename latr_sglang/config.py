@@ -149,9 +149,10 @@ class LATRConfig:
         metadata=help_text(
             "engines that hand a request's output over in parts while it decodes (the torch engine) give "
             "the driver a tree-phase request's tokens at every response position that is a multiple of "
-            "this, and at each child's lookahead ages, so that replay, forks and prune checks need not wait "
-            "for the request to end; 0: whole requests only. Speed only in a greedy tree phase (a sampled "
-            "one draws from seeds fixed by where its requests start, which chunks_end_on_lookahead moves)"
+            "this, so that replay, forks and prune checks need not wait for the request to end (a check "
+            "at a lookahead age runs at the first multiple at or after it); 0: whole requests only. Speed "
+            "only in a greedy tree phase (a sampled one draws from seeds fixed by where its requests start, "
+            "which chunks_end_on_lookahead moves)"
         ),
     )
 

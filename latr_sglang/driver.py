@@ -33,7 +33,14 @@ from latr_sglang.algorithm import (
     with_descendants,
 )
 from latr_sglang.config import LATRConfig
-from latr_sglang.engines.base import Engine, FinishReason, GenerateOutput, GenerateRequest, SamplingParams
+from latr_sglang.engines.base import (
+    Engine,
+    FinishReason,
+    GenerateOutput,
+    GenerateRequest,
+    SamplingParams,
+    hands_over_parts,
+)
 
 Origin = Literal["tree", "fill", "stochastic"]
 
@@ -257,8 +264,8 @@ class LATRSampler:
             return
         size = min(self.cfg.chunk_size, limit - have)
         # an engine that hands a request's output over in parts gives the replay its tokens while it decodes
-        parts = getattr(tree.engine, "generate_in_parts", None) if self.cfg.tree_part_interval else None
-        if b.birth is not None and self.cfg.chunks_end_on_lookahead and parts is None:
+        parts = self.cfg.tree_part_interval > 0 and hands_over_parts(tree.engine)
+        if b.birth is not None and self.cfg.chunks_end_on_lookahead and not parts:
             for age in self.cfg.lookahead_steps:  # prune checks run as early as they can
                 boundary = b.birth + age
                 if boundary > have:
@@ -266,13 +273,13 @@ class LATRSampler:
                     break
         end = have + size
         part_ends: list[int] = []  # output lengths at which the engine hands over a part
-        if parts is not None:
-            # absolute positions, the same for every branch of the tree, so that its replay moves together
+        if parts:
+            # multiples of the interval: absolute positions, the same for every branch, because the replay
+            # moves only when every live branch of the tree has handed its token over (a prune check at a
+            # lookahead age therefore runs at the first multiple at or after it; parts at the ages themselves
+            # cost more on the tiny model than they saved on SmolLM2, see BENCHMARKS.md)
             step = self.cfg.tree_part_interval
-            ends = set(range(have - have % step + step, end, step))
-            if b.birth is not None:  # and each lookahead age: the prune check runs as soon as it can
-                ends.update(b.birth + age for age in self.cfg.lookahead_steps if have < b.birth + age < end)
-            part_ends = sorted(pos - have for pos in ends)
+            part_ends = [pos - have for pos in range(have - have % step + step, end, step)]
         greedy = self.cfg.tree_sampling == "greedy"
         sp = dataclasses.replace(
             self.sampling,
@@ -293,10 +300,12 @@ class LATRSampler:
         async def run() -> None:
             try:
                 if part_ends:
-                    async for out in parts(request, part_ends):
+                    async for out in tree.engine.generate_in_parts(request, part_ends):
                         tree.decoded += len(out.output_ids)
                         arrivals.put_nowait((b, out, end))
-                    return
+                        if out.finish_reason is not None:
+                            return  # the branch's next request starts from here: nothing may follow
+                    raise RuntimeError("the engine's parts ended without the request's final output")
                 out = (await tree.engine.generate([request]))[0]
             except asyncio.CancelledError:
                 raise

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rapidfuzz.distance import Levenshtein
 
 from latr_sglang.config import LATRConfig
-from latr_sglang.engines.base import FinishReason, GenerateRequest, SamplingParams
+from latr_sglang.engines.base import FinishReason, GenerateRequest, SamplingParams, hands_over_parts
 
 
 @dataclass
@@ -47,7 +47,7 @@ def oracle_tree_phase(
 ) -> list[tuple[list[OracleBranch], int]]:
     """Per prompt: (every branch, pruned ones included; the exit step = tokens decoded in the tree phase)."""
     stop_ids = set(eos_ids) | set(sampling.stop_token_ids)
-    if cfg.tree_part_interval and hasattr(engine, "generate_in_parts"):
+    if cfg.tree_part_interval and hands_over_parts(engine):
         # the driver's requests then hand over a part at each lookahead age instead of ending there
         cfg = dataclasses.replace(cfg, chunks_end_on_lookahead=False)
     if cfg.exit_scope == "prompt":

@@ -584,3 +584,46 @@ def test_parts_of_requests_reach_the_replay_and_leave_the_rollout_as_it_was(tiny
     for with_parts, whole in zip(groups, runs[0][2]):
         assert with_parts.branches == whole.branches and with_parts.exit_step == whole.exit_step
         assert [t.token_ids for t in with_parts.trajectories] == [t.token_ids for t in whole.trajectories]
+
+
+class LosesTheFinal(CountsParts):
+    """Hands over the parts of a request, then ends without its final output (a broken engine)."""
+
+    async def generate_in_parts(self, request, part_ends):
+        async for part in self.engine.generate_in_parts(request, part_ends):
+            if part.finish_reason is not None:
+                return
+            yield part
+
+
+class ForwardsAttributes:
+    """A wrapper that overrides only `generate` and forwards the rest: it must not be bypassed by parts."""
+
+    def __init__(self, engine):
+        self.engine, self.requests = engine, 0
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    async def generate(self, requests):
+        self.requests += len(requests)
+        return await self.engine.generate(requests)
+
+
+def test_parts_that_end_without_the_final_output_raise_instead_of_hanging(tiny_engine64):
+    cfg = LATRConfig.preset("countdown", chunk_size=12)
+    sampler = sampler_for(LosesTheFinal(tiny_engine64), cfg, 30)
+    prompts = make_prompts(tiny_engine64, 2, 5)
+
+    async def main():
+        return await asyncio.wait_for(sampler.sample(prompts, 4, eta=1.0, seed=0), timeout=60)
+
+    with pytest.raises(RuntimeError, match="parts ended without the request's final output"):
+        asyncio.run(main())
+
+
+def test_a_wrapper_that_forwards_attributes_gets_every_request(tiny_engine64):
+    wrapper = ForwardsAttributes(tiny_engine64)
+    cfg = LATRConfig.preset("countdown", chunk_size=12)
+    groups = sampler_for(wrapper, cfg, 30).sample_sync(make_prompts(tiny_engine64, 2, 5), 4, eta=1.0, seed=0)
+    assert wrapper.requests == sum(g.engine_requests for g in groups) > 0

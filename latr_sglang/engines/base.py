@@ -150,7 +150,9 @@ class Engine(Protocol):
     An engine may also offer `generate_in_parts(request, part_ends) -> AsyncIterator[GenerateOutput]`: one
     request's output handed over while it decodes, a part (finish_reason None, only its new tokens) whenever
     the output reaches one of `part_ends` tokens, then the rest; closing the iterator cancels the request.
-    The LATR driver uses it where it exists (TorchEngine) to replay, fork and prune before a request ends.
+    The LATR driver uses it where the engine's class defines it (TorchEngine; `hands_over_parts`) to replay,
+    fork and prune before a request ends. A wrapper that forwards attributes to an engine must define it too
+    to opt in: the driver does not take it from the wrapped engine, where it would bypass the wrapper.
     """
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]: ...
@@ -160,3 +162,8 @@ class Engine(Protocol):
     async def flush_cache(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def hands_over_parts(engine: Any) -> bool:
+    """Whether the engine's class defines `generate_in_parts` (see `Engine`)."""
+    return callable(getattr(type(engine), "generate_in_parts", None))

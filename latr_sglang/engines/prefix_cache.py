@@ -51,7 +51,8 @@ class PrefixCache:
         """[rows] each row's common prefix length with `tokens` (dead rows: that of their old tokens)."""
         n = min(self._tokens.shape[1], len(tokens))
         differs = self._tokens[:, :n] != np.asarray(tokens[:n], dtype=np.int64)[None]  # [rows, n]
-        return np.where(differs.any(axis=1), differs.argmax(axis=1), n)
+        first = differs.argmax(axis=1)  # the first difference, or 0 where there is none
+        return np.where(differs[np.arange(len(first)), first], first, n)
 
     def _in_lru_order(self, rows: np.ndarray) -> np.ndarray:
         return rows[np.argsort(self._stamp[rows], kind="stable")]
