@@ -48,7 +48,7 @@ def oracle_tree_phase(
     """Per prompt: (every branch, pruned ones included; the exit step = tokens decoded in the tree phase)."""
     stop_ids = set(eos_ids) | set(sampling.stop_token_ids)
     if cfg.tree_part_interval and hands_over_parts(engine):
-        # the driver's requests then hand over a part at each lookahead age instead of ending there
+        # the driver's requests then do not end on the lookahead ages: the replay gets their tokens in parts
         cfg = dataclasses.replace(cfg, chunks_end_on_lookahead=False)
     if cfg.exit_scope == "prompt":
         groups = [[i] for i in range(len(prompts))]

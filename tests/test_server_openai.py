@@ -3,6 +3,7 @@ streaming /generate, /tokenize and /detokenize, /metrics, the per-request log li
 
 import json
 import logging
+import time
 
 import openai
 import pytest
@@ -196,5 +197,12 @@ def test_one_info_line_per_request(tiny_server, caplog):
             timeout=30,
             json={"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 3, "ignore_eos": True}},
         )
-    lines = [r.getMessage() for r in caplog.records if r.name == "latr_sglang.server"]
-    assert any(line.startswith("POST /generate 200 in=3 out=3 ") for line in lines), lines
+        # the server logs the line once the response has gone out, so it may come just after the client
+        # has its answer: wait for it (a missing line still fails, after 10 s)
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [r.getMessage() for r in caplog.records if r.name == "latr_sglang.server"]
+            if any(line.startswith("POST /generate 200 in=3 out=3 ") for line in lines):
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.01)
