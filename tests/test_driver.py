@@ -97,26 +97,30 @@ class EndsEarly:
     def __getattr__(self, name):  # eos_ids, tokenizer: the wrapped engine's
         return getattr(self.engine, name)
 
+    def _within_context(self, r):
+        """The request with max_new_tokens cut to the room left, or None where there is none."""
+        room = self.context - len(r.input_ids)
+        if room <= 0:
+            return None
+        sp = dataclasses.replace(r.sampling, max_new_tokens=min(r.sampling.max_new_tokens, room))
+        return dataclasses.replace(r, sampling=sp)
+
+    @staticmethod
+    def _at_the_limit(r):
+        return GenerateOutput([], [], [], FinishReason.LENGTH, len(r.input_ids), 0)
+
     async def generate(self, requests):
-        outs, passed = [None] * len(requests), []
-        for i, r in enumerate(requests):
-            room = self.context - len(r.input_ids)
-            if room <= 0:
-                outs[i] = GenerateOutput([], [], [], FinishReason.LENGTH, len(r.input_ids), 0)
-            else:
-                sp = dataclasses.replace(r.sampling, max_new_tokens=min(r.sampling.max_new_tokens, room))
-                passed.append((i, dataclasses.replace(r, sampling=sp)))
-        for (i, _), out in zip(passed, await self.engine.generate([r for _, r in passed])):
-            outs[i] = out
-        return outs
+        fitted = [self._within_context(r) for r in requests]
+        passed = [r for r in fitted if r is not None]
+        answers = iter(await self.engine.generate(passed) if passed else [])
+        return [self._at_the_limit(r) if f is None else next(answers) for r, f in zip(requests, fitted)]
 
     async def generate_in_parts(self, request, part_ends):
-        room = self.context - len(request.input_ids)
-        if room <= 0:
-            yield GenerateOutput([], [], [], FinishReason.LENGTH, len(request.input_ids), 0)
+        fitted = self._within_context(request)
+        if fitted is None:
+            yield self._at_the_limit(request)
             return
-        sp = dataclasses.replace(request.sampling, max_new_tokens=min(request.sampling.max_new_tokens, room))
-        async for part in self.engine.generate_in_parts(dataclasses.replace(request, sampling=sp), part_ends):
+        async for part in self.engine.generate_in_parts(fitted, part_ends):
             yield part
 
 

@@ -269,12 +269,11 @@ class TorchEngine:
                 raise RequestError(f"part_ends contains {end!r}: output lengths are integers >= 1")
         mailbox = self._mailbox()
         parts: asyncio.Queue = asyncio.Queue()
-        handle = self._submit_valid(
-            request,
-            lambda out: mailbox.post(parts, out),
-            on_part=lambda out: mailbox.post(parts, out),
-            part_ends=part_ends,
-        )
+
+        def deliver(out: GenerateOutput) -> None:  # the parts and the rest, in order, through one queue
+            mailbox.post(parts, out)
+
+        handle = self._submit_valid(request, deliver, on_part=deliver, part_ends=part_ends)
         done = False
         try:
             while not done:
