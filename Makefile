@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (README): `make demo` and `make test`. Both set up first; set-up is
 # idempotent (a stamp keyed on the lock file and pyproject.toml).
 PYTHON ?= python3.11
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/cpu.lock pyproject.toml | sha1sum | cut -c1-12)
@@ -12,9 +13,11 @@ setup: $(STAMP)
 
 $(STAMP): requirements/cpu.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip==25.3
-	# torch first and alone: the CPU build, pinned, so nothing can pull a CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	# pyproject's SPDX license needs setuptools >= 77 (a Python 3.11 venv brings 65.5); built without isolation
+	$(BIN)/pip install -q --upgrade pip==25.3 "setuptools>=77"
+	# torch first and alone, pinned, so nothing can pull another build. Where pip's indexes do not serve the
+	# CPU build (stock PyPI on Linux serves the CUDA one): make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps -r requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	# convert the embedded default model (SmolLM2-135M-Instruct GGUF) to a HF folder once (~35 s)

@@ -10,9 +10,11 @@ import argparse
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,61 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _finite_float(text: str) -> float:
+    # inf and nan parse as floats, then fail far from the flag (an OverflowError in int(), a NaN comparison)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number >= 0")
+    return value
+
+
+def _finite_float_flags(parser: argparse.ArgumentParser) -> None:
+    """Every plain float flag of every subcommand (serve's flags come from latr_sglang.server.run) takes
+    finite numbers only."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _finite_float_flags(subparser)
+        elif action.type is float:
+            action.type = _finite_float
+
+
+def _writable_output(flag: str, path: str, make_parents: bool = False) -> None:
+    """Refuses an output path the run could not write at its end, before anything is loaded. With
+    make_parents (the writer creates missing folders) the nearest existing folder must take new entries."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
+    try:
+        if file.exists():
+            with open(file, "a"):  # append mode: the old contents stay until the run writes
+                pass
+            return
+        parent = file.parent
+        while make_parents and not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.exists():
+            raise UsageError(f"{flag} {path}: folder {str(parent)!r} does not exist")
+        if not parent.is_dir():
+            raise UsageError(f"{flag} {path}: {str(parent)!r} is not a folder")
+        # a real file, not os.access: root passes access() on read-only mounts and /proc alike
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".latr-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: not writable ({e.strerror or e})") from None
 
 
 def _device(text: str) -> str:
@@ -88,7 +145,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prefix-cache-mb",
-        type=float,
+        type=_non_negative_float,
         default=None,
         help="memory bound of the prefix cache in MB (default: sized by the model and the live sequences; "
         "0 turns it off)",
@@ -104,7 +161,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 def _make_engine(args: argparse.Namespace):
     from latr_sglang.engines.torch_engine import TorchEngine
 
-    return TorchEngine.from_pretrained(
+    engine = TorchEngine.from_pretrained(
         args.model,
         dtype=args.dtype,
         device=args.device,
@@ -113,6 +170,17 @@ def _make_engine(args: argparse.Namespace):
         context_length=args.context_length,
         seed=args.seed,
     )
+    trained = getattr(getattr(engine, "hf_model", None), "config", None)
+    trained = getattr(trained, "max_position_embeddings", None)
+    # a warning, not an error: the engine's models use rotary positions, which run past the trained length
+    # (the output degrades there, nothing fails)
+    if isinstance(trained, int) and args.context_length and args.context_length > trained:
+        print(
+            f"{PROG}: warning: --context-length {args.context_length} is beyond the model's "
+            f"max_position_embeddings {trained}: positions past {trained} were never trained",
+            file=sys.stderr,
+        )
+    return engine
 
 
 def _engine_and_tokenizer(args: argparse.Namespace):
@@ -162,6 +230,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
     )
     sampling.validate()
+    if args.max_new_tokens < 1:  # as sample: a 0-token response scores as a wrong answer, silently
+        raise UsageError(f"--max-new-tokens {args.max_new_tokens}: responses need >= 1 token")
+    if args.output:
+        _writable_output("--output", args.output, make_parents=True)  # write_results creates the folders
     engine, tokenizer, _ = _engine_and_tokenizer(args)
     try:
         if run is not None and run.stop_at_newline:  # the run's answers are one line: stop where it stopped
@@ -189,8 +261,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     print(json.dumps(results, indent=2))
     if args.output:
-        if Path(args.output).is_dir():
-            raise UsageError(f"--output {args.output}: is a directory, expected a file path")
         write_results(args.output, results)
         print(f"wrote {args.output}")
     return 0
@@ -217,21 +287,34 @@ def _latr_config(args: argparse.Namespace, default_preset: str):
     """The LATRConfig of --latr.* flags; a bad --latr.config file is named in one line."""
     from latr_sglang.config import latr_config_from_args
 
-    path = getattr(args, "latr.config", None)
-    if path:
-        _readable_file("--latr.config", path)
-    try:
-        return latr_config_from_args(args, default_preset=default_preset)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"--latr.config {path}: not valid JSON ({e})") from None
-    except Exception as e:
-        import yaml
+    # a missing, unreadable or malformed file, or a bad value in it: a ConfigError naming the file
+    return latr_config_from_args(args, default_preset=default_preset)
 
-        if isinstance(e, yaml.YAMLError):
-            where = getattr(e, "problem_mark", None)
-            at = f" at line {where.line + 1}" if where is not None else ""
-            raise UsageError(f"--latr.config {path}: not valid YAML{at}") from None
-        raise
+
+def _check_top_logprobs(m: int) -> None:
+    """The tree phase asks the engine for m top log-probs per position: m past the engines' limit is refused
+    before a model loads (by the engines' own rule, as latr-train does), not mid-sampling."""
+    from latr_sglang.engines.base import GenerateRequest, RequestError
+
+    try:
+        GenerateRequest((0,), top_logprobs_num=m).validate(vocab_size=1, context_length=1 << 30)
+    except RequestError as e:
+        raise UsageError(
+            f"--latr.max_branch_per_token {m}: more candidates than the engine returns per position ({e})"
+        ) from None
+
+
+def _check_prompt_lengths(prompts: list, context_length: int | None, args: argparse.Namespace) -> None:
+    """A prompt that leaves no room for a response in the context, named before any sampling."""
+    if not context_length:
+        return
+    source = f"--prompts {args.prompts}" if args.prompts else "built-in prompt"
+    for i, ids in enumerate(prompts):
+        if len(ids) >= context_length:
+            raise UsageError(
+                f"{source}: prompt {i + 1} has {len(ids)} tokens, the model's context length is "
+                f"{context_length} (--context-length): no room to generate"
+            )
 
 
 _COUNTDOWN_RE = re.compile(r"numbers \[([\d,\s]+)\], create an equation that equals (\d+)")
@@ -299,15 +382,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from latr_sglang.engines.base import SamplingParams
 
     cfg = _latr_config(args, default_preset="countdown")
+    _check_top_logprobs(cfg.max_branch_per_token)
     texts, labels = _sample_prompts(args)
     sampling = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
     )
     sampling.validate()
-    if args.output and Path(args.output).is_dir():
-        raise UsageError(f"--output {args.output}: is a directory, expected a file path")
+    if args.max_new_tokens < 1:  # the sampler refuses it too, but only once the model is loaded
+        raise UsageError(f"--max-new-tokens {args.max_new_tokens}: responses need >= 1 token")
+    if args.output:
+        _writable_output("--output", args.output)
     engine, tokenizer, eos_ids = _engine_and_tokenizer(args)
     prompts = encode_prompts(tokenizer, texts, chat=not args.no_chat_template)
+    try:
+        _check_prompt_lengths(prompts, getattr(engine, "context_length", None), args)
+    except UsageError:
+        if not args.server:
+            engine.close_sync()
+        raise
     sampler = LATRSampler(engine, cfg, sampling, eos_ids, lambda t: tokenizer.decode([t]))
     arms = []
     plan = [("latr", args.eta)] + ([] if args.no_baseline else [("stochastic", 0.0)])
@@ -442,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for subparser in sub.choices.values():
         subparser.allow_abbrev = False  # a prefix of a flag must not silently select it (as in latr-train)
+    _finite_float_flags(parser)
     return parser
 
 

@@ -14,7 +14,12 @@ EXEMPT_CHARS = "+-*/\\<>=()[]{}_^&%$0123456789"
 
 
 class ConfigError(ValueError):
-    """A bad LATRConfig value; the message names the field and the value."""
+    """A bad LATRConfig value; the message names the field and the value (`field`, when one field is bad,
+    lets a caller say where the value came from, e.g. a config file)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def help_text(text: str) -> dict[str, str]:
@@ -138,42 +143,53 @@ class LATRConfig:
         metadata=help_text(
             "end a child's tree-phase requests on its lookahead ages (birth + each age), so that a prune "
             "check runs as soon as its tokens exist: fewer tokens decoded for pruned children, more "
-            "requests. False: plain chunk_size requests, fewer of them. Engines that hand over parts "
-            "(tree_part_interval) hand one over at each age instead, and their requests do not end there. "
-            "The greedy tree is the same either way (a sampled tree phase draws from seeds fixed by where "
-            "its requests start)"
+            "requests. False: plain chunk_size requests, fewer of them. Ignored with an engine that hands "
+            "over parts (tree_part_interval > 0): its requests do not end on the ages, and a check at an "
+            "age runs at the first multiple of tree_part_interval at or after it. The greedy tree is the "
+            "same either way (a sampled tree phase draws from seeds fixed by where its requests start)"
         ),
     )
     tree_part_interval: int = field(
         default=8,
         metadata=help_text(
-            "engines that hand a request's output over in parts while it decodes (the torch engine) give "
-            "the driver a tree-phase request's tokens at every response position that is a multiple of "
-            "this, so that replay, forks and prune checks need not wait for the request to end (a check "
-            "at a lookahead age runs at the first multiple at or after it); 0: whole requests only. Speed "
-            "only in a greedy tree phase (a sampled one draws from seeds fixed by where its requests start, "
-            "which chunks_end_on_lookahead moves)"
+            "engines that hand a request's output over in parts while it decodes (the torch engine; SGLang "
+            "over HTTP, streamed at this interval) give the driver a tree-phase request's tokens at every "
+            "response position that is a multiple of this, so that replay, forks and prune checks need not "
+            "wait for the request to end (a check at a lookahead age runs at the first multiple at or after "
+            "it); 0: whole requests only. Speed only in a greedy tree phase (a sampled one draws from seeds "
+            "fixed by where its requests start, which chunks_end_on_lookahead moves)"
         ),
     )
 
     def __post_init__(self) -> None:
-        self.lookahead_steps = tuple(self.lookahead_steps)
+        # only a list or tuple becomes the tuple: tuple(20) would raise a bare TypeError, tuple("20") or
+        # tuple({5: 1}) would silently turn nonsense into steps; validate() names anything else
+        if isinstance(self.lookahead_steps, list | tuple):
+            self.lookahead_steps = tuple(self.lookahead_steps)
         self.validate()
 
     def validate(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"LATRConfig.{name}={getattr(self, name)!r}: {why}")
+            return ConfigError(f"LATRConfig.{name}={getattr(self, name)!r}: {why}", field=name)
 
-        if not isinstance(self.max_branch_per_token, int) or self.max_branch_per_token < 1:
+        def is_int(value: Any) -> bool:  # True is an int to Python, never a count or a step here
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        if not is_int(self.max_branch_per_token) or self.max_branch_per_token < 1:
             raise bad("max_branch_per_token", "must be an integer >= 1")
         for name in ("tau_abs", "tau_rel", "exit_threshold", "exit_decay"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            if not is_number(value) or not 0.0 <= value <= 1.0:
                 raise bad(name, "must be a number in [0, 1]")
         for name in ("prune_edit_distance_below", "prune_suffix_match_above", "prune_rouge_l_above"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or not 0.0 <= value <= 1.0):
+            if value is not None and (not is_number(value) or not 0.0 <= value <= 1.0):
                 raise bad(name, "must be None (off) or a number in [0, 1]")
+        if not isinstance(self.exempt_chars, str):  # a number or None would crash the first prune check
+            raise bad("exempt_chars", "must be a string")
         if self.rel_rule not in ("paper", "released"):
             raise bad("rel_rule", "must be 'paper' or 'released'")
         if self.tree_sampling not in ("greedy", "sample"):
@@ -191,9 +207,11 @@ class LATRConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, "must be " + " or ".join(repr(a) for a in allowed))
         steps = self.lookahead_steps
+        if not isinstance(steps, tuple):
+            raise bad("lookahead_steps", "must be a list of positive integers")
         if not steps:
             raise bad("lookahead_steps", "must not be empty")
-        if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in steps):
+        if any(not is_int(s) or s < 1 for s in steps):
             raise bad("lookahead_steps", "must be positive integers")
         if list(steps) != sorted(set(steps)):
             raise bad("lookahead_steps", "must be strictly increasing")
@@ -201,17 +219,17 @@ class LATRConfig:
         if not isinstance(schedule, dict) or not schedule:
             raise bad("mix_ratio_schedule", "must be a non-empty mapping {step: eta}")
         for key, value in schedule.items():
-            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
+            if not is_int(key) or key < 0:
                 raise bad("mix_ratio_schedule", f"key {key!r} must be a non-negative integer step")
-            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise bad("mix_ratio_schedule", f"value {value!r} at step {key} must be in [0, 1]")
+            if not is_number(value) or not 0.0 <= value <= 1.0:
+                raise bad("mix_ratio_schedule", f"value {value!r} at step {key} must be a number in [0, 1]")
         if 0 not in schedule:
             raise bad("mix_ratio_schedule", "needs a value at step 0")
-        if not isinstance(self.force_return_step, int) or self.force_return_step < 1:
+        if not is_int(self.force_return_step) or self.force_return_step < 1:
             raise bad("force_return_step", "must be a positive integer")
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+        if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise bad("chunk_size", "must be a positive integer")
-        if not isinstance(self.tree_part_interval, int) or isinstance(self.tree_part_interval, bool):
+        if not is_int(self.tree_part_interval):
             raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
         if self.tree_part_interval < 0:
             raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
@@ -219,8 +237,10 @@ class LATRConfig:
     # --- presets and files ------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LATRConfig:
-        if name not in PRESETS:
-            raise ConfigError(f"unknown LATR preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        _check_preset(name)
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:  # named as from_dict names them, not as a bare TypeError from __init__
+            raise ConfigError(f"unknown LATR config field(s): {', '.join(unknown)}")
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,7 +257,7 @@ class LATRConfig:
         unknown = sorted(set(data) - known - {"preset"})
         if unknown:
             raise ConfigError(f"unknown LATR config field(s): {', '.join(unknown)}")
-        base = PRESETS[data.pop("preset")] if "preset" in data else {}
+        base = PRESETS[_check_preset(data.pop("preset"))] if "preset" in data else {}
         if "mix_ratio_schedule" in data and isinstance(data["mix_ratio_schedule"], dict):
             data["mix_ratio_schedule"] = {_int_key(k): v for k, v in data["mix_ratio_schedule"].items()}
         return cls(**{**base, **data})
@@ -253,13 +273,53 @@ class LATRConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> LATRConfig:
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        data = read_config_file(path)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}", field=e.field) from None
 
-            return cls.from_dict(yaml.safe_load(text))
-        return cls.from_dict(json.loads(text))
+
+def read_config_file(path: str | Path, flag: str = "") -> dict[str, Any]:
+    """The mapping a YAML (.yaml/.yml) or JSON file holds; a ConfigError naming the file (and `flag`, the
+    option that gave it) when it is missing, not a file, unreadable, undecodable or not a mapping."""
+    where = f"{flag} {path}" if flag else str(path)
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"{where}: is a directory, expected a YAML or JSON file")
+    if not file.is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read ({e.strerror or e})") from None
+    if file.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None)
+            raise ConfigError(f"{where}: not valid YAML{at}" + (f" ({problem})" if problem else "")) from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a LATR config file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _check_preset(name: Any) -> str:
+    """`name` if it is a preset's name, else a ConfigError listing the known ones."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"unknown LATR preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return name
 
 
 def _int_key(key: Any) -> Any:
@@ -407,7 +467,8 @@ def add_latr_arguments(parser: Any, prefix: str = "latr.") -> None:
         dest=f"{prefix}preset",
         choices=sorted(PRESETS),
         default=None,
-        help="start from the released hyperparameters of this task",
+        help="start from a preset: countdown / math, the released scripts' values for that task; small, "
+        "tuned in this project for small models",
     )
     group.add_argument(
         f"--{prefix}config",
@@ -422,19 +483,20 @@ def latr_config_from_args(args: Any, prefix: str = "latr.", default_preset: str 
     """--latr.config, then --latr.preset (or default_preset), then the --latr.<field> flags, layered."""
     values = vars(args)
     data: dict[str, Any] = {}
-    if values.get(f"{prefix}config"):
-        path = Path(values[f"{prefix}config"])
-        import yaml
-
-        data = (
-            yaml.safe_load(path.read_text())
-            if path.suffix in (".yaml", ".yml")
-            else json.loads(path.read_text())
-        )
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a LATR config file must hold a mapping")
+    path = values.get(f"{prefix}config")
+    if path:
+        data = read_config_file(path, flag=f"--{prefix}config")
+    from_file = set(data)
     preset = values.get(f"{prefix}preset") or data.get("preset") or default_preset
     if preset:
         data["preset"] = preset
-    data.update(dataclass_overrides(args, LATRConfig, prefix))
-    return LATRConfig.from_dict(data)
+    overrides = dataclass_overrides(args, LATRConfig, prefix)
+    data.update(overrides)
+    try:
+        return LATRConfig.from_dict(data)
+    except ConfigError as e:
+        # a bad value the file holds (flags override it), or an unknown key or preset, which only a file can
+        # hold (flags are argparse-checked): say which file
+        if path and (e.field is None or (e.field in from_file and e.field not in overrides)):
+            raise ConfigError(f"--{prefix}config {path}: {e}", field=e.field) from None
+        raise

@@ -15,6 +15,7 @@ The algorithm's decisions are the pure functions of `latr_sglang.algorithm`; thi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from latr_sglang.engines.base import (
     FinishReason,
     GenerateOutput,
     GenerateRequest,
+    RequestError,
     SamplingParams,
     hands_over_parts,
 )
@@ -233,6 +235,8 @@ class LATRSampler:
                 ]
                 if waiting:
                     branch, out, end = await arrivals.get()
+                    if isinstance(out, RequestError):  # bad input, not a fault: callers report it as such
+                        raise RequestError(f"a tree-phase engine request failed: {out}") from out
                     if isinstance(out, Exception):
                         raise RuntimeError(f"a tree-phase engine request failed: {out}") from out
                     branch.awaiting = out.finish_reason is None  # a part: the request goes on
@@ -300,11 +304,14 @@ class LATRSampler:
         async def run() -> None:
             try:
                 if part_ends:
-                    async for out in tree.engine.generate_in_parts(request, part_ends):
-                        tree.decoded += len(out.output_ids)
-                        arrivals.put_nowait((b, out, end))
-                        if out.finish_reason is not None:
-                            return  # the branch's next request starts from here: nothing may follow
+                    # closed on the way out, whatever the way: an engine's stream (a connection) goes at once
+                    stream = tree.engine.generate_in_parts(request, part_ends)
+                    async with contextlib.aclosing(stream) as parts:
+                        async for out in parts:
+                            tree.decoded += len(out.output_ids)
+                            arrivals.put_nowait((b, out, end))
+                            if out.finish_reason is not None:
+                                return  # the branch's next request starts from here: nothing may follow
                     raise RuntimeError("the engine's parts ended without the request's final output")
                 out = (await tree.engine.generate([request]))[0]
             except asyncio.CancelledError:

@@ -23,7 +23,7 @@ from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
 from latr_sglang.tasks.evaluation import length_stats, mean_at_k, mean_pass_at_k
 from latr_sglang.tasks.prompts import encode_prompts, read_jsonl
-from latr_sglang.tasks.reward_func import parse_label, score_response
+from latr_sglang.tasks.reward_func import check_label, parse_label, score_response
 
 
 def _eval_dir() -> Path:
@@ -71,11 +71,23 @@ def load_eval_set(name_or_path: str, limit: int | None = None) -> list[EvalItem]
     items = []
     for i, row in enumerate(rows):
         if "prompt" in row and "label" in row:
-            items.append(EvalItem(str(row["prompt"]), row["label"]))
+            prompt, label, names = row["prompt"], row["label"], ("prompt", "label")
         elif "problem" in row and "answer" in row:
-            items.append(EvalItem(math_task.DAPO_TEMPLATE.format(problem=row["problem"]), str(row["answer"])))
+            prompt, label, names = row["problem"], row["answer"], ("problem", "answer")
+            if isinstance(label, int | float) and not isinstance(label, bool):
+                label = str(label)  # MATH-style sets write numeric answers as numbers
         else:
             raise ValueError(f"{path}: row {i + 1} has neither prompt/label nor problem/answer")
+        # a null answer would become the gold answer "None", a list prompt the text "['a']": refused here
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"{path}: row {i + 1}: {names[0]}={prompt!r}: must be a non-empty string")
+        try:
+            check_label(label)
+        except ValueError as e:
+            raise ValueError(f"{path}: row {i + 1}: {names[1]}: {e}") from None
+        if names[0] == "problem":
+            prompt = math_task.DAPO_TEMPLATE.format(problem=prompt)
+        items.append(EvalItem(prompt, label))
     return items[:limit] if limit else items
 
 
@@ -108,6 +120,8 @@ def evaluate(
     if n < 1:
         raise ValueError(f"n={n}: need at least one sample per prompt")
     sampling = sampling or SamplingParams(max_new_tokens=256, temperature=1.0)
+    if sampling.max_new_tokens < 1:  # as the LATR sampler: empty responses would score as all-zero metrics
+        raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens}: responses need >= 1 token")
     correct, rewards, well_formed, lengths, truncated, distinct = [], [], [], [], [], []
     examples: list[
         dict[str, Any]

@@ -93,6 +93,50 @@ def server_eos_ids(base_url: str, tokenizer: Any) -> set[int]:
     return set(model_eos_ids(path, tokenizer))
 
 
+def server_context_length(base_url: str, timeout: float = 30.0) -> int | None:
+    """The context length the server reports in /get_server_info, or None where it reports none (then the
+    server's own check is the only one)."""
+    import requests
+
+    try:
+        resp = requests.get(base_url.rstrip("/") + "/get_server_info", timeout=timeout)
+        value = resp.json().get("context_length") if resp.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _check_fork_args(s: Any, n: Any, config: Any, name: Any, max_tokens: Any, tokenizer: Any) -> None:
+    """A one-line error naming the argument, before anything reaches the driver (where a float n or a dict
+    config would fail deep inside with a TypeError or AttributeError)."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if getattr(s, "stream_executor", None) is None:
+        raise TypeError(
+            f"latr_fork: s={type(s).__name__}: must be an SGLang program state (the s of an @sgl.function)"
+        )
+    if not is_int(n):
+        raise TypeError(f"latr_fork: n={n!r}: must be a positive integer (got {type(n).__name__})")
+    if n < 1:
+        raise ValueError(f"latr_fork: n={n}: must be a positive integer")
+    if config is not None and not isinstance(config, LATRConfig):
+        hint = "use LATRConfig.from_dict" if isinstance(config, dict) else "use LATRConfig.preset(name)"
+        raise TypeError(f"latr_fork: config must be a LATRConfig (got {type(config).__name__}; {hint})")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"latr_fork: name={name!r}: must be a non-empty string (the variable to store)")
+    if not is_int(max_tokens):
+        raise TypeError(f"latr_fork: max_tokens={max_tokens!r}: must be a positive integer")
+    if max_tokens < 1:
+        raise ValueError(f"latr_fork: max_tokens={max_tokens}: must be a positive integer")
+    if tokenizer is not None and not (callable(tokenizer) and callable(getattr(tokenizer, "decode", None))):
+        raise TypeError(
+            f"latr_fork: tokenizer={tokenizer!r}: must be a tokenizer object (e.g. "
+            "AutoTokenizer.from_pretrained(...)), or None for the server's"
+        )
+
+
 def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
     """The text of a one-turn chat in the model's own template, up to where the assistant starts writing.
     Instruct models need it: on a raw prompt their most likely first token is often end-of-turn."""
@@ -129,7 +173,9 @@ def latr_fork(
     tokenizer: Any = None,
     base_url: str | None = None,
 ) -> list[Any]:
-    """n forked program states extended with LATR trajectories (tree leaves, fills, stochastic samples)."""
+    """n forked program states extended with LATR trajectories (tree leaves, fills, stochastic samples).
+    `max_tokens` must fit in the server's context after the prompt: a larger value is refused, not clamped."""
+    _check_fork_args(s, n, config, name, max_tokens, tokenizer)
     executor = s.stream_executor
     url = base_url or getattr(executor.backend, "base_url", None)
     if url is None:
@@ -141,6 +187,15 @@ def latr_fork(
     prompt_ids = list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
     if not prompt_ids:
         raise ValueError("latr_fork: the program state is empty; add a prompt before forking")
+    context = server_context_length(url)
+    if context is not None and len(prompt_ids) + max_tokens > context:
+        # refused here: the driver would report a remainder (max_tokens minus the tree phase) the caller never
+        # passed
+        room = max(context - len(prompt_ids), 0)
+        raise ValueError(
+            f"latr_fork: max_tokens={max_tokens}: more than the server can generate after this "
+            f"{len(prompt_ids)}-token prompt (context length {context}: at most {room})"
+        )
     sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
     eos = server_eos_ids(url, tokenizer)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,43 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _read_json(file: Path) -> Any:
+    """A JSON file's value; a ValueError naming the file when it is not UTF-8 or not JSON."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e.msg})") from None
+
+
+# the numbers of an evaluation file the report reads (tables, bars, held-out series); other keys pass as-is
+_EVAL_NUMBER = re.compile(
+    r"(pass|mean)@\d+|reward_mean|well_formed_rate|distinct_answers_mean|response_length_\w+"
+)
+
+
+def _check_eval(file: Path, data: Any) -> dict[str, Any]:
+    """`data` if it has the shape of an evaluation (latr_sglang.evaluate's results), else a ValueError
+    naming the file and the first bad key: a list or a string there would fail deep in a table or a plot."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{file}: expected a JSON object with numeric pass@k fields, got {type(data).__name__}"
+        )
+    for key in ("n", "prompts"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{file}: {key}={value!r}, expected a non-negative integer")
+    for key, value in data.items():
+        if _EVAL_NUMBER.fullmatch(key) and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{file}: {key}={value!r}, expected a number")
+    for key in ("examples", "correct_examples"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(x, dict) for x in value)):
+            raise ValueError(f"{file}: {key} must be a list of objects")
+    return data
+
+
 def _run_name(path: Path, config: dict[str, Any]) -> str:
     train = config.get("train")
     if isinstance(train, dict) and train.get("algo") and train.get("sampler"):
@@ -137,20 +175,31 @@ def load_run(path: str | Path) -> Run:
     metrics_csv = path / "metrics.csv"
     if metrics_csv.exists():
         by_step: dict[int, dict[str, float]] = {}
-        with open(metrics_csv, newline="") as f:
-            for row in csv.DictReader(f):
-                step = _float(row.get("train/global_step", ""))
-                if step is None:
-                    continue
-                # a resumed run may log a step twice: the later row is the one that counts
-                by_step[int(step)] = {
-                    key: value
-                    for key, text in row.items()
-                    if key and key != "train/global_step" and (value := _float(text)) is not None
-                }
+        try:
+            with open(metrics_csv, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    step = _float(row.get("train/global_step", ""))
+                    if step is None:
+                        continue
+                    # a resumed run may log a step twice: the later row is the one that counts
+                    by_step[int(step)] = {
+                        key: value
+                        for key, text in row.items()
+                        if isinstance(key, str)
+                        and key
+                        and key != "train/global_step"
+                        and isinstance(text, str)  # a row longer than the header holds a list here
+                        and (value := _float(text)) is not None
+                    }
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{metrics_csv}: not UTF-8 text (byte {e.start})") from None
+        except csv.Error as e:  # e.g. a NUL byte
+            raise ValueError(f"{metrics_csv}: not readable as CSV ({e})") from None
         for step, values in sorted(by_step.items()):
             for key, value in values.items():
                 run.series.setdefault(key, []).append((step, value))
+        if not run.series:  # the file is there: saying "no metrics.csv" would send the reader elsewhere
+            raise ValueError(f"{metrics_csv}: no row with a numeric train/global_step and a numeric metric")
     else:
         _load_tensorboard(path, run)
     if not run.series:
@@ -158,16 +207,13 @@ def load_run(path: str | Path) -> Run:
     for tag in ("before", "after"):
         file = path / f"eval_{tag}.json"
         if file.exists():
-            try:
-                run.evals[tag] = json.loads(file.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{file}: not valid JSON ({e.msg})") from None
+            run.evals[tag] = _check_eval(file, _read_json(file))
     summary = path / "summary.json"
     if summary.is_file():
-        try:
-            data = json.loads(summary.read_text())
+        try:  # optional extras: a damaged summary.json leaves them out, as before
+            data = _read_json(summary)
             run.summary = data if isinstance(data, dict) else {}
-        except json.JSONDecodeError:
+        except ValueError:
             run.summary = {}
     _add_before_after(run)
     return run
@@ -213,12 +259,13 @@ def _add_before_after(run: Run) -> None:
         step = file.stem.removeprefix("eval_step")
         if step.isdigit():
             try:
-                evals.append((int(step), json.loads(file.read_text())))
-            except json.JSONDecodeError:
+                evals.append((int(step), json.loads(file.read_text(encoding="utf-8"))))
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue  # a file being written while the report runs
     evals.append((last, run.evals.get("after")))
     evals = [(step, e) for step, e in evals if isinstance(e, dict)]
-    n = next((e.get("n") for _, e in evals if e.get("n")), None)
+    # eval_step files are read leniently (one may be half-written): an n that is no count is no n
+    n = next((e.get("n") for _, e in evals if type(e.get("n")) is int and e.get("n") > 0), None)
     for key in ("pass@1", f"pass@{n}"):
         points = {step: float(e[key]) for step, e in evals if isinstance(e.get(key), (int, float))}
         if points:
@@ -390,7 +437,8 @@ def eval_table(runs: list[Run]) -> str:
             lines.append(f"  {tag:8}" + "".join(f"{values.get(c, float('nan')):>22.4f}" for c in cols))
         for tag in ("before", "after"):
             for example in run.evals.get(tag, {}).get("examples", [])[:2]:
-                lines.append(f"  {tag} sample (label {example['label']}): {example['response'][:100]!r}")
+                response = str(example.get("response", ""))
+                lines.append(f"  {tag} sample (label {example.get('label')}): {response[:100]!r}")
     return "\n".join(lines)
 
 

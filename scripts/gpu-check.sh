@@ -51,10 +51,16 @@ step rollout latr_sglang.bench.rollout "${rollout_args[@]}"
 step reference latr_sglang.bench.reference "${reference_args[@]}"
 step shared_prefix latr_sglang.bench.shared_prefix "${shared_args[@]}"
 if "${PY}" -c "import sglang.srt.entrypoints.http_server" >/dev/null 2>&1 && [[ "${DRY_RUN}" != 1 ]]; then
+  # tree-phase requests streamed in parts (the default) and as whole requests: which is faster on SGLang
   step sglang latr_sglang.bench.rollout "${rollout_args[@]}" --launch-sglang
+  step sglang_whole latr_sglang.bench.rollout "${rollout_args[@]}" --launch-sglang --config tree_part_interval=0
 else
   echo "== sglang: runtime not installed (or dry run): skipped"
-  echo '{"skipped": "the SGLang runtime is not installed here"}' >"${OUT}/sglang.json"
+  for name in sglang sglang_whole; do
+    echo '{"skipped": "the SGLang runtime is not installed here"}' >"${OUT}/${name}.json"
+  done
+  # the same HTTP client and streamed parts against `latr-sglang serve` (the torch engine behind SGLang's API)
+  [[ "${DRY_RUN}" == 1 ]] && step http latr_sglang.bench.rollout "${rollout_args[@]}" --serve-http
 fi
 
 "${PY}" - "${OUT}" "${DEVICE}" "${MODEL}" <<'EOF'
@@ -78,6 +84,9 @@ rows = [
     ("ours / reference loop, peak memory", get("reference", "memory_ratio")),
     ("shared / unshared prompt, update speed-up", get("shared_prefix", "update_speedup")),
     ("SGLang server: LATR / stochastic, wall time", get("sglang", "wall_ratio")),
+    ("SGLang server: LATR / stochastic, per delivered token, streamed parts", get("sglang", "per_token_ratio")),
+    ("SGLang server: the same, whole requests", get("sglang_whole", "per_token_ratio")),
+    ("latr-sglang serve over HTTP (dry run): LATR / stochastic per token", get("http", "per_token_ratio")),
 ]
 (out / "gpu-check.json").write_text(json.dumps({"device": device, "model": model, "parts": parts}, indent=2))
 lines = [f"gpu-check on {device}, model {model}", "", "| figure | value |", "|---|---|"]

@@ -14,6 +14,21 @@ import requests
 from latr_sglang.engines.weight_sync import DEFAULT_GROUP_NAME, WeightSyncGroup
 
 
+async def aiohttp_server(routes: dict[str, Any]) -> tuple[Any, str]:
+    """A small aiohttp app on a free loopback port (POST routes: path -> handler): its runner (cleanup()
+    stops it) and its URL. For servers that answer as no real one does (wrong shapes, broken streams)."""
+    from aiohttp import web
+
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -195,3 +195,95 @@ def test_countdown_labels_are_read_from_the_builtin_prompts():
     assert label is not None and str(label["numbers"]).replace(" ", "") in text.replace(" ", "")
     assert f"equals {label['target']}" in text
     assert countdown_label("What is 3 + 4") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        # inf and nan: an OverflowError traceback after the model loaded, or a message without the flag
+        (["sample", "--prefix-cache-mb", "inf"], ["--prefix-cache-mb", "'inf'", "finite"]),
+        (["sample", "--prefix-cache-mb", "nan"], ["--prefix-cache-mb", "'nan'", "finite"]),
+        (["serve", "--max-body-mb", "inf"], ["--max-body-mb", "'inf'", "finite"]),
+        (["eval", "--temperature", "inf"], ["--temperature", "'inf'", "finite"]),
+        # more top log-probs than the engine returns: was a RuntimeError traceback from the tree phase
+        (["sample", "--latr.max_branch_per_token", "101"], ["--latr.max_branch_per_token 101", "[0, 100]"]),
+        # as sample refuses it: all-zero metrics otherwise
+        (["eval", "--max-new-tokens", "0"], ["--max-new-tokens 0", ">= 1 token"]),
+        # an output the run could not write at its end: refused before it starts
+        (
+            ["sample", "--output", "/nonexistent-dir/t.jsonl"],
+            ["--output /nonexistent-dir/t.jsonl", "not exist"],
+        ),
+    ],
+)
+def test_bad_numbers_and_outputs_are_refused_before_anything_loads(args, needles):
+    line = _one_line_error(run_cli(*args, timeout=120))
+    for needle in needles:
+        assert needle in line, line
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("lookahead_steps: 20\n", "LATRConfig.lookahead_steps=20: must be a list of positive integers"),
+        ("preset: nope\n", "unknown LATR preset 'nope'; known: countdown, math, small"),
+        ("exempt_chars: 5\n", "LATRConfig.exempt_chars=5: must be a string"),
+    ],
+)
+def test_a_config_file_of_the_wrong_shape_is_named(tmp_path, text, needle):
+    path = tmp_path / "latr.yaml"
+    path.write_text(text)
+    line = _one_line_error(run_cli("sample", "--latr.config", str(path)))
+    assert f"--latr.config {path}: {needle}" in line, line
+
+
+def test_eval_output_under_a_file_is_refused_before_the_run(tmp_path):
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" / "r.json"
+    line = _one_line_error(run_cli("eval", "--output", str(target)))
+    assert f"--output {target}" in line and "not a folder" in line, line
+
+
+def test_a_prompt_longer_than_the_context_is_one_line(tiny_model_dir, tmp_path):
+    proc = run_cli(
+        "sample", "--model", str(tiny_model_dir), "--num-prompts", "1", "--n", "2", "--context-length", "8",
+        "--output", str(tmp_path / "t.jsonl"),
+    )  # fmt: skip
+    # the model loads first (the prompt's tokens need its tokenizer): its progress bar may come before
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("latr-sglang: error: built-in prompt: prompt 1 has"), line
+    assert "context length is 8" in line, line
+
+
+def test_an_engine_refusal_in_the_tree_phase_stays_a_request_error(tiny_engine):
+    # main() prints a RequestError (a ValueError) in one line; a RuntimeError wrapper became a traceback
+    from latr_sglang.driver import LATRSampler
+    from latr_sglang.engines.base import RequestError, SamplingParams
+
+    sampler = LATRSampler(
+        tiny_engine,
+        LATRConfig(lookahead_steps=(2,)),
+        SamplingParams(max_new_tokens=4),
+        tiny_engine.eos_ids,
+        str,
+    )
+    too_long = [5] * (tiny_engine.context_length + 1)
+    with pytest.raises(RequestError, match="a tree-phase engine request failed: input_ids has"):
+        sampler.sample_sync([too_long], 2, eta=1.0)
+
+
+def test_a_context_length_past_the_trained_one_warns(tiny_model_dir, capsys):
+    from latr_sglang.cli import _engine_args, _make_engine
+
+    parser = argparse.ArgumentParser()
+    _engine_args(parser)
+    trained = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--context-length", str(trained * 2)])
+    engine = _make_engine(args)
+    try:
+        assert engine.context_length == trained * 2  # still used: rotary positions run past it
+    finally:
+        engine.close_sync()
+    err = capsys.readouterr().err
+    assert f"--context-length {trained * 2} is beyond the model's max_position_embeddings {trained}" in err

@@ -72,3 +72,54 @@ def test_every_field_has_help():
 
     for f in dataclasses.fields(LATRConfig):
         assert f.metadata.get("help"), f.name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        # not a list: tuple(20) raised a bare TypeError, a dict or a string became steps silently
+        ({"lookahead_steps": 20}, "lookahead_steps=20: must be a list"),
+        ({"lookahead_steps": None}, "lookahead_steps=None: must be a list"),
+        ({"lookahead_steps": {5: 1}}, r"lookahead_steps=\{5: 1\}: must be a list"),
+        ({"lookahead_steps": "20"}, "lookahead_steps='20': must be a list"),
+        # a number or None crashed the first prune check mid-run
+        ({"exempt_chars": 5}, "exempt_chars=5: must be a string"),
+        ({"exempt_chars": None}, "exempt_chars=None: must be a string"),
+        # True is an int to Python, never a count, a step, a threshold or a mix ratio here
+        ({"max_branch_per_token": True}, "max_branch_per_token=True"),
+        ({"chunk_size": True}, "chunk_size=True"),
+        ({"force_return_step": True}, "force_return_step=True"),
+        ({"prune_edit_distance_below": True}, "prune_edit_distance_below=True"),
+        ({"mix_ratio_schedule": {0: True}}, "value True at step 0"),
+    ],
+)
+def test_values_of_the_wrong_type_are_named(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        LATRConfig(**kwargs)
+    assert LATRConfig(lookahead_steps=[2, 4]).lookahead_steps == (2, 4)  # a list (YAML, JSON) still is one
+
+
+def test_an_unknown_preset_or_field_is_a_config_error_everywhere():
+    with pytest.raises(ConfigError, match="unknown LATR preset 'nope'; known: countdown, math, small"):
+        LATRConfig.from_dict({"preset": "nope"})
+    with pytest.raises(ConfigError, match="unknown LATR preset"):
+        LATRConfig.from_dict({"preset": ["countdown"]})
+    with pytest.raises(ConfigError, match=r"unknown LATR config field.*bogus"):
+        LATRConfig.preset("countdown", bogus=1)
+
+
+def test_load_names_the_file_and_what_is_wrong(tmp_path):
+    cases = {
+        "la.yaml": ("lookahead_steps: 20\n", "lookahead_steps=20"),
+        "list.json": ("[1, 2]", "must hold a mapping"),
+        "bad.json": ("{nope", "not valid JSON"),
+        "bin.json": (b"\xff\xfe", "not UTF-8"),
+    }
+    for name, (text, needle) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ConfigError, match=needle) as e:
+            LATRConfig.load(path)
+        assert str(path) in str(e.value)
+    with pytest.raises(ConfigError, match="no such file"):
+        LATRConfig.load(tmp_path / "missing.yaml")

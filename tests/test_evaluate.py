@@ -1,6 +1,7 @@
 """latr-sglang eval: n samples per prompt on a real engine, scored by the task reward."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -73,3 +74,29 @@ def test_bundled_sets_are_found():
     from latr_sglang.evaluate import DATASETS, EVAL_DIR
 
     assert all((EVAL_DIR / name).is_file() for name in DATASETS.values())
+
+
+def test_zero_new_tokens_is_refused_not_scored():
+    with pytest.raises(ValueError, match="max_new_tokens=0: responses need >= 1 token"):
+        evaluate(None, None, [], n=2, sampling=SamplingParams(max_new_tokens=0), progress=False)
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ({"problem": "1+1?", "answer": None}, "row 1: answer: label=None"),
+        ({"prompt": ["a"], "label": "2"}, "row 1: prompt=['a']: must be a non-empty string"),
+        ({"prompt": "x", "label": {"numbers": "x", "target": 3}}, "row 1: label:"),
+    ],
+)
+def test_an_eval_row_with_a_bad_answer_or_prompt_is_named(tmp_path, row, needle):
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        load_eval_set(str(path))
+
+
+def test_a_numeric_math_answer_stays_the_gold_answer(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": 2}) + "\n")
+    assert load_eval_set(str(path))[0].label == "2"

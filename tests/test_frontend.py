@@ -2,9 +2,14 @@
 
 import pytest
 
-sgl = pytest.importorskip("sglang")
+try:
+    import sglang as sgl
+except ImportError:  # the argument checks of latr_fork need no SGLang: only the program tests skip
+    sgl = None
+needs_sglang = pytest.mark.skipif(sgl is None, reason="sglang is not installed")
 
 
+@needs_sglang
 def test_frontend_program_with_fork_and_logprobs(tiny_server):
     backend = sgl.RuntimeEndpoint(tiny_server.url)
 
@@ -33,6 +38,7 @@ def test_frontend_program_with_fork_and_logprobs(tiny_server):
     assert all(isinstance(s["answer"], str) for s in states)
 
 
+@needs_sglang
 def test_latr_fork_in_a_program(tiny_server):
     from latr_sglang.config import LATRConfig
     from latr_sglang.frontend import latr_fork
@@ -62,6 +68,7 @@ def test_latr_fork_in_a_program(tiny_server):
         assert text.endswith("\nAnswer: " + answer)
 
 
+@needs_sglang
 def test_chat_prompt_uses_the_model_template_and_eos_comes_from_the_server(tiny_server, tiny_engine):
     from latr_sglang.frontend import chat_prompt, server_eos_ids, tokenizer_for_server
 
@@ -76,6 +83,7 @@ def test_chat_prompt_uses_the_model_template_and_eos_comes_from_the_server(tiny_
     assert server_eos_ids(tiny_server.url, tok) <= set(tiny_engine.eos_ids) | {tok.eos_token_id}
 
 
+@needs_sglang
 @pytest.mark.parametrize(
     ("url", "needle"), [("http://127.0.0.1:9", "cannot connect"), ("127.0.0.1:9", "not an http(s):// URL")]
 )
@@ -88,6 +96,7 @@ def test_an_unusable_server_is_one_line_naming_it(url, needle):
     assert "\n" not in str(err.value)
 
 
+@needs_sglang
 def test_the_latr_fork_example_runs_as_written(tiny_server):
     """docs/examples/latr_fork_program.py, unchanged, against a server (here the tiny model's)."""
     import subprocess
@@ -101,3 +110,50 @@ def test_the_latr_fork_example_runs_as_written(tiny_server):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3 trajectories" in proc.stdout and proc.stdout.count("tokens, ") == 3
+
+
+class _FakeState:
+    """Just what latr_fork reads of a program state before it samples."""
+
+    def __init__(self, url: str, text: str = "Hello") -> None:
+        self.stream_executor = type("Executor", (), {"backend": type("Backend", (), {"base_url": url})()})()
+        self._text = text
+
+    def text(self) -> str:
+        return self._text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        (dict(n=2.5), TypeError, "n=2.5: must be a positive integer"),
+        (dict(n="3"), TypeError, "n='3': must be a positive integer"),
+        (dict(n=True), TypeError, "n=True"),
+        (dict(n=0), ValueError, "n=0"),
+        (
+            dict(n=2, config={"tau_abs": 0.1}),
+            TypeError,
+            "config must be a LATRConfig .got dict; use LATRConfig.from_dict",
+        ),
+        (dict(n=2, config="countdown"), TypeError, "config must be a LATRConfig .got str"),
+        (dict(n=2, tokenizer="gpt2"), TypeError, "tokenizer='gpt2': must be a tokenizer object"),
+        (dict(n=2, name=5), TypeError, "name=5"),
+        (dict(n=2, max_tokens=8.0), TypeError, "max_tokens=8.0"),
+    ],
+)
+def test_latr_fork_misuse_is_one_error_naming_the_argument(kwargs, error, needle):
+    """Checked before the server is contacted: no deep TypeError or AttributeError from the driver (F14)."""
+    from latr_sglang.frontend import latr_fork
+
+    with pytest.raises(error, match=needle):
+        latr_fork(_FakeState("http://127.0.0.1:9"), **kwargs)
+    with pytest.raises(TypeError, match="must be an SGLang program state"):
+        latr_fork(object(), 2)
+
+
+def test_latr_fork_refuses_max_tokens_the_server_cannot_generate(tiny_server, tiny_engine):
+    """Not reported as the remainder after the tree phase, a number the caller never passed (F14)."""
+    from latr_sglang.frontend import latr_fork
+
+    with pytest.raises(ValueError, match=r"max_tokens=1000000: more than the server can generate after this"):
+        latr_fork(_FakeState(tiny_server.url), 2, max_tokens=10**6, tokenizer=tiny_engine.tokenizer)

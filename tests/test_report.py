@@ -147,3 +147,30 @@ def test_evaluations_during_training_join_the_heldout_series(tmp_path):
     run = load_run(tmp_path / "r")
     assert run.series["heldout/pass@1"] == [(0, 0.0), (3, 0.25), (5, 0.5)]
     assert run.series["heldout/pass@8"] == [(0, 0.0), (3, 0.5), (5, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("eval_before.json", b"[1, 2]", "expected a JSON object with numeric pass@k fields, got list"),
+        ("eval_after.json", b'"hi"', "expected a JSON object with numeric pass@k fields, got str"),
+        ("eval_after.json", b'{"n": "x", "pass@1": "y"}', "n='x', expected a non-negative integer"),
+        ("eval_after.json", b'{"n": 4, "pass@1": "y"}', "pass@1='y', expected a number"),
+        ("eval_after.json", b'{"n": 4, "examples": [1]}', "examples must be a list of objects"),
+        ("eval_before.json", b"\xff\xfe", "not UTF-8 text"),
+        ("metrics.csv", b"\xff\xfe", "not UTF-8 text"),
+        (
+            "metrics.csv",
+            b"train/global_step,rollout/reward_mean\n",
+            "no row with a numeric train/global_step",
+        ),
+    ],
+)
+def test_badly_shaped_or_undecodable_run_files_are_named(tmp_path, name, content, needle):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.csv").write_text("train/global_step,rollout/reward_mean\n1,0.5\n")
+    (run / name).write_bytes(content)
+    with pytest.raises(ValueError, match=needle) as e:
+        load_run(run)
+    assert str(e.value).startswith(f"{run / name}: "), e.value

@@ -329,3 +329,48 @@ def test_bucketed_weight_push_over_gloo(control_server, tiny_engine, mode):
     finally:
         tiny_engine.update_weights_sync(original)
         requests.post(control_server.url + "/destroy_weights_update_group", json={"group_name": name})
+
+
+def test_streams_refused_before_the_first_token_answer_the_json_error(control_server, tiny_engine):
+    """Released memory (503) and a rid already in flight (400) are known before any token: a stream gets the
+    same JSON error as a plain request, not a 200 whose connection is then cut."""
+    import threading
+
+    url = control_server.url
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+    streams = [
+        ("/generate", {"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 2}, "stream": True}),
+        ("/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2, "stream": True}),
+        ("/v1/chat/completions", chat),
+    ]
+    assert requests.post(url + "/release_memory_occupation", json={}, timeout=30).json()["success"]
+    try:
+        for path, body in streams:
+            r = requests.post(url + path, json=body, timeout=30)
+            assert r.status_code == 503, (path, r.status_code, r.text[:300])
+            assert "resume_memory_occupation" in r.json()["error"]["message"]
+    finally:
+        requests.post(url + "/resume_memory_occupation", json={}, timeout=30)
+
+    long = {"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 2000, "ignore_eos": True}}
+    result = {}
+    busy = {**long, "rid": "dup"}
+    thread = threading.Thread(
+        target=lambda: result.update(r=requests.post(url + "/generate", json=busy, timeout=60))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while tiny_engine.load()["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = requests.post(url + "/generate", json={**long, "rid": "dup", "stream": True}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "rid", r.text[:300]
+        assert "already in flight" in r.json()["error"]["message"]
+    finally:
+        requests.post(url + "/abort_request", json={"rid": "dup"}, timeout=10)
+        thread.join(30)
+    assert result["r"].json()["meta_info"]["finish_reason"]["type"] == "abort"
+    for path, body in streams:  # nothing was left registered or released: the same streams now work
+        again = {**body, "rid": "dup"} if path == "/generate" else body
+        r = requests.post(url + path, json=again, timeout=30)
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n"), (path, r.text[-300:])

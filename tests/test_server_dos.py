@@ -370,3 +370,34 @@ def test_serve_busy_port_is_one_line_and_shutdown_under_load_takes_seconds(tiny_
     text = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in text, text[-2000:]
     assert "POST /generate" in text  # the per-request log line
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "param"),
+    [
+        ("/generate", b'{"text": "a\\ud800b", "sampling_params": {"max_new_tokens": 2}}', "text"),
+        ("/generate", b'{"text": ["ok", "a\\udc00"], "sampling_params": {"max_new_tokens": 2}}', "text[1]"),
+        ("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 2}', "prompt"),
+        ("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 2, "stream": true}', "prompt"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "a\\ud800b"}], "max_tokens": 2}',
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"x": "\\ud800"}}',
+            "chat_template_kwargs.x",
+        ),
+        ("/tokenize", b'{"prompt": "a\\ud800b"}', "prompt"),
+    ],
+)
+def test_lone_surrogates_get_a_400_naming_the_field(tiny_server, path, raw, param):
+    """JSON may escape half a surrogate pair; a tokenizer cannot encode it (a TypeError deep inside, which
+    was a 500)."""
+    headers = {"Content-Type": "application/json"}
+    r = requests.post(tiny_server.url + path, data=raw, headers=headers, timeout=30)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and "lone surrogate at" in error["message"], error
+    assert requests.post(tiny_server.url + "/generate", json=GEN, timeout=30).status_code == 200

@@ -108,6 +108,55 @@ def test_openai_errors_are_the_clients_exceptions(client, keyed):
         wrong.models.list()
 
 
+def _stream_events(url, body):
+    requests.post(url + "/flush_cache", timeout=60)  # each answer computed afresh: equal to the last bit
+    r = requests.post(url + "/generate", json={**body, "stream": True}, stream=True, timeout=60)
+    lines = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
+def test_generate_stream_at_an_interval_with_increments(tiny_engine, incremental):
+    """--stream-interval and --incremental-streaming-output as SGLang's scheduler and tokenizer manager send
+    them: the first token at once, then every interval tokens, the end always; increments add up to the
+    answer (ids, log-probs, top log-probs, text)."""
+    server = ServerThread(tiny_engine, stream_interval=3, incremental_streaming_output=incremental).start()
+    try:
+        body = {
+            "text": "The capital of France",
+            "sampling_params": {"max_new_tokens": 11, "temperature": 0, "ignore_eos": True},
+            "return_logprob": True,
+            "top_logprobs_num": 2,
+        }
+        requests.post(server.url + "/flush_cache", timeout=60)
+        full = requests.post(server.url + "/generate", json=body, timeout=60).json()
+        events = _stream_events(server.url, body)
+        per_request = _stream_events(
+            server.url, {**body, "sampling_params": {**body["sampling_params"], "stream_interval": 5}}
+        )
+    finally:
+        server.stop()
+    counts = [e["meta_info"]["completion_tokens"] for e in events]
+    assert counts == [1, 4, 7, 10, 11]
+    assert [e["meta_info"]["completion_tokens"] for e in per_request] == [1, 6, 11]
+    assert [e["meta_info"]["finish_reason"] is None for e in events] == [True] * 4 + [False]
+    meta = full["meta_info"]
+    if incremental:
+        assert [len(e["output_ids"]) for e in events] == [1, 3, 3, 3, 1]
+        assert [t for e in events for t in e["output_ids"]] == full["output_ids"]
+        for key in ("output_token_logprobs", "output_top_logprobs"):
+            assert [x for e in events for x in e["meta_info"][key]] == meta[key]
+        assert "".join(e["text"] for e in events) == full["text"]
+    else:
+        assert [len(e["output_ids"]) for e in events] == counts
+        for e in events:
+            n = len(e["output_ids"])
+            assert e["output_ids"] == full["output_ids"][:n]
+            assert e["meta_info"]["output_top_logprobs"] == meta["output_top_logprobs"][:n]
+        assert events[-1]["text"] == full["text"]
+
+
 def test_generate_stream_ends_with_the_non_streaming_answer(tiny_server):
     body = {
         "text": "The capital of France",
@@ -125,13 +174,20 @@ def test_generate_stream_ends_with_the_non_streaming_answer(tiny_server):
     ]
     assert events[-1] == "[DONE]"
     parsed = [json.loads(e) for e in events[:-1]]
-    assert len(parsed) == 9  # one per token, then the final answer
-    assert [len(p["output_ids"]) for p in parsed[:-1]] == list(range(1, 9))
+    # as SGLang's scheduler sends them: an event per token (stream interval 1) while the request goes on,
+    # and for the last token only the final answer
+    assert len(parsed) == 8
+    assert [len(p["output_ids"]) for p in parsed[:-1]] == list(range(1, 8))
     assert all(p["meta_info"]["finish_reason"] is None for p in parsed[:-1])
     last = parsed[-1]
     assert last["output_ids"] == full["output_ids"] and last["text"] == full["text"]
     assert last["meta_info"]["id"] == "s2" and full["meta_info"]["id"] == "s1"
     assert len(last["meta_info"]["output_token_logprobs"]) == 8
+    # each event carries the output log-probs so far (SGLang's cumulative stream)
+    for p in parsed[:-1]:
+        n = len(p["output_ids"])
+        assert p["meta_info"]["output_token_logprobs"] == full["meta_info"]["output_token_logprobs"][:n]
+        assert p["meta_info"]["completion_tokens"] == n
     batch = requests.post(
         tiny_server.url + "/generate",
         stream=True,
@@ -143,9 +199,9 @@ def test_generate_stream_ends_with_the_non_streaming_answer(tiny_server):
         },
     )
     finals = [
-        json.loads(line[6:])
+        event
         for line in batch.iter_lines(decode_unicode=True)
-        if line.startswith("data: {") and '"cached_tokens"' in line
+        if line.startswith("data: {") and (event := json.loads(line[6:]))["meta_info"]["finish_reason"]
     ]
     assert sorted(f["index"] for f in finals) == [0, 1]
 

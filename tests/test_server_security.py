@@ -308,3 +308,104 @@ def test_update_weights_from_disk_refuses_corrupt_and_mismatched_folders(
         r = requests.post(url, data=json.dumps(body), timeout=30)
         assert r.status_code == 400 and needle in r.json()["message"], (body, r.text)
         assert_unchanged(tiny_engine, before)
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def test_a_client_chat_template_never_runs_and_template_errors_are_400(tiny_server, tiny_engine, monkeypatch):
+    """chat_template_kwargs may set the model template's plain variables, never the template itself (a
+    client's template is client code run on the server: `'ab ' * 10**7` took 76 s); the server's own
+    template failing on a request is a 400 naming the problem; the guard on text length applies to the
+    rendered prompt, not only to the message contents."""
+    from latr_sglang.server.generation import max_text_chars
+
+    url = tiny_server.url + "/v1/chat/completions"
+    refused = [
+        ({"chat_template": "{{ raise_exception('boom') }}"}, "chat_template_kwargs.chat_template"),
+        ({"chat_template": "{{ 'ab ' * 10000000 }}"}, "chat_template_kwargs.chat_template"),
+        ({"tokenize": False}, "chat_template_kwargs.tokenize"),
+        ({"tools": [{"type": "function"}]}, "chat_template_kwargs.tools"),
+        ({"loop_over": list(range(1000))}, "chat_template_kwargs.loop_over"),
+    ]
+    for kwargs, param in refused:
+        started = time.monotonic()
+        r = requests.post(url, json={**CHAT, "chat_template_kwargs": kwargs}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (kwargs, r.text[:300])
+        assert param in r.json()["error"]["message"] and time.monotonic() - started < 5
+    ok = requests.post(url, json={**CHAT, "chat_template_kwargs": {"enable_thinking": False}}, timeout=60)
+    assert ok.status_code == 200, ok.text  # a plain variable the template may read stays allowed
+
+    tok = tiny_engine.tokenizer
+    own = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    failing = [
+        ("{{ raise_exception('the first message must be a system message') }}" + own, "system message"),
+        ("{{ messages[0].content.no.such }}" + own, "UndefinedError"),
+        ("{% for %}" + own, "TemplateSyntaxError"),
+    ]
+    for template, needle in failing:
+        monkeypatch.setattr(tok, "chat_template", template)
+        r = requests.post(url, json=CHAT, timeout=60)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], (template, r.text[:300])
+    monkeypatch.setattr(tok, "chat_template", "{{ pad }}" + own)
+    pad = "x" * (max_text_chars(tiny_engine) + 1)
+    r = requests.post(url, json={**CHAT, "chat_template_kwargs": {"pad": pad}}, timeout=60)
+    assert r.status_code == 400 and "rendered chat prompt" in r.json()["error"]["message"], r.text[:300]
+    monkeypatch.undo()
+    assert requests.post(url, json=CHAT, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor_and_nothing_is_written(
+    control_server, tiny_engine, tmp_path, bad
+):
+    """A diverged trainer's NaN/inf weights used to be accepted (then garbage tokens, or a 500 for the
+    log-probs): every weight path refuses them naming the tensor, before anything is copied, even when the
+    payload's other tensors are fine."""
+    from safetensors.torch import save_file
+
+    before = snapshot(tiny_engine)
+    good, poisoned = "model.norm.weight", "model.embed_tokens.weight"
+    tensors = {good: torch.full_like(before[good], 0.5), poisoned: before[poisoned].clone()}
+    tensors[poisoned][3, 5] = bad
+    url = control_server.url
+    try:
+        r = requests.post(
+            url + "/update_weights_from_tensor",
+            json={"serialized_named_tensors": [encode_named_tensors(tensors)]},
+            timeout=30,
+        )
+        assert r.status_code == 400 and f"{poisoned!r} contains NaN/inf" in r.json()["message"], r.text
+        assert_unchanged(tiny_engine, before)
+
+        folder = tmp_path / "poisoned"
+        folder.mkdir()
+        save_file(tensors, str(folder / "model.safetensors"))
+        r = requests.post(url + "/update_weights_from_disk", json={"model_path": str(folder)}, timeout=30)
+        assert r.status_code == 400 and f"{poisoned!r} contains NaN/inf" in r.json()["message"], r.text
+        assert_unchanged(tiny_engine, before)
+
+        with pytest.raises(ValueError, match=r"embed_tokens.*NaN/inf"):
+            tiny_engine.update_weights_sync(tensors)
+        assert_unchanged(tiny_engine, before)
+
+        trainer, joined = join_weight_group(url, weight_group_body(free_port(), "nan"), timeout=30)
+        assert joined.json()["success"], joined.text
+        payload = {
+            "names": list(tensors),
+            "dtypes": ["float32"] * 2,
+            "shapes": [list(t.shape) for t in tensors.values()],
+            "group_name": "nan",
+        }
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                requests.post, url + "/update_weights_from_distributed", json=payload, timeout=30
+            )
+            for tensor in tensors.values():
+                trainer.broadcast(tensor.float(), 0)
+            r = pending.result(30)
+        assert r.status_code == 400 and f"{poisoned!r} contains NaN/inf" in r.json()["message"], r.text
+        assert_unchanged(tiny_engine, before)
+        requests.post(url + "/destroy_weights_update_group", json={"group_name": "nan"}, timeout=10)
+    finally:
+        tiny_engine.update_weights_sync(before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -69,8 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--device", default=bench_device(), help="torch engine device ($LATR_BENCH_DEVICE or cpu)"
     )
-    ap.add_argument(
+    over = ap.add_mutually_exclusive_group()
+    over.add_argument(
         "--launch-sglang", action="store_true", help="launch an SGLang server (GPU) and drive it over HTTP"
+    )
+    over.add_argument(
+        "--serve-http",
+        action="store_true",
+        help="run the torch engine as `latr-sglang serve` in its own process and drive it over SGLang's HTTP "
+        "API, as an SGLang server is driven (tree-phase requests then stream their parts)",
     )
     args = ap.parse_args(argv)
     # before anything loads: a bad flag, field or value is named at once
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     server = None
     if args.launch_sglang:
         engine, tok, eos_ids, server = _launch_sglang(path, args.seed)
+    elif args.serve_http:
+        engine, tok, eos_ids, server = _serve_http(path, args)
     else:
         engine = TorchEngine.from_pretrained(path, max_batch_size=args.max_batch_size, device=args.device)
         tok, eos_ids = engine.tokenizer, engine.eos_ids
@@ -106,13 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         # speeding up during the run favours neither; each arm starts from an empty prefix cache
         order = (("stochastic", 0.0), ("latr", 1.0))
         for name, eta in order if r % 2 == 0 else order[::-1]:
-            asyncio.run(engine.flush_cache())
+            asyncio.run(_flush(engine, close=server is not None))
             with tqdm(total=len(prompts), desc=f"{name} (round {r + 1})", unit="prompt") as bar:
-                runs[name].append(
-                    run_arm(
-                        name, sampler, prompts, args.n, eta, args.seed + r, in_flight, bar, args.admission
-                    )
+                # an HTTP engine's session belongs to the event loop of its arm: closed inside it
+                http = engine if server is not None else None
+                arm = run_arm(
+                    name, sampler, prompts, args.n, eta, args.seed + r, in_flight, bar, args.admission, http
                 )
+                runs[name].append(arm)
         latr, sto = runs["latr"][-1], runs["stochastic"][-1]
         per_round.append((latr.wall_s / max(latr.delivered, 1)) / (sto.wall_s / max(sto.delivered, 1)))
     asyncio.run(engine.close())
@@ -154,24 +165,52 @@ def bench_device() -> str:
     return os.environ.get("LATR_BENCH_DEVICE", "cpu")
 
 
+async def _flush(engine, close: bool) -> None:
+    try:
+        await engine.flush_cache()
+    finally:
+        if close:  # an HTTP engine's session belongs to this event loop
+            await engine.close()
+
+
 def _launch_sglang(path: str, seed: int):
     """An SGLang server on this machine's GPU (scripts/gpu-check.sh), with the flags our launcher sets."""
+    from latr_sglang.engines.sglang_launch import SGLANG_SERVER_ENV, sglang_server_command
+    from latr_sglang.models import resolve_model_path
+
+    def command(port: int) -> list[str]:
+        return sglang_server_command(str(resolve_model_path(path)), port, seed=seed)
+
+    return _over_http(path, command, "latr-sglang-", env=SGLANG_SERVER_ENV)
+
+
+def _serve_http(path: str, args: argparse.Namespace):
+    """`latr-sglang serve` over `path` in a process of its own (the torch engine behind SGLang's HTTP API)."""
+
+    def command(port: int) -> list[str]:
+        engine_flags = ["--max-batch-size", str(args.max_batch_size), "--device", args.device]
+        serve = [sys.executable, "-m", "latr_sglang", "serve", "--model", str(path), "--port", str(port)]
+        return [*serve, *engine_flags, "--seed", str(args.seed)]
+
+    return _over_http(path, command, "latr-serve-", timeout_s=300)
+
+
+def _over_http(path: str, command, log_prefix: str, **server_kwargs):
+    """A server launched by `command(port)` on a free port, and an HTTP engine driving it."""
     import socket
 
     from transformers import AutoTokenizer
 
     from latr_sglang.engines.sglang_http import SGLangHTTPEngine, model_eos_ids
-    from latr_sglang.engines.sglang_launch import SGLANG_SERVER_ENV, ServerProcess, sglang_server_command
+    from latr_sglang.engines.sglang_launch import ServerProcess
     from latr_sglang.models import resolve_model_path
 
-    local = str(resolve_model_path(path))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = Path(tempfile.mkdtemp(prefix="latr-sglang-")) / "server.log"
-    server = ServerProcess(
-        sglang_server_command(local, port, seed=seed), f"http://127.0.0.1:{port}", log, env=SGLANG_SERVER_ENV
-    )
+    log = Path(tempfile.mkdtemp(prefix=log_prefix)) / "server.log"
+    server = ServerProcess(command(port), f"http://127.0.0.1:{port}", log, **server_kwargs)
+    local = str(resolve_model_path(path))
     tok = AutoTokenizer.from_pretrained(local)
     return SGLangHTTPEngine(server.url), tok, model_eos_ids(local, tok), server
 

@@ -6,7 +6,9 @@ request whose input ids extend an earlier request's prompt + output (the engine'
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -148,11 +150,13 @@ class Engine(Protocol):
     """Async, batched generation. Implementations: TorchEngine, SGLangHTTPEngine, SGLangInProcessEngine.
 
     An engine may also offer `generate_in_parts(request, part_ends) -> AsyncIterator[GenerateOutput]`: one
-    request's output handed over while it decodes, a part (finish_reason None, only its new tokens) whenever
-    the output reaches one of `part_ends` tokens, then the rest; closing the iterator cancels the request.
-    The LATR driver uses it where the engine's class defines it (TorchEngine; `hands_over_parts`) to replay,
-    fork and prune before a request ends. A wrapper that forwards attributes to an engine must define it too
-    to opt in: the driver does not take it from the wrapped engine, where it would bypass the wrapper.
+    request's output handed over while it decodes, a part (finish_reason None, only its new tokens) when the
+    output reaches one of `part_ends` tokens (TorchEngine: exactly there; over SGLang's stream: at the first
+    event at or after it), then the rest; closing the iterator cancels the request. `join_parts` gives the
+    whole output back. The LATR driver uses it where the engine's class defines it (TorchEngine,
+    SGLangHTTPEngine; `hands_over_parts`) to replay, fork and prune before a request ends. A wrapper that
+    forwards attributes to an engine must define it too to opt in: the driver does not take it from the
+    wrapped engine, where it would bypass the wrapper.
     """
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]: ...
@@ -167,3 +171,24 @@ class Engine(Protocol):
 def hands_over_parts(engine: Any) -> bool:
     """Whether the engine's class defines `generate_in_parts` (see `Engine`)."""
     return callable(getattr(type(engine), "generate_in_parts", None))
+
+
+def check_part_ends(part_ends: Iterable[int]) -> list[int]:
+    """`part_ends` of `generate_in_parts`, sorted; RequestError naming a bad one."""
+    ends = list(part_ends)
+    for end in ends:
+        if not isinstance(end, int) or isinstance(end, bool) or end < 1:
+            raise RequestError(f"part_ends contains {end!r}: output lengths are integers >= 1")
+    return sorted(set(ends))
+
+
+def join_parts(parts: Sequence[GenerateOutput]) -> GenerateOutput:
+    """One output from a request's parts, in order (the last carries the finish reason and other fields)."""
+    if not parts:
+        raise ValueError("join_parts needs at least one part")
+    return dataclasses.replace(
+        parts[-1],
+        output_ids=[t for p in parts for t in p.output_ids],
+        logprobs=[lp for p in parts for lp in p.logprobs],
+        top_logprobs=[top for p in parts for top in p.top_logprobs],
+    )

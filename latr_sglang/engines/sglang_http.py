@@ -2,14 +2,19 @@
 
 Each request is its own POST /generate (with ``input_ids``), sent concurrently: the server batches them, and
 a branch's continuation is answered as soon as it is done rather than with the slowest of a batch.
+`generate_in_parts` streams one (``stream: true``): SGLang's events become the parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from latr_sglang.engines.base import GenerateOutput, GenerateRequest, RequestError
+from latr_sglang.engines.base import GenerateOutput, GenerateRequest, RequestError, check_part_ends
 from latr_sglang.engines.wire import output_from_sglang, request_to_sglang
 
 
@@ -45,6 +50,66 @@ class EngineHTTPError(RuntimeError):
         self.message = message
 
 
+def _http_error(status: int, text: str, url: str) -> Exception:
+    """A 4xx as RequestError (the request is at fault), a 5xx as EngineHTTPError; the server's message."""
+    with contextlib.suppress(Exception):
+        text = json.loads(text)["error"]["message"]
+    if status < 500:
+        return RequestError(f"{url}: {text}")
+    return EngineHTTPError(status, text, url)
+
+
+async def _sse_events(content: Any, url: str) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of a server-sent event stream up to `data: [DONE]` (events of any size)."""
+    buffer = b""
+    async for chunk in content.iter_any():
+        buffer += chunk
+        *events, buffer = buffer.split(b"\n\n")
+        for raw in events:
+            for line in raw.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise EngineHTTPError(200, f"a stream event is not JSON: {data[:200]!r}", url) from None
+                if isinstance(event, dict) and "error" in event:
+                    error = event["error"]
+                    message = error.get("message", error) if isinstance(error, dict) else error
+                    raise EngineHTTPError(200, f"the stream failed: {message}", url)
+                yield event
+
+
+def _stream_event_output(event: Any, sent: int, incremental: bool, url: str) -> GenerateOutput:
+    """The new tokens of one stream event of a request (`sent` tokens before it): all of the event's output
+    ids and output log-probs with --incremental-streaming-output, else those from `sent` on."""
+    if not isinstance(event, dict) or not isinstance(event.get("meta_info"), dict):
+        raise EngineHTTPError(200, f"a stream event has no meta_info: {str(event)[:200]}", url)
+    meta = dict(event["meta_info"])
+    start = 0 if incremental else sent
+    ids = event.get("output_ids") or []
+    if len(ids) < start:
+        raise EngineHTTPError(
+            200,
+            f"a stream event has {len(ids)} output ids after {sent} were streamed: does the server stream "
+            "increments (--incremental-streaming-output) without saying so in /get_server_info?",
+            url,
+        )
+    for key in ("output_token_logprobs", "output_top_logprobs"):
+        meta[key] = (meta.get(key) or [])[start:]
+    out = output_from_sglang({"output_ids": ids[start:], "meta_info": meta})
+    if len(out.logprobs) != len(out.output_ids):
+        raise EngineHTTPError(
+            200, f"a stream event has {len(out.output_ids)} new ids but {len(out.logprobs)} log-probs", url
+        )
+    if event["meta_info"].get("finish_reason") is None:
+        out.finish_reason = None  # a part: the request goes on
+    return out
+
+
 class SGLangHTTPEngine:
     def __init__(
         self,
@@ -62,6 +127,7 @@ class SGLangHTTPEngine:
         self.retries = retries
         self._session = None
         self._session_loop = None
+        self._incremental_stream: bool | None = None  # the server's --incremental-streaming-output, once read
 
     async def _client(self):
         import aiohttp
@@ -87,16 +153,7 @@ class SGLangHTTPEngine:
             try:
                 async with session.request(method, url, json=payload, headers=headers) as resp:
                     if resp.status >= 400:
-                        text = await resp.text()
-                        try:
-                            import json
-
-                            text = json.loads(text)["error"]["message"]
-                        except Exception:
-                            pass
-                        if resp.status < 500:
-                            raise RequestError(f"{url}: {text}")
-                        raise EngineHTTPError(resp.status, text, url)
+                        raise _http_error(resp.status, await resp.text(), url)
                     if resp.content_type == "application/json":
                         return await resp.json()
                     return await resp.text()
@@ -106,7 +163,8 @@ class SGLangHTTPEngine:
                 await asyncio.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def generate_one(self, request: GenerateRequest) -> GenerateOutput:
+    @staticmethod
+    def _payload(request: GenerateRequest) -> tuple[dict[str, Any], dict[str, str] | None]:
         payload = request_to_sglang(request)
         headers = None
         if request.routing_key is not None:
@@ -115,14 +173,75 @@ class SGLangHTTPEngine:
             # router with a routing-key policy keeps a tree on the worker whose radix cache holds its prefix.
             payload["routing_key"] = request.routing_key
             headers = {ROUTING_KEY_HEADER: request.routing_key}
+        return payload, headers
+
+    @staticmethod
+    def _check(request: GenerateRequest) -> None:
+        if not request.input_ids:
+            raise RequestError("input_ids is empty: a request needs at least one token")
+        request.sampling.validate()
+
+    async def generate_one(self, request: GenerateRequest) -> GenerateOutput:
+        payload, headers = self._payload(request)
         return output_from_sglang(await self._request("POST", "/generate", payload, headers=headers))
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]:
         for r in requests:
-            if not r.input_ids:
-                raise RequestError("input_ids is empty: a request needs at least one token")
-            r.sampling.validate()
+            self._check(r)
         return list(await asyncio.gather(*(self.generate_one(r) for r in requests)))
+
+    async def _streams_increments(self) -> bool:
+        """Whether the server's stream events carry only what is new (--incremental-streaming-output), from
+        /get_server_info once (a server that does not say streams everything so far, SGLang's default)."""
+        if self._incremental_stream is None:
+            try:
+                info = await self.get_server_info()
+            except (RequestError, EngineHTTPError):
+                info = {}
+            increments = isinstance(info, dict) and info.get("incremental_streaming_output")
+            self._incremental_stream = bool(increments)
+        return self._incremental_stream
+
+    async def generate_in_parts(
+        self, request: GenerateRequest, part_ends: Iterable[int]
+    ) -> AsyncIterator[GenerateOutput]:
+        """One request streamed (``stream: true``): each of SGLang's events with new tokens is a part
+        (finish_reason None, only its new tokens), the final event the rest. The request's stream interval is
+        the spacing of `part_ends`, so SGLang sends an event at its first token and then every that many
+        (each part end is handed over at the first event at or after it). Closing the iterator early closes
+        the connection, and the server aborts the request."""
+        ends = check_part_ends(part_ends)
+        self._check(request)
+        incremental = await self._streams_increments()
+        payload, headers = self._payload(request)
+        payload["stream"] = True
+        gaps = [b - a for a, b in itertools.pairwise(ends)]
+        payload["sampling_params"]["stream_interval"] = min(
+            gaps, default=ends[0] if ends else max(request.sampling.max_new_tokens, 1)
+        )
+        session = await self._client()
+        url = self.base_url + "/generate"
+        final: GenerateOutput | None = None
+        async with session.post(url, json=payload, headers=headers) as resp:
+            if resp.status >= 400:
+                raise _http_error(resp.status, await resp.text(), url)
+            try:
+                sent = 0
+                async for event in _sse_events(resp.content, url):
+                    out = _stream_event_output(event, sent, incremental, url)
+                    sent += len(out.output_ids)
+                    if final is not None:
+                        raise EngineHTTPError(200, "the stream went on after the final output", url)
+                    if out.finish_reason is not None:
+                        final = out  # handed over at [DONE], which follows at once: the connection is reused
+                    elif out.output_ids:
+                        yield out
+                if final is None:
+                    raise EngineHTTPError(200, "the stream ended without the request's final output", url)
+            finally:
+                if final is None:
+                    resp.close()  # the server sees the client go and aborts the request
+        yield final
 
     async def get_model_info(self) -> dict[str, Any]:
         return await self._request("GET", "/get_model_info")

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from latr_sglang.engines.base import FinishReason, GenerateOutput, GenerateRequest, RequestError
+from latr_sglang.engines.base import (
+    FinishReason,
+    GenerateOutput,
+    GenerateRequest,
+    RequestError,
+    check_part_ends,
+)
 from latr_sglang.engines.prefix_cache import PrefixCache
 from latr_sglang.engines.ragged_model import RaggedCausalLM, RaggedItem
 
@@ -48,8 +54,6 @@ class _Sequence:
     input_logprobs: list[tuple[int, float | None]] = field(default_factory=list)
     input_top_logprobs: list[list[tuple[int, float]] | None] = field(default_factory=list)
     cancelled: bool = False
-    # streaming: called from the engine thread with (token_id, logprob) as each output token is sampled
-    on_token: Callable[[int, float], None] | None = None
     # output in parts: called from the engine thread with the tokens since the last part whenever the output
     # reaches one of `part_ends` tokens and the request goes on (the rest comes with on_done)
     on_part: Callable[[GenerateOutput], None] | None = None
@@ -193,17 +197,19 @@ class TorchEngine:
         self,
         request: GenerateRequest,
         on_done: Callable[[GenerateOutput], None],
-        on_token: Callable[[int, float], None] | None = None,
+        on_part: Callable[[GenerateOutput], None] | None = None,
+        part_ends: Iterable[int] = (),
     ) -> RequestHandle:
-        """Thread-safe. `on_done` (and `on_token`, per sampled token: streaming) run in the engine thread."""
+        """Thread-safe. `on_done` runs in the engine thread with the output; with `on_part`, it gets a part
+        (the tokens since the last one, finish_reason None) whenever the output reaches one of `part_ends`
+        tokens and goes on, and `on_done` gets the rest (streaming; `join_parts` gives the whole)."""
         self.validate(request)
-        return self._submit_valid(request, on_done, on_token)
+        return self._submit_valid(request, on_done, on_part, check_part_ends(part_ends))
 
     def _submit_valid(
         self,
         request: GenerateRequest,
         on_done: Callable[[GenerateOutput], None],
-        on_token: Callable[[int, float], None] | None = None,
         on_part: Callable[[GenerateOutput], None] | None = None,
         part_ends: Iterable[int] = (),
     ) -> RequestHandle:
@@ -221,7 +227,6 @@ class TorchEngine:
             on_done=on_done,
             generator=generator,
             stop_ids=stop_ids,
-            on_token=on_token,
             on_part=on_part,
             part_ends=frozenset(part_ends),
         )
@@ -263,10 +268,7 @@ class TorchEngine:
         and input log-prob fields as `generate` gives them). Each part holds only its new tokens. Closing the
         iterator early cancels the request."""
         self.validate(request)
-        part_ends = list(part_ends)
-        for end in part_ends:
-            if not isinstance(end, int) or isinstance(end, bool) or end < 1:
-                raise RequestError(f"part_ends contains {end!r}: output lengths are integers >= 1")
+        part_ends = check_part_ends(part_ends)
         mailbox = self._mailbox()
         parts: asyncio.Queue = asyncio.Queue()
 
@@ -334,6 +336,13 @@ class TorchEngine:
                     f"update_weights: {name!r} has shape {tuple(tensor.shape)}, "
                     f"the model expects {tuple(params[name].shape)}"
                 )
+            if tensor.dtype.is_floating_point != params[name].dtype.is_floating_point:
+                raise ValueError(
+                    f"update_weights: {name!r} has dtype {tensor.dtype}, the model has {params[name].dtype}"
+                )
+            # before any copy (all or nothing): a diverged trainer's NaN/inf would silently poison rollouts
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"update_weights: {name!r} contains NaN/inf; no weight was written")
 
         def apply() -> int:
             with torch.no_grad():
@@ -559,11 +568,6 @@ class TorchEngine:
                 k = seq.request.top_logprobs_num
                 seq.top_logprobs.append(list(zip(top_idx[row][:k], top_vals[row][:k])))
             seq.pending = [token]
-            if seq.on_token is not None:
-                try:
-                    seq.on_token(token, logprob)
-                except Exception:  # a broken stream consumer must not take the engine down
-                    logger.exception("token callback failed")
             done = self._check_finished(seq, token)
             if not done and seq.on_part is not None and len(seq.output_ids) in seq.part_ends:
                 self._send_part(seq)

@@ -226,15 +226,18 @@ def output_to_sglang(
     return_logprob: bool,
     return_text_in_logprobs: bool = False,
     text_opts: dict[str, Any] | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
-    """One engine output as SGLang's /generate response object."""
+    """One engine output as SGLang's /generate response object (finish_reason None: a stream event of an
+    output so far, whose `text` the caller may give)."""
     text_opts = text_opts or _TEXT_ONLY
     no_trim = text_opts.get("no_stop_trim", False)
     ids = out.output_ids
     if isinstance(out.matched_stop, int) and ids and ids[-1] == out.matched_stop and not no_trim:
         ids = ids[:-1]  # SGLang trims the matched stop token from the text
-    text = ""
-    if tokenizer is not None:
+    if text is None and tokenizer is None:
+        text = ""
+    elif text is None:
         text = tokenizer.decode(ids, skip_special_tokens=bool(text_opts.get("skip_special_tokens", True)))
         if isinstance(out.matched_stop, str) and not no_trim and out.matched_stop in text:
             text = text[: text.index(out.matched_stop)]
@@ -242,8 +245,10 @@ def output_to_sglang(
     def token_text(token_id: int) -> str | None:
         return tokenizer.decode([token_id]) if return_text_in_logprobs and tokenizer is not None else None
 
-    if out.finish_reason == FinishReason.ABORT:
-        finish: dict[str, Any] | None = {"type": "abort", "message": out.error or "aborted"}
+    if out.finish_reason is None:
+        finish: dict[str, Any] | None = None
+    elif out.finish_reason == FinishReason.ABORT:
+        finish = {"type": "abort", "message": out.error or "aborted"}
     elif out.finish_reason == FinishReason.LENGTH:
         finish = {"type": "length", "length": len(out.output_ids)}
     else:

@@ -72,6 +72,8 @@ def create_app(engine: Any, config: ServerConfig | None = None, **overrides: Any
             "dtype": str(engine.model.dtype).removeprefix("torch."),
             "api_key_required": bool(config.api_key),
             "weight_updates": bool(config.api_key) or config.enable_weight_updates,
+            "stream_interval": config.stream_interval,  # SGLang's server-args names
+            "incremental_streaming_output": config.incremental_streaming_output,
             "internal_states": [{"prefix_cache_entries": len(engine.prefix_cache), **engine.stats}],
         }
 

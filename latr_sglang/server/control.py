@@ -142,10 +142,22 @@ def _check_tensors(engine: Any, tensors: dict[str, Any], field: str) -> None:
             raise RequestError(
                 f"{field}: {name!r} has dtype {tensor.dtype}, the model has {params[name].dtype}"
             )
+    _check_finite(tensors, field)
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], field: str) -> None:
+    """A diverged trainer sends NaN/inf: generation would go on with garbage (or answer a 500 for the
+    log-probs JSON cannot hold), so refuse the whole update before any tensor is written."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RequestError(f"{field}: {name!r} contains NaN/inf; no weight was written")
 
 
 async def _apply(state: ServerState, tensors: dict[str, torch.Tensor], flush: bool) -> None:
-    await state.engine.update_weights(tensors)  # clears the prefix cache itself
+    try:
+        await state.engine.update_weights(tensors)  # clears the prefix cache itself
+    except (KeyError, ValueError) as e:  # the engine's own checks (all run before it writes anything)
+        raise HTTPError(400, str(e).strip("'\""), control=True) from None
     if flush:
         await state.engine.flush_cache()
 
@@ -409,6 +421,10 @@ async def update_weights_from_distributed(request: Request):
         state.weight_groups.pop(name, None)  # the group's collective order is lost: it cannot be reused
         message = f"receiving from group {name!r} failed, no weight was written, the group is closed: {e}"
         raise HTTPError(400, message.splitlines()[0][:500], control=True) from None
+    try:  # all arrived, the group stays usable; nothing is written if one is not finite
+        await _on_weights_thread(state, _check_finite, tensors, "names")
+    except RequestError as e:
+        raise HTTPError(400, str(e), "names", control=True) from None
     await _apply(state, tensors, flush)
     return _ok(f"updated {len(tensors)} tensors")
 

@@ -57,6 +57,20 @@ class ServerConfig:
         default=None, metadata=help_text("model name in /v1/models and responses (default: the model path)")
     )
     host: str = field(default="127.0.0.1", metadata=help_text("the bind address (weight masters check it)"))
+    stream_interval: int = field(
+        default=1,
+        metadata=help_text(
+            "a streamed request's events: the first token at once, then every this many tokens (SGLang's "
+            "--stream-interval; a request's sampling_params.stream_interval overrides it)"
+        ),
+    )
+    incremental_streaming_output: bool = field(
+        default=False,
+        metadata=help_text(
+            "stream events of /generate carry only what is new (text, output_ids, output log-probs) instead "
+            "of everything so far (SGLang's --incremental-streaming-output)"
+        ),
+    )
 
     def validate(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
@@ -69,6 +83,10 @@ class ServerConfig:
             raise ValueError(f"--max-n={self.max_n}: must be >= 1")
         if not self.shutdown_timeout_s >= 0:
             raise ValueError(f"--shutdown-timeout={self.shutdown_timeout_s}: must be >= 0")
+        if isinstance(self.stream_interval, bool) or not isinstance(self.stream_interval, int):
+            raise ValueError(f"--stream-interval={self.stream_interval!r}: must be an integer")
+        if self.stream_interval < 1:
+            raise ValueError(f"--stream-interval={self.stream_interval}: must be >= 1")
 
 
 class HTTPError(Exception):
@@ -195,7 +213,18 @@ def require_object(body: Any, known: set[str] | None = None, control: bool = Fal
     return body
 
 
+class FieldError(RequestError):
+    """A RequestError that names its field for the JSON error's param (when the message cannot start with
+    `field=value`, e.g. the value is a long text)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def request_error(e: RequestError, control: bool = False) -> HTTPError:
     message = str(e)
-    param = message.split("=", 1)[0].split(" ", 1)[0] if "=" in message.split(" ", 1)[0] else None
+    param = getattr(e, "param", None)
+    if param is None and "=" in message.split(" ", 1)[0]:
+        param = message.split("=", 1)[0].split(" ", 1)[0]
     return HTTPError(400, message, param, control)

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from latr_sglang.engines.base import FinishReason, GenerateOutput, GenerateRequest, RequestError
+from latr_sglang.engines.base import (
+    FinishReason,
+    GenerateOutput,
+    GenerateRequest,
+    RequestError,
+    join_parts,
+)
 from latr_sglang.engines.wire import check_bool, check_int, output_to_sglang, sampling_params_from_sglang
 from latr_sglang.server.core import (
+    FieldError,
     HTTPError,
     ServerState,
     read_json,
@@ -75,6 +82,17 @@ def check_text_length(engine: Any, texts: list[str], field: str) -> None:
                 f"{name} has {len(t)} characters: more tokens than the context length "
                 f"{engine.context_length} can hold (at most {limit} characters are considered)"
             )
+
+
+def check_unicode(texts: Sequence[str], field: str) -> None:
+    """Refuses a text with a lone surrogate (JSON allows "\\ud800"; a tokenizer cannot encode it and would
+    fail with a TypeError deep inside, a 500)."""
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            name = field if len(texts) == 1 else f"{field}[{i}]"
+            raise FieldError(f"{name}: not valid Unicode (lone surrogate at {e.start})", name) from None
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -170,6 +188,7 @@ def _texts(text: Any, engine: Any) -> tuple[list[str], bool]:
     if engine.tokenizer is None:
         raise RequestError("this server has no tokenizer: send input_ids")
     check_text_length(engine, texts, "text")
+    check_unicode(texts, "text")
     return texts, batched
 
 
@@ -297,41 +316,86 @@ async def run_requests(
     return outputs, rids
 
 
-async def stream_requests(
-    state: ServerState, request: Request | None, requests: list[GenerateRequest], rids: list[str | None]
-) -> AsyncIterator[tuple[int, str, Any]]:
-    """Yields (index, "token", (token_id, logprob)) as tokens are sampled and (index, "done", output) at the
-    end of each request. Closing the iterator early (client gone) cancels what is still running."""
-    _check_serving(state)
-    rids = _register(state, rids)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    outputs: list[GenerateOutput] = []
-    try:
-        for i, (req, rid) in enumerate(zip(requests, rids)):
+def stream_part_ends(max_new_tokens: int, interval: int) -> range:
+    """The output lengths at which a streamed request sends an event, as SGLang's scheduler does: the first
+    token at once, then whenever `interval` tokens are unsent (and its end, always)."""
+    return range(1, max_new_tokens, interval)
 
-            def on_token(token: int, logprob: float, i: int = i) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, (i, "token", (token, logprob)))
+
+class StreamRun:
+    """Requests submitted for streaming (see `stream_requests`). Iterating yields (index, part, None) as
+    each request's output is decoded (a part per event of its stream interval, `stream_part_ends`) and
+    (index, rest, whole) when it ends. `close` cancels what is still running and accounts for what ended;
+    it runs when the iteration ends or is closed, and when the response ends (a response whose client left
+    before the first chunk never starts its iterator, and the requests must not stay registered)."""
+
+    def __init__(self, state: ServerState, request: Request | None, rids: list[str], n: int) -> None:
+        self.state, self.request, self.rids, self.n = state, request, rids, n
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.outputs: list[GenerateOutput] = []
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, GenerateOutput, GenerateOutput | None]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[tuple[int, GenerateOutput, GenerateOutput | None]]:
+        parts: list[list[GenerateOutput]] = [[] for _ in range(self.n)]
+        try:
+            remaining = self.n
+            while remaining:
+                index, out, done = await self.queue.get()
+                parts[index].append(out)
+                whole = None
+                if done:
+                    remaining -= 1
+                    whole = join_parts(parts[index])
+                    self.outputs.append(whole)
+                yield index, out, whole
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for rid in self.rids:
+            for handle in self.state.inflight.pop(rid, []):
+                handle.cancel()
+        account(self.request, self.state, self.outputs)
+
+
+def stream_requests(
+    state: ServerState,
+    request: Request | None,
+    requests: list[GenerateRequest],
+    rids: list[str | None],
+    intervals: Sequence[int],
+) -> StreamRun:
+    """Checks, registers and submits `requests` for streaming, now: a route calls it before it returns its
+    StreamingResponse, so that a refusal known before any token (memory released, a rid in flight, the
+    engine closed) is the same JSON error as without streaming, not a stream cut off after its headers.
+    Pass the result's `close` to `sse_response`."""
+    _check_serving(state)
+    run = StreamRun(state, request, _register(state, rids), len(requests))
+    try:
+        for i, (req, rid, interval) in enumerate(zip(requests, run.rids, intervals)):
+
+            def on_part(out: GenerateOutput, i: int = i) -> None:
+                run.loop.call_soon_threadsafe(run.queue.put_nowait, (i, out, False))
 
             def on_done(out: GenerateOutput, i: int = i) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, (i, "done", out))
+                run.loop.call_soon_threadsafe(run.queue.put_nowait, (i, out, True))
 
+            ends = stream_part_ends(req.sampling.max_new_tokens, interval)
             try:
-                state.inflight[rid].append(state.engine.submit(req, on_done, on_token))
+                state.inflight[rid].append(state.engine.submit(req, on_done, on_part, ends))
             except RuntimeError as e:
                 raise HTTPError(503, f"the engine is not serving: {e}") from None
-        remaining = len(requests)
-        while remaining:
-            item = await queue.get()
-            if item[1] == "done":
-                remaining -= 1
-                outputs.append(item[2])
-            yield item
-    finally:
-        for rid in rids:
-            for handle in state.inflight.pop(rid, []):
-                handle.cancel()
-        account(request, state, outputs)
+    except BaseException:
+        run.close()
+        raise
+    return run
 
 
 class TextStream:
@@ -344,8 +408,8 @@ class TextStream:
         self.ids: list[int] = []
         self.sent = ""
 
-    def push(self, token: int) -> str:
-        self.ids.append(token)
+    def push(self, tokens: Sequence[int]) -> str:
+        self.ids.extend(tokens)
         if self.tokenizer is None:
             return ""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
@@ -372,8 +436,25 @@ def sse(payload: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def sse_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+class _SSEResponse(StreamingResponse):
+    """A StreamingResponse that runs `on_close` when it ends however it ends (see StreamRun.close)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], None] | None) -> None:
+        super().__init__(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+
+def sse_response(
+    chunks: AsyncIterator[bytes], on_close: Callable[[], None] | None = None
+) -> StreamingResponse:
+    return _SSEResponse(chunks, on_close)
 
 
 # ---- routes -----------------------------------------------------------------------------------------------
@@ -388,7 +469,9 @@ async def generate(request: Request):
     engine = state.engine
     rids = [rid or state.new_rid() for rid in rids]
     if body.get("stream"):
-        return sse_response(_generate_stream(state, request, requests, options, batched, rids))
+        intervals = [o["text_opts"]["stream_interval"] or state.config.stream_interval for o in options]
+        run = stream_requests(state, request, requests, rids, intervals)
+        return sse_response(_generate_stream(state, run, requests, options, batched, rids), run.close)
     outputs, rids = await run_requests(state, request, requests, rids)
     responses = [
         output_to_sglang(out, engine.tokenizer, rid=rid, **opts)
@@ -397,29 +480,36 @@ async def generate(request: Request):
     return JSONResponse(responses if batched else responses[0])
 
 
-async def _generate_stream(state, request, requests, options, batched, rids) -> AsyncIterator[bytes]:
-    """SGLang's stream: each event carries the text and output ids so far; the last one is the full
-    non-streaming response (with log-probs if asked); then [DONE]."""
+async def _generate_stream(state, run, requests, options, batched, rids) -> AsyncIterator[bytes]:
+    """SGLang's stream: an event per stream interval with the text, output ids and (if asked) output
+    log-probs so far, or with only what is new under --incremental-streaming-output; the last event is the
+    whole response (its new part, incrementally); then [DONE]."""
     engine = state.engine
+    incremental = state.config.incremental_streaming_output
     texts = [
         TextStream(engine.tokenizer, r.sampling.stop, o["text_opts"].get("skip_special_tokens", True))
         for r, o in zip(requests, options)
     ]
-    async for index, kind, payload in stream_requests(state, request, requests, rids):
-        if kind == "token":
-            texts[index].push(payload[0])
-            event = {
-                "text": texts[index].sent,
-                "output_ids": list(texts[index].ids),
-                "meta_info": {
-                    "id": rids[index],
-                    "finish_reason": None,
-                    "prompt_tokens": len(requests[index].input_ids),
-                    "completion_tokens": len(texts[index].ids),
-                },
-            }
+    so_far: list[list[GenerateOutput]] = [[] for _ in requests]
+    sent_tokens, sent_text = [0] * len(requests), [""] * len(requests)
+    async for index, out, whole in run:
+        opts = options[index]
+        if whole is None:
+            so_far[index].append(out)
+            texts[index].push(out.output_ids)
+            event = output_to_sglang(
+                join_parts(so_far[index]), engine.tokenizer, rid=rids[index], text=texts[index].sent, **opts
+            )
         else:
-            event = output_to_sglang(payload, engine.tokenizer, rid=rids[index], **options[index])
+            event = output_to_sglang(whole, engine.tokenizer, rid=rids[index], **opts)
+        if incremental:
+            event["text"], sent_text[index] = event["text"][len(sent_text[index]) :], event["text"]
+            start, sent_tokens[index] = sent_tokens[index], len(event["output_ids"])
+            event["output_ids"] = event["output_ids"][start:]
+            meta = event["meta_info"]
+            for key in ("output_token_logprobs", "output_top_logprobs"):
+                if key in meta:
+                    meta[key] = meta[key][start:]
         if batched:
             event["index"] = index
         yield sse(event)
@@ -450,6 +540,7 @@ async def tokenize(request: Request):
     special = check_bool("add_special_tokens", body.get("add_special_tokens", True))
     try:
         check_text_length(state.engine, prompts, "prompt")
+        check_unicode(prompts, "prompt")
     except RequestError as e:
         raise request_error(e) from None
 

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from jinja2 import TemplateError
 
 from latr_sglang.engines.base import FinishReason, GenerateOutput, GenerateRequest, RequestError
 from latr_sglang.engines.wire import check_bool, check_float, check_int, sampling_params_from_sglang
@@ -16,8 +18,10 @@ from latr_sglang.server.core import HTTPError, ServerState, read_json, state_of
 from latr_sglang.server.generation import (
     MAX_BATCH,
     SSE_DONE,
+    StreamRun,
     TextStream,
     check_text_length,
+    check_unicode,
     run_requests,
     sse,
     sse_response,
@@ -209,7 +213,7 @@ def _stream_options(body: dict[str, Any]) -> bool:
 
 async def _choice_stream(
     state: ServerState,
-    request: Request,
+    run: StreamRun,
     requests: list[GenerateRequest],
     text_opts: dict[str, Any],
     head: dict[str, Any],
@@ -221,7 +225,7 @@ async def _choice_stream(
     """The stream both OpenAI routes send, each chunk `head` (id, created, model, object) plus its choices:
     the `opening` choices, a chunk per non-empty text delta, a last chunk per choice with the rest of its
     final text, the usage chunk if asked, then [DONE]. `choice(index, text, output)` builds the choice the
-    route's format wants; output is None until the choice has finished."""
+    route's format wants; output is None until the choice has finished. `run` is the requests' StreamRun."""
     streams = [
         TextStream(state.engine.tokenizer, r.sampling.stop, text_opts.get("skip_special_tokens", True))
         for r in requests
@@ -229,18 +233,28 @@ async def _choice_stream(
     outputs: list[GenerateOutput] = []
     for first in opening:
         yield sse({**head, "choices": [first]})
-    async for index, kind, payload in stream_requests(state, request, requests, [None] * len(requests)):
-        if kind == "token":
-            delta = streams[index].push(payload[0])
+    async for index, part, whole in run:
+        if whole is None:
+            delta = streams[index].push(part.output_ids)
             if delta:
                 yield sse({**head, "choices": [choice(index, delta, None)]})
         else:
-            outputs.append(payload)
-            tail = streams[index].finish(_final_text(state, payload, text_opts))
-            yield sse({**head, "choices": [choice(index, tail, payload)]})
+            outputs.append(whole)
+            tail = streams[index].finish(_final_text(state, whole, text_opts))
+            yield sse({**head, "choices": [choice(index, tail, whole)]})
     if include_usage:
         yield sse({**head, "choices": [], "usage": _usage(outputs, n)})
     yield SSE_DONE
+
+
+def _stream_response(
+    state: ServerState, request: Request, requests: list[GenerateRequest], chunks: Callable[[StreamRun], Any]
+) -> StreamingResponse:
+    """The requests submitted now (a refusal is a JSON error, not a cut stream; see stream_requests), then
+    the response streaming `chunks(run)`."""
+    intervals = [state.config.stream_interval] * len(requests)
+    run = stream_requests(state, request, requests, [None] * len(requests), intervals)
+    return sse_response(chunks(run), run.close)
 
 
 # ---- /v1/completions ---------------------------------------------------------------------------------------
@@ -279,6 +293,7 @@ async def completions(request: Request):
         if state.engine.tokenizer is None:
             raise RequestError("this server has no tokenizer: send token ids as the prompt")
         check_text_length(state.engine, prompts, "prompt")
+        check_unicode(prompts, "prompt")
         tok = state.engine.tokenizer
         prompts = await state.tokenize(lambda: [tok(p).input_ids for p in prompts])
     requests, text_opts = _requests(
@@ -286,8 +301,9 @@ async def completions(request: Request):
     )
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_name}
     if stream:
-        return sse_response(
-            _completion_stream(state, request, requests, text_opts, meta, n, top, logprobs, include_usage)
+        args = (text_opts, meta, n, top, logprobs, include_usage)
+        return _stream_response(
+            state, request, requests, lambda run: _completion_stream(state, run, requests, *args)
         )
     outputs, _ = await run_requests(state, request, requests, [None] * len(requests))
     choices = []
@@ -323,7 +339,7 @@ def _completion_logprobs(state: ServerState, out: GenerateOutput, top: int) -> d
 
 
 def _completion_stream(
-    state, request, requests, text_opts, meta, n, top, logprobs, include_usage
+    state, run, requests, text_opts, meta, n, top, logprobs, include_usage
 ) -> AsyncIterator[bytes]:
     def choice(index: int, text: str, out: GenerateOutput | None) -> dict[str, Any]:
         lp = _completion_logprobs(state, out, top) if out is not None and logprobs is not None else None
@@ -331,7 +347,7 @@ def _completion_stream(
         return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
 
     head = {**meta, "object": "text_completion"}
-    return _choice_stream(state, request, requests, text_opts, head, choice, n, include_usage)
+    return _choice_stream(state, run, requests, text_opts, head, choice, n, include_usage)
 
 
 # ---- /v1/chat/completions ----------------------------------------------------------------------------------
@@ -364,6 +380,55 @@ def _messages(raw: Any) -> list[dict[str, str]]:
     return out
 
 
+# apply_chat_template's own parameters (and the names its renderer passes the template): a client must not
+# set them through chat_template_kwargs. `chat_template` above all: a template from the request would run
+# client code on the server (a render that never ends); the rest change what is rendered or returned.
+_RESERVED_TEMPLATE_KWARGS = frozenset(
+    {
+        "chat_template",
+        "conversation",
+        "conversations",
+        "messages",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "continue_final_message",
+        "tokenize",
+        "sanitize_control_tokens",
+        "padding",
+        "truncation",
+        "max_length",
+        "return_tensors",
+        "return_dict",
+        "return_assistant_tokens_mask",
+        "tokenizer_kwargs",
+    }
+)
+
+
+def _template_kwargs(raw: Any) -> dict[str, Any]:
+    """chat_template_kwargs: variables for the model's own template (e.g. enable_thinking), plain values
+    only; a list or object could feed the template's loops."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RequestError("chat_template_kwargs must be an object")
+    for key, value in raw.items():
+        if key in _RESERVED_TEMPLATE_KWARGS:
+            what = "the server uses its model's chat template" if key == "chat_template" else "not settable"
+            raise HTTPError(400, f"chat_template_kwargs.{key}: {what}", f"chat_template_kwargs.{key}")
+        if value is not None and not isinstance(value, (str, bool, int, float)):
+            raise HTTPError(
+                400,
+                f"chat_template_kwargs.{key}: must be a string, number, boolean or null "
+                f"(got {type(value).__name__})",
+                f"chat_template_kwargs.{key}",
+            )
+        if isinstance(value, str):
+            check_unicode([value], f"chat_template_kwargs.{key}")
+    return raw
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request):
     state = state_of(request)
@@ -375,7 +440,10 @@ async def chat_completions(request: Request):
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
     messages = _messages(body.get("messages"))
-    check_text_length(state.engine, [m["content"] for m in messages], "messages.content")
+    contents = [m["content"] for m in messages]
+    check_text_length(state.engine, contents, "messages.content")
+    for i, content in enumerate(contents):
+        check_unicode([content], f"messages[{i}].content")
     n, seed = _n_and_seed(state, body)
     want_lp = check_bool("logprobs", body.get("logprobs") or False)
     top = check_int("top_logprobs", body.get("top_logprobs") or 0, 0, 20)
@@ -383,24 +451,29 @@ async def chat_completions(request: Request):
         raise RequestError("top_logprobs needs logprobs=true")
     stream = check_bool("stream", body.get("stream") or False)
     include_usage = _stream_options(body)
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise RequestError("chat_template_kwargs must be an object")
+    kwargs = _template_kwargs(body.get("chat_template_kwargs"))
 
     def render() -> list[int]:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
+        # the template adds its own text (and kwargs' strings): bound what is tokenized, not only the contents
+        check_text_length(state.engine, [text], "the rendered chat prompt")
+        check_unicode([text], "the rendered chat prompt")
+        # as apply_chat_template(tokenize=True) does: the template already wrote the special tokens
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
 
     try:
         prompt = await state.tokenize(render)
-    except (TypeError, ValueError, KeyError) as e:
-        raise RequestError(f"messages: the chat template failed: {e}") from None
+    except (TemplateError, TypeError, ValueError, KeyError) as e:  # the model's template refused the input
+        if isinstance(e, RequestError):
+            raise
+        raise RequestError(f"messages: the chat template failed: {type(e).__name__}: {e}"[:500]) from None
     sampling = _sampling(body, None, "max_completion_tokens")
     requests, text_opts = _requests(state, [prompt], sampling, n, seed, max(top, 1) if want_lp else 0)
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_name}
     if stream:
-        return sse_response(
-            _chat_stream(state, request, requests, text_opts, meta, n, top, want_lp, include_usage)
+        args = (text_opts, meta, n, top, want_lp, include_usage)
+        return _stream_response(
+            state, request, requests, lambda run: _chat_stream(state, run, requests, *args)
         )
     outputs, _ = await run_requests(state, request, requests, [None] * len(requests))
     choices = []
@@ -436,7 +509,7 @@ def _chat_logprobs(state: ServerState, out: GenerateOutput, top: int) -> dict[st
 
 
 def _chat_stream(
-    state, request, requests, text_opts, meta, n, top, want_lp, include_usage
+    state, run, requests, text_opts, meta, n, top, want_lp, include_usage
 ) -> AsyncIterator[bytes]:
     def choice(index: int, text: str, out: GenerateOutput | None) -> dict[str, Any]:
         lp = _chat_logprobs(state, out, top) if out is not None and want_lp else None
@@ -459,4 +532,4 @@ def _chat_stream(
         for index in range(len(requests))
     ]
     head = {**meta, "object": "chat.completion.chunk"}
-    return _choice_stream(state, request, requests, text_opts, head, choice, n, include_usage, opening)
+    return _choice_stream(state, run, requests, text_opts, head, choice, n, include_usage, opening)

@@ -25,6 +25,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-n", type=int, default=64, help=_HELP["max_n"])
     p.add_argument("--shutdown-timeout", type=float, default=5.0, help=_HELP["shutdown_timeout_s"])
     p.add_argument("--served-model-name", default=None, help=_HELP["served_model_name"])
+    p.add_argument("--stream-interval", type=int, default=1, help=_HELP["stream_interval"])
+    p.add_argument(
+        "--incremental-streaming-output", action="store_true", help=_HELP["incremental_streaming_output"]
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -38,6 +42,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         shutdown_timeout_s=args.shutdown_timeout,
         served_model_name=args.served_model_name,
         host=args.host,
+        stream_interval=args.stream_interval,
+        incremental_streaming_output=args.incremental_streaming_output,
     )
     config.validate()
     return config

@@ -12,6 +12,7 @@ import ast
 import itertools
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -86,6 +87,41 @@ def generate(
         if value.denominator == 1 and 1 <= value <= max_target:
             problems.append(CountdownProblem(tuple(numbers), int(value), expr))
     return problems
+
+
+# ---- labels ------------------------------------------------------------------------------------------
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _label_integer(value: object, field: str) -> int:
+    """An int, or a form that can only mean one: an integral float (65.0) or the digits of one ("65"). JSON
+    datasets often store numbers as strings; comparing the string "65" with the value 65 would make every
+    correct answer score as wrong."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    raise ValueError(f"label.{field}={_short(value)}: must be an integer")
+
+
+def label_values(label: dict) -> tuple[list[int], int]:
+    """(numbers, target) of a countdown label {"numbers": [...], "target": N}, with integer strings and
+    integral floats converted; a ValueError naming the field for anything else."""
+    if "numbers" not in label or "target" not in label:
+        missing = " and ".join(k for k in ("numbers", "target") if k not in label)
+        raise ValueError(f"countdown label {_short(label)}: no {missing}")
+    numbers = label["numbers"]
+    if not isinstance(numbers, list | tuple) or not numbers:
+        raise ValueError(f"label.numbers={_short(numbers)}: must be a non-empty list of integers")
+    values = [_label_integer(v, f"numbers[{i}]") for i, v in enumerate(numbers)]
+    return values, _label_integer(label["target"], "target")
 
 
 # ---- reward ----------------------------------------------------------------------------------------------

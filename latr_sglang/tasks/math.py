@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from fractions import Fraction
 
-from latr_sglang.tasks.verify_pool import TimeoutPool
+from latr_sglang.tasks.verify_pool import CPUBudget, TimeoutPool
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ MAX_ANSWER_CHARS = 400
 # CPU seconds of one verification (waiting for a worker and a busy machine excluded). The costliest of 250
 # MATH-500 answers verified against themselves took 0.12 s of CPU; hostile towers and factorials use it all.
 VERIFY_TIMEOUT_S = 2.0
+# CPU seconds of verification one reward batch may use in all: a batch of distinct hostile answers (each
+# using its whole VERIFY_TIMEOUT_S) is bounded as a batch. The base lets two of them run out their bound; the
+# per-answer part is twice the costliest MATH-500 answer, so a batch of honest answers never reaches it.
+BATCH_VERIFY_BASE_S = 2 * VERIFY_TIMEOUT_S
+BATCH_VERIFY_PER_ANSWER_S = 0.25
 VERDICT_CACHE_SIZE = 4096  # a GRPO group often repeats one answer: each (gold, answer) pair is verified once
 
 DAPO_TEMPLATE = (
@@ -34,26 +39,28 @@ DAPO_TEMPLATE = (
     'Remember to put your answer on its own line after "Answer:".'
 )
 
+_BRACE = re.compile(r"[{}]")
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*#]*answer\s*:[ \t]*([^\n]{0,400})")  # 400 = MAX_ANSWER_CHARS
 
 
 def last_boxed(text: str) -> tuple[int, str] | None:
-    """Position and content of the last \\boxed{...} (braces balanced; linear scan)."""
+    """Position and content of the last \\boxed{...} whose braces balance. One pass pairs every brace (a
+    stack), so many unclosed `\\boxed{` cost linear time: a scan from each of them to the end was quadratic,
+    and this runs in the caller's process, outside the verifier's time bound."""
+    closing: dict[int, int] = {}  # position of a "{" -> position of its matching "}"
+    opened: list[int] = []
+    for m in _BRACE.finditer(text):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif opened:  # a "}" with nothing open closes nothing
+            closing[opened.pop()] = m.start()
     start = text.rfind("\\boxed")
     while start >= 0:
         i = start + len("\\boxed")
         while i < len(text) and text[i] == " ":
             i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return start, text[i + 1 : j]
-                j += 1
+        if i < len(text) and text[i] == "{" and i in closing:
+            return start, text[i + 1 : closing[i]]
         start = text.rfind("\\boxed", 0, start)
     return None
 
@@ -228,15 +235,21 @@ _verdicts: OrderedDict[tuple[str, str], bool] = OrderedDict()
 _verdicts_lock = threading.Lock()
 
 
-def verified_equal(gold: str, predicted: str) -> bool:
+def batch_budget(answers: int) -> CPUBudget:
+    """The verification CPU budget of a reward batch of `answers` answers (see BATCH_VERIFY_BASE_S)."""
+    return CPUBudget(BATCH_VERIFY_BASE_S + BATCH_VERIFY_PER_ANSWER_S * max(answers, 0))
+
+
+def verified_equal(gold: str, predicted: str, budget: CPUBudget | None = None) -> bool:
     """math-verify's verdict, from the pool, cached. A verdict that the machine's load decided (the wall-clock
-    cap) or a pool failure is not cached: the same answer gets a fresh try next time."""
+    cap), a spent batch `budget` or a pool failure is not cached: the same answer gets a fresh try next
+    time."""
     key = (gold, predicted)
     with _verdicts_lock:
         if key in _verdicts:
             _verdicts.move_to_end(key)
             return _verdicts[key]
-    outcome, value = verifier_pool().call_outcome(gold, predicted)
+    outcome, value = verifier_pool().call_outcome(gold, predicted, budget=budget)
     verdict = bool(value) if outcome == "ok" else False
     if outcome in ("ok", "timeout", "error"):
         with _verdicts_lock:
@@ -252,9 +265,10 @@ def warm_up() -> None:
     verifier_pool()
 
 
-def score(response: str, gold: str) -> tuple[float, dict[str, float]]:
+def score(response: str, gold: str, budget: CPUBudget | None = None) -> tuple[float, dict[str, float]]:
     """(accuracy in {0, 1}, info); never raises. The verification gets VERIFY_TIMEOUT_S of CPU time however
-    busy the machine is; the call also waits for a free worker."""
+    busy the machine is; the call also waits for a free worker. With a `budget` (shared by a batch), an
+    answer that needs math-verify once the budget is spent scores 0."""
     info = {"answered": 0.0, "correct": 0.0}
     try:
         predicted = extract_answer(response)
@@ -269,7 +283,7 @@ def score(response: str, gold: str) -> tuple[float, dict[str, float]]:
         if exact_p is not None and exact_g is not None and exact_p == exact_g:  # 0.5 vs \frac{1}{2}, no CAS
             info["correct"] = 1.0
             return 1.0, info
-        if verified_equal(gold, predicted):
+        if verified_equal(gold, predicted, budget):
             info["correct"] = 1.0
             return 1.0, info
         return 0.0, info

@@ -12,12 +12,20 @@ tokens as `responses=[...]` (one per query); otherwise the query must contain th
 When it does not (a tokenizer that does not round-trip the prompt, a prompt OpenRLHF truncated), the response
 cannot be told apart from the prompt, and the prompt's own example answer would be scored: such a sample
 scores 0, is counted in `extra_logs["response_unaligned"]` and logged with the reason, rather than guessed.
+
+The three lists (and `responses`) must have one entry per sample: lists of different lengths are a caller
+bug and raise a ValueError naming the lengths. A malformed label (a countdown label whose numbers or target
+are not integers, a null) scores 0 and is logged; integer strings ("65") are converted. The math answers of
+one call are verified concurrently and share a CPU budget (math.batch_budget): once a batch of hostile
+answers has spent it, its answers still waiting for math-verify score 0.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
+import math
 import threading
 from typing import Any
 
@@ -30,6 +38,9 @@ from latr_sglang.tasks import math as math_task
 logger = logging.getLogger("latr_sglang.tasks.reward_func")
 _unaligned_lock = threading.Lock()
 unaligned_count = 0  # samples refused because the query did not contain the prompt (this process)
+bad_label_count = 0  # samples scored 0 because their label was malformed (this process)
+# threads scoring one batch: they wait on verifier workers (the pool bounds the processes), not on the GIL
+BATCH_THREADS = 8
 
 
 def response_text(query: str, prompt: str) -> str | None:
@@ -78,32 +89,78 @@ def _first_difference(query: Any, prompt: Any) -> int:
     return min(len(query), len(prompt))
 
 
+_LABEL_SHAPE = 'a math answer (a string) or a countdown problem {"numbers": [...], "target": N}'
+
+
 def parse_label(label: Any) -> tuple[str, Any]:
-    """('countdown', (numbers, target)) or ('math', answer)."""
+    """('countdown', (numbers, target)) or ('math', answer); a ValueError naming the value for a label that
+    is neither. Unambiguous forms are converted: integer strings or integral floats in a countdown label, an
+    int or a finite float as a math answer."""
     if isinstance(label, str) and label.lstrip().startswith("{"):
         try:
-            label = json.loads(label)
-        except json.JSONDecodeError:
-            return "math", label
-    if isinstance(label, dict) and "numbers" in label and "target" in label:
-        return "countdown", (list(label["numbers"]), label["target"])
-    return "math", label if isinstance(label, str) else str(label)
+            parsed = json.loads(label)
+        except (json.JSONDecodeError, RecursionError):
+            parsed = None  # "{1, 2}": a math answer (a set), not JSON
+        if isinstance(parsed, dict) and ("numbers" in parsed or "target" in parsed):
+            return "countdown", countdown.label_values(parsed)
+    if isinstance(label, dict):
+        if "numbers" in label or "target" in label:
+            return "countdown", countdown.label_values(label)
+        raise ValueError(f"label={countdown._short(label)}: expected {_LABEL_SHAPE}")
+    if isinstance(label, str):
+        if not label.strip():
+            raise ValueError(f"label={label!r}: an empty math answer")
+        return "math", label
+    if isinstance(label, int) and not isinstance(label, bool):
+        return "math", str(label)
+    if isinstance(label, float) and math.isfinite(label):
+        return "math", repr(label)
+    # None and the like: str(None) would make "None" the gold answer
+    raise ValueError(f"label={countdown._short(label)}: expected {_LABEL_SHAPE}")
 
 
-def score_response(response: str, label: Any) -> tuple[float, float, dict[str, float]]:
-    """(reward, accuracy, info) for a response alone (no prompt to strip); never raises."""
+def check_label(label: Any) -> Any:
+    """The label in the form the reward scores (a countdown label as a dict of ints, a math answer as a
+    string), or a ValueError naming the bad value: for checking a dataset when it is loaded."""
+    task, payload = parse_label(label)
+    if task == "countdown":
+        numbers, target = payload
+        return {"numbers": numbers, "target": target}
+    return payload
+
+
+def _report_bad_label(label: Any, error: ValueError) -> None:
+    global bad_label_count
+    with _unaligned_lock:
+        bad_label_count += 1
+        count = bad_label_count
+    if count == 1 or count % 100 == 0:  # a bad dataset repeats it every sample: the first, then every 100th
+        logger.warning("reward: malformed label, the sample scores 0 (%d so far): %s", count, error)
+
+
+def score_response(
+    response: str, label: Any, budget: math_task.CPUBudget | None = None
+) -> tuple[float, float, dict[str, float]]:
+    """(reward, accuracy, info) for a response alone (no prompt to strip); never raises. `budget`: the math
+    verification budget shared by a batch."""
     try:
-        task, payload = parse_label(label)
+        try:
+            task, payload = parse_label(label)
+        except ValueError as e:
+            _report_bad_label(label, e)
+            return 0.0, 0.0, {"answered": 0.0, "correct": 0.0}
         if task == "countdown":
             reward, info = countdown.score(response, *payload)
             return reward, info["correct"], info
-        accuracy, info = math_task.score(response, payload)
+        accuracy, info = math_task.score(response, payload, budget)
         return accuracy, accuracy, info
     except Exception:
         return 0.0, 0.0, {"answered": 0.0, "correct": 0.0}
 
 
-def score_one(query: str, prompt: str, label: Any) -> tuple[float, float, dict[str, float]]:
+def score_one(
+    query: str, prompt: str, label: Any, budget: math_task.CPUBudget | None = None
+) -> tuple[float, float, dict[str, float]]:
     """(reward, accuracy, info) for an OpenRLHF query; never raises. A query that does not contain its prompt
     scores 0 with info["response_unaligned"] = 1."""
     response = response_text(query, prompt)
@@ -112,20 +169,53 @@ def score_one(query: str, prompt: str, label: Any) -> tuple[float, float, dict[s
             _report_unaligned(query, prompt)
             return 0.0, 0.0, {"answered": 0.0, "correct": 0.0, "response_unaligned": 1.0}
         return 0.0, 0.0, {"answered": 0.0, "correct": 0.0}
-    return score_response(response, label)
+    return score_response(response, label, budget)
+
+
+def _check_batch(**lists: Any) -> int:
+    """The batch size, or a ValueError naming the lengths: zip() would silently drop the extra samples, and
+    a string would be scored one character at a time."""
+    lengths = {}
+    for name, value in lists.items():
+        if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+            raise ValueError(
+                f"reward_func: {name} must be a list with one entry per sample, got {type(value).__name__}"
+            )
+        lengths[name] = len(value)
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise ValueError(f"reward_func: the lists must have one entry per sample, got lengths {shown}")
+    return next(iter(lengths.values()))
 
 
 def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict[str, Any]:
     """OpenRLHF's entry point. `responses` (optional, one per query): the response decoded from its own
     tokens, used instead of splitting the query at the prompt."""
     responses = kwargs.get("responses")
-    if responses is not None and len(responses) == len(queries):
-        results = [
-            score_response(r, label) if isinstance(r, str) else (0.0, 0.0, {})
-            for r, label in zip(responses, labels)
-        ]
-    else:
-        results = [score_one(q, p, label) for q, p, label in zip(queries, prompts, labels)]
+    batch = dict(queries=queries, prompts=prompts, labels=labels)
+    if responses is not None:
+        batch["responses"] = responses
+    size = _check_batch(**batch)
+    budget = math_task.batch_budget(size)
+
+    def one(i: int) -> tuple[float, float, dict[str, float]]:
+        if responses is not None:
+            r = responses[i]
+            return score_response(r, labels[i], budget) if isinstance(r, str) else (0.0, 0.0, {})
+        return score_one(queries[i], prompts[i], labels[i], budget)
+
+    if size <= 1:
+        results = [one(i) for i in range(size)]
+    else:  # concurrently: the verifier pool runs one batch's hostile answers side by side
+        with concurrent.futures.ThreadPoolExecutor(min(size, BATCH_THREADS)) as pool:
+            results = list(pool.map(one, range(size)))
+    if budget.spent:
+        logger.warning(
+            "reward: this batch of %d used its math verification budget (%.1f s of CPU); its answers still "
+            "waiting for math-verify scored 0",
+            size,
+            budget.seconds,
+        )
     return {
         "rewards": torch.tensor([r for r, _, _ in results], dtype=torch.float32),
         "scores": torch.tensor([s for _, s, _ in results], dtype=torch.float32),

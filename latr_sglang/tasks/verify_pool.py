@@ -86,6 +86,33 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+class CPUBudget:
+    """CPU seconds shared by a group of calls (one reward batch), charged as the workers use them, so that a
+    batch of many expensive inputs is bounded as a whole and not only per call. Once it is spent, calls that
+    have not started return "budget" at once; calls already running finish within their own bound."""
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError(f"CPUBudget seconds={seconds}: must be a number >= 0")
+        self.seconds = float(seconds)
+        self._used = 0.0
+        self._lock = threading.Lock()
+
+    def charge(self, seconds: float) -> None:
+        if seconds > 0:
+            with self._lock:
+                self._used += seconds
+
+    @property
+    def used(self) -> float:
+        with self._lock:
+            return self._used
+
+    @property
+    def spent(self) -> bool:
+        return self.used >= self.seconds
+
+
 class _Worker:
     def __init__(self, ctx, target: Callable[..., Any], warmup: tuple | None, cpu_limit_s: float) -> None:
         self.conn, child = ctx.Pipe()
@@ -226,12 +253,18 @@ class TimeoutPool:
         outcome, value = self.call_outcome(*args)
         return value if outcome == "ok" else default
 
-    def call_outcome(self, *args: Any) -> tuple[str, Any]:
+    def call_outcome(self, *args: Any, budget: CPUBudget | None = None) -> tuple[str, Any]:
         """(outcome, value): "ok" with the target's result; "timeout" (the call used its CPU bound: the input
         is too expensive, a repeat would be too); "error" (the target raised; value is the message); "wall"
-        (the wall-clock cap: the machine was too busy); "failed" (no worker could run it)."""
+        (the wall-clock cap: the machine was too busy); "failed" (no worker could run it); "budget" (the
+        shared `budget` was spent before the call could start)."""
         for attempt in range(2):  # a worker that dies or fails to start gets one fresh replacement
+            if budget is not None and budget.spent:
+                return "budget", None
             worker = self._acquire()
+            if budget is not None and budget.spent:  # spent while this call waited for a worker
+                self._release(worker)
+                return "budget", None
             try:
                 if not worker.wait_ready(self.start_timeout_s):
                     self.failures += 1
@@ -248,7 +281,7 @@ class TimeoutPool:
                     self._discard(worker)
                     worker = None
                     continue
-                outcome, value = self._run(worker, args)
+                outcome, value = self._run(worker, args, budget)
                 if outcome in ("ok", "timeout", "error"):
                     return outcome, value
                 # "killed", "wall" or "dead": the worker is gone; a dead one gets the call retried once
@@ -263,7 +296,7 @@ class TimeoutPool:
                 self._release(worker)
         return "failed", None
 
-    def _run(self, worker: _Worker, args: tuple) -> tuple[str, Any]:
+    def _run(self, worker: _Worker, args: tuple, budget: CPUBudget | None = None) -> tuple[str, Any]:
         """('ok', value), ('timeout'|'error', None) with the worker still usable, or ('killed'|'wall'|'dead',
         None) when it must be discarded."""
         pid = worker.process.pid
@@ -274,10 +307,20 @@ class TimeoutPool:
         cpu0 = process_cpu_seconds(pid)
         wall0 = time.monotonic()
         hard_cpu = self.timeout_s + self.grace_s
+        charged = 0.0  # of this call's CPU, what the budget has been charged (as it runs: others see it)
+
+        def charge(used: float | None) -> None:
+            nonlocal charged
+            if budget is not None and used is not None and used > charged:
+                budget.charge(used - charged)
+                charged = used
+
         while True:
             try:
                 if worker.conn.poll(_POLL_S):
                     status, value = worker.conn.recv()
+                    cpu = process_cpu_seconds(pid)
+                    charge(cpu - cpu0 if cpu is not None and cpu0 is not None else None)
                     self._note_cpu(pid, cpu0)
                     if status == "timeout":
                         self.timeouts += 1
@@ -286,6 +329,7 @@ class TimeoutPool:
                 return "dead", None
             cpu = process_cpu_seconds(pid)
             used = cpu - cpu0 if cpu is not None and cpu0 is not None else None
+            charge(used)
             if used is not None:
                 if used > hard_cpu:  # stuck in one C call, where the itimer's signal cannot land
                     self.timeouts += 1

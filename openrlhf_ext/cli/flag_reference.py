@@ -90,7 +90,8 @@ def render() -> str:
         "## OpenRLHF flags in local mode",
         "",
         "`--trainer.mode local` maps these OpenRLHF flags onto the single-process trainer; any other "
-        "OpenRLHF flag set away from its default is an error in local mode.",
+        "OpenRLHF flag that is given (even at its default) or set away from its default is an error in "
+        "local mode.",
         "",
         "| OpenRLHF flag | local trainer field |",
         "|---|---|",

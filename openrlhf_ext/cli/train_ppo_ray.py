@@ -41,8 +41,9 @@ from openrlhf_ext.options import (
 
 PROG = "latr-train"
 
-# OpenRLHF flag -> LocalTrainConfig field, for --trainer.mode local. Any other OpenRLHF flag set away from its
-# default is an error in local mode (it would be silently ignored otherwise).
+# OpenRLHF flag -> LocalTrainConfig field, for --trainer.mode local. Any other OpenRLHF flag that is given
+# (even at its default) or set away from its default is an error in local mode (it would be silently ignored
+# otherwise).
 LOCAL_FLAGS: dict[str, str] = {
     "actor.model_name_or_path": "model",
     "data.prompt_dataset": "prompts",
@@ -305,6 +306,25 @@ def conflicts(inv: Invocation) -> list[str]:
                 problems.append(
                     "--train.colocate_all needs GPUs (CUDA IPC weight sync), not --trainer.device cpu"
                 )
+        if backend != "vllm":  # weight-sync paths OpenRLHF has only for its vLLM engines, refused up front
+            if given.get("vllm.sync_with_ray"):
+                problems.append(
+                    f"--vllm.sync_with_ray is not supported with --rollout.backend {backend}: LATR engines "
+                    "take the weights through a torch.distributed group (--vllm.sync_backend nccl or gloo)"
+                )
+            openrlhf = inv.openrlhf
+            cuda_ipc = (
+                openrlhf.train.colocate_all
+                and not openrlhf.train.async_enable
+                and openrlhf.vllm.sync_backend == "nccl"
+            )
+            if cuda_ipc and device != "cpu":
+                problems.append(
+                    "--train.colocate_all with --vllm.sync_backend nccl is OpenRLHF's CUDA-IPC weight sync, "
+                    f"which only its vLLM engines have; with --rollout.backend {backend} give the engines "
+                    "their own GPUs (--train.colocate_actor_ref keeps actor and reference together) or use "
+                    "--vllm.sync_backend gloo"
+                )
         if inv.latr is not None and inv.latr.exit_scope == "batch":
             problems.append(
                 "--latr.exit_scope batch cannot take effect in ray mode: OpenRLHF asks an engine actor for "
@@ -373,7 +393,8 @@ def local_config(inv: Invocation):
         kwargs["dynamic_filtering_rule"] = inv.dapo.dynamic_filtering_rule
         kwargs["dynamic_filtering_metric"] = inv.dapo.dynamic_filtering_metric
         kwargs["max_sampling_rounds"] = inv.dapo.max_sampling_rounds
-    kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
+    if "dapo.overlong_filtering" in inv.extension_given:  # else the local trainer's: DAPO yes, GRPO no
+        kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
     if inv.trainer.max_steps is not None:
         kwargs["steps"] = inv.trainer.max_steps
     if inv.trainer.device is not None:  # --trainer.device, one flag for both modes (--local.device: alias)

@@ -31,7 +31,9 @@ def load_problems(cfg: LocalTrainConfig) -> tuple[list[tuple[str, Any]], list[tu
     file is evaluated on eval_dataset."""
     if cfg.prompts is not None:
         rows = read_jsonl(cfg.prompts, {cfg.input_key: str, cfg.label_key: object})
-        return [(row[cfg.input_key], row[cfg.label_key]) for row in rows], []
+        return [
+            (row[cfg.input_key], _checked_label(cfg, i, row[cfg.label_key])) for i, row in enumerate(rows)
+        ], []
     low, high = cfg.countdown_numbers
     options = dict(chat=cfg.apply_chat_template, min_numbers=low, max_numbers=high, max_number=cfg.max_number)
     train = task_problems(cfg.task, TRAIN_POOL, cfg.seed, **options)
@@ -39,6 +41,19 @@ def load_problems(cfg: LocalTrainConfig) -> tuple[list[tuple[str, Any]], list[tu
         return train, []
     held_out = task_problems(cfg.task, 8 * cfg.eval_prompts + 200, cfg.seed + EVAL_SEED_OFFSET, **options)
     return split_problems(train, held_out, cfg.eval_prompts)
+
+
+def _checked_label(cfg: LocalTrainConfig, index: int, label: Any) -> Any:
+    """The row's label, checked as the reward will parse it (which converts the same unambiguous forms, like
+    "65" for 65), or a ValueError naming the row: a malformed label would otherwise score 0 on every sample
+    and train on nothing, without a word."""
+    from latr_sglang.tasks.reward_func import check_label
+
+    try:
+        check_label(label)
+        return label
+    except ValueError as e:
+        raise ValueError(f"{cfg.prompts}: row {index + 1}: {cfg.label_key}: {e}") from None
 
 
 def load_prompts(cfg: LocalTrainConfig) -> list[tuple[str, Any]]:

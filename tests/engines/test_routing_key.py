@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from server_helpers import aiohttp_server
 
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
 from latr_sglang.engines.sglang_http import ROUTING_KEY_HEADER, SGLangHTTPEngine
@@ -55,14 +56,8 @@ def test_every_request_carries_the_key_in_body_and_header():
         return web.json_response({"output_ids": [5] * n, "meta_info": meta})
 
     async def run() -> None:
-        app = web.Application()
-        app.router.add_post("/generate", generate)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        engine = SGLangHTTPEngine(f"http://127.0.0.1:{port}")
+        runner, url = await aiohttp_server({"/generate": generate})
+        engine = SGLangHTTPEngine(url)
         reqs = [
             GenerateRequest((1, 2), SamplingParams(max_new_tokens=2), routing_key="tree-3") for _ in range(3)
         ]

@@ -234,3 +234,24 @@ def test_hostile_batches_through_the_openrlhf_entry_point():
 @pytest.mark.parametrize("bad", [None, 12, b"bytes", ["list"], {"dict": 1}])
 def test_non_string_responses_score_zero(bad):
     assert countdown.score(bad, [1], 1)[0] == 0.0 and math_task.score(bad, "1")[0] == 0.0
+
+
+def test_a_batch_of_distinct_hostile_towers_is_bounded_as_a_batch(fresh_verifier, monkeypatch):
+    """Each tower uses its whole per-answer bound, and distinct ones miss the verdict cache: scored one after
+    another, 16 of them took 16 bounds. The batch shares a CPU budget (F5)."""
+    monkeypatch.setenv("LATR_VERIFY_WORKERS", "1:2")  # 2 cores: keep CPU use modest
+    math_task.verifier_pool().call("1", "1")  # started and warm: what follows measures the batch alone
+    towers = [f"Q\nAnswer: 10^{{10^{{10^{{{k + 2}}}}}}}" for k in range(16)]
+    t0 = time.monotonic()
+    out = reward_func(towers, ["Q\n"] * 16, ["5"] * 16)
+    elapsed = time.monotonic() - t0
+    assert out["rewards"].tolist() == [0.0] * 16
+    pool = math_task.verifier_pool()
+    budget = math_task.batch_budget(16).seconds
+    # the calls that ran out their bound fit in the budget, plus those in flight when it was spent
+    assert pool.timeouts <= budget / math_task.VERIFY_TIMEOUT_S + 2 < 16, pool.timeouts
+    assert elapsed < 0.75 * 16 * math_task.VERIFY_TIMEOUT_S, elapsed
+    # an honest answer in the next batch is verified as usual: the budget is per call
+    assert reward_func(["Q\nAnswer: \\frac{\\sqrt{3}}{2}"], ["Q\n"], ["\\sqrt{3}/2"])["scores"].tolist() == [
+        1.0
+    ]

@@ -144,3 +144,17 @@ def test_verifier_pool_size_from_the_environment(monkeypatch, caplog, spec, expe
         assert got == math_task._pool_workers() and "LATR_VERIFY_WORKERS" in caplog.text
     else:
         assert got == expected
+
+
+def test_unclosed_boxed_bombs_scan_in_linear_time():
+    """The scan runs in the caller's process, outside the verifier's bound: a scan from every unclosed
+    \\boxed{ to the end was quadratic (0.6-0.8 s for this input) (F15)."""
+    import time
+
+    from latr_sglang.tasks.math import MAX_RESPONSE_SCAN, last_boxed
+
+    bomb = "\\boxed{" * (MAX_RESPONSE_SCAN // len("\\boxed{"))
+    t0 = time.process_time()
+    assert extract_answer(bomb) is None and last_boxed(bomb + "}") == (len(bomb) - 7, "")
+    assert time.process_time() - t0 < 0.1
+    assert last_boxed("} \\boxed {x}} \\boxed{") == (2, "x") and last_boxed("\\boxed{\\frac{1}{2}") is None

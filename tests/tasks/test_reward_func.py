@@ -134,3 +134,47 @@ def test_a_prompt_that_is_not_text_is_not_guessed_around():
     label = json.dumps({"numbers": [1], "target": 1})
     out = reward_func(["<answer>1</answer>"] * 3, [None, 5, ""], [label] * 3)
     assert out["rewards"].tolist() == [0.0, 0.0, 1.0]  # an empty prompt: the query is all response
+
+
+def test_lists_of_different_lengths_are_refused_naming_the_lengths():
+    """A caller bug, not model output: zip() would silently score only the first samples (F4)."""
+    import pytest
+
+    reward_func = load_as_openrlhf_does()
+    with pytest.raises(ValueError, match="queries 4, prompts 4, labels 2"):
+        reward_func(["Q\nAnswer: 5"] * 4, ["Q\n"] * 4, ["5"] * 2)
+    with pytest.raises(ValueError, match="responses 3"):
+        reward_func(["Q\nAnswer: 5"] * 4, ["Q\n"] * 4, ["5"] * 4, responses=["Answer: 5"] * 3)
+    with pytest.raises(ValueError, match="queries must be a list"):
+        reward_func("Q\nAnswer: 5", "Q\n", "5")  # strings would be zipped one character at a time
+    out = reward_func(["Q\nAnswer: 5"] * 4, ["Q\n"] * 4, ["5"] * 4, responses=["Answer: 5"] * 4)
+    assert out["rewards"].tolist() == [1.0] * 4
+    assert reward_func([], [], [])["rewards"].shape == (0,)
+
+
+def test_integer_strings_in_a_countdown_label_are_converted_and_garbage_is_named():
+    """JSON datasets store numbers as strings: a correct answer must not score as wrong (F12)."""
+    import pytest
+
+    from latr_sglang.tasks.reward_func import check_label, score_response
+
+    answer = "<answer>55 + 36 - 19 - 7</answer>"
+    for label in (
+        {"numbers": [19, 36, 55, 7], "target": "65"},
+        {"numbers": ["19", "36", "55", "7"], "target": 65},
+        json.dumps({"numbers": ["19", "36", "55", "7"], "target": 65.0}),
+    ):
+        assert score_response(answer, label)[:2] == (1.0, 1.0), label
+    assert check_label({"numbers": ["19", 36], "target": " 65 "}) == {"numbers": [19, 36], "target": 65}
+    assert check_label("{1, 2}") == "{1, 2}" and check_label(42) == "42"  # a set; an int answer
+    for bad, needle in [
+        ({"numbers": "x", "target": 3}, "label.numbers='x'"),
+        ({"numbers": [1, "a"], "target": 3}, r"label.numbers\[1\]='a'"),
+        ({"numbers": [1], "target": 6.5}, "label.target=6.5"),
+        ({"numbers": [1]}, "no target"),
+        (None, "label=None"),
+        ("  ", "empty math answer"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            check_label(bad)
+        assert score_response(answer, bad)[:2] == (0.0, 0.0)  # at scoring time: 0, never an exception

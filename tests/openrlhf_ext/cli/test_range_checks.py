@@ -121,3 +121,29 @@ def test_a_misspelled_flag_suggests_the_closest(argv, hint, capsys):
 
 def test_no_suggestion_for_a_flag_like_nothing_known():
     assert suggest_flags("--zzzqqq", ["--actor.max_norm", "--train.seed"]) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        (None, None, "no such file"),
+        ("dir", None, "is a directory"),
+        (
+            "la.yaml",
+            "lookahead_steps: 20\n",
+            "LATRConfig.lookahead_steps=20: must be a list of positive integers",
+        ),
+        ("p.yaml", "preset: nope\n", "unknown LATR preset 'nope'"),
+        ("bad.yaml", "tau_abs: [unclosed\n", "not valid YAML at line 2"),
+        ("bad.json", "{nope", "not valid JSON"),
+    ],
+)
+def test_a_bad_latr_config_file_is_one_line_naming_the_file(tmp_path, capsys, name, text, named):
+    path = tmp_path / (name or "missing.yaml")
+    if name == "dir":
+        path.mkdir()
+    elif text is not None:
+        path.write_text(text)
+    code, err = run([*LOCAL, "--latr.config", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"latr-train: error: --latr.config {path}: ") and named in err, err

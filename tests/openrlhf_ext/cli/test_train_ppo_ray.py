@@ -8,7 +8,7 @@ import pytest
 
 import latr_sglang.tasks.reward_func as reward_module
 from latr_sglang.config import LATRConfig
-from openrlhf_ext.cli.train_ppo_ray import build_parser, main, parse
+from openrlhf_ext.cli.train_ppo_ray import build_parser, local_config, main, parse
 from openrlhf_ext.openrlhf_args import MODULE
 
 REWARD = reward_module.__file__
@@ -97,6 +97,20 @@ def test_local_mode_maps_openrlhf_flags(capsys):
     assert local["output_dir"] == "outputs/x" and local["eval_prompts"] == 4
 
 
+@pytest.mark.parametrize(
+    "flags, filters",
+    [
+        (["--algo.dynamic_filtering_enable"], True),
+        ([], False),
+        (["--dapo.overlong_filtering", "false"], False),
+    ],
+)
+def test_local_mode_filters_overlong_samples_as_the_local_trainer_does(flags, filters):
+    """Unless --dapo.overlong_filtering is given, DAPO (dynamic filtering) masks truncated samples and GRPO
+    does not: the local trainer's own default, not ray mode's flag default (off) written over it."""
+    assert local_config(parse(["--trainer.mode", "local", *flags])).filter_overlong is filters
+
+
 CONFLICTS = [
     (["--rollout.backend", "vllm", "--rollout.sampler", "latr"], ["--rollout.sampler latr"]),
     (["--rollout.backend", "vllm", "--latr.tau_abs", "0.1"], ["--latr.tau_abs", "--rollout.backend vllm"]),
@@ -111,7 +125,17 @@ CONFLICTS = [
     (["--local.eval_prompts", "5"], ["--local.eval_prompts"]),
     (["--sglang.server_urls", "http://a:1"], ["lists 1 URLs for 2 engines"]),
     (["--train.partial_rollout_enable"], ["OpenRLHF rejects", "async_enable"]),
+    # weight-sync paths only OpenRLHF's vLLM engines have: refused before anything starts
+    (["--vllm.sync_with_ray"], ["--vllm.sync_with_ray is not supported with --rollout.backend sglang"]),
+    (["--train.colocate_all"], ["--train.colocate_all with --vllm.sync_backend nccl", "CUDA-IPC"]),
 ]
+
+
+def test_colocation_over_gloo_is_not_refused(capsys):
+    code, _, err = run_main(
+        [*RAY_BASE, "--train.colocate_all", "--vllm.sync_backend", "gloo", "--dry-run"], capsys
+    )
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(("extra", "named"), CONFLICTS)

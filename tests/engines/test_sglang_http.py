@@ -1,0 +1,209 @@
+"""SGLangHTTPEngine.generate_in_parts: a request streamed over SGLang's /generate (``stream: true``) against a
+live server on 127.0.0.1 (ours, which streams as SGLang 0.5.23 does, both with and without
+--incremental-streaming-output), and against small servers that stream wrongly."""
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+from aiohttp import web
+from server_helpers import aiohttp_server
+
+from latr_sglang.config import LATRConfig
+from latr_sglang.driver import LATRSampler
+from latr_sglang.engines.base import (
+    FinishReason,
+    GenerateRequest,
+    RequestError,
+    SamplingParams,
+    hands_over_parts,
+    join_parts,
+)
+from latr_sglang.engines.sglang_http import EngineHTTPError, SGLangHTTPEngine
+from latr_sglang.server import ServerThread
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["cumulative", "incremental"])
+def server64(request, tiny_engine64):
+    server = ServerThread(tiny_engine64, incremental_streaming_output=request.param).start()
+    yield server
+    server.stop()
+
+
+def run_with(url, body):
+    async def main():
+        engine = SGLangHTTPEngine(url)
+        try:
+            return await body(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(main())
+
+
+async def in_parts(engine, request, part_ends):
+    return [part async for part in engine.generate_in_parts(request, part_ends)]
+
+
+def test_the_parts_add_up_to_the_whole_output(server64):
+    request = GenerateRequest(
+        (1, 2, 3, 4), SamplingParams(max_new_tokens=20, temperature=0.7, sampling_seed=5, ignore_eos=True), 3
+    )
+
+    async def body(engine):
+        await engine.flush_cache()  # each answer computed afresh (no cached prefix): equal to the last bit
+        whole = (await engine.generate([request]))[0]
+        runs = {}
+        for ends in ([8, 16], [5], []):
+            await engine.flush_cache()
+            runs[str(ends)] = await in_parts(engine, request, ends)
+        return whole, runs
+
+    whole, runs = run_with(server64.url, body)
+    assert hands_over_parts(SGLangHTTPEngine(server64.url))
+    for ends, parts in runs.items():
+        joined = join_parts(parts)
+        assert joined.output_ids == whole.output_ids, ends
+        assert joined.logprobs == whole.logprobs and joined.top_logprobs == whole.top_logprobs
+        assert all(len(pos) == 3 for pos in joined.top_logprobs)
+        assert joined.finish_reason == FinishReason.LENGTH
+        assert [p.finish_reason for p in parts[:-1]] == [None] * (len(parts) - 1)
+    # the stream interval is the spacing of the part ends: SGLang sends the first token at once, then every
+    # interval tokens, and the last one with the final output
+    assert [len(p.output_ids) for p in runs["[8, 16]"]] == [1, 8, 8, 3]
+    assert [len(p.output_ids) for p in runs["[5]"]] == [1, 5, 5, 5, 4]
+    assert [len(p.output_ids) for p in runs["[]"]] == [1, 19]
+
+
+def test_a_stop_ends_the_parts(server64, tiny_engine64):
+    prompt = (1, 2, 3, 4)
+    free = tiny_engine64.generate_sync(
+        [GenerateRequest(prompt, SamplingParams(max_new_tokens=12, temperature=0))]
+    )
+    stop = free[0].output_ids[5]
+    request = GenerateRequest(
+        prompt, SamplingParams(max_new_tokens=12, temperature=0, stop_token_ids=(stop,))
+    )
+    parts = run_with(server64.url, lambda engine: in_parts(engine, request, [2, 4, 6, 8, 10]))
+    joined = join_parts(parts)
+    assert joined.finish_reason == FinishReason.STOP and joined.matched_stop == stop
+    assert joined.output_ids == free[0].output_ids[: free[0].output_ids.index(stop) + 1]
+
+
+def test_closing_early_aborts_the_request_and_the_server_goes_on(server64, tiny_engine64):
+    long = GenerateRequest((1, 2, 3), SamplingParams(max_new_tokens=2000, temperature=0, ignore_eos=True))
+
+    async def body(engine):
+        decoded = tiny_engine64.stats["decode_tokens"]
+        stream = engine.generate_in_parts(long, range(1, 2000))
+        got = [await anext(stream) for _ in range(3)]
+        await stream.aclose()
+        deadline = time.monotonic() + 20
+        while tiny_engine64.load()["running"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        running, decoded = tiny_engine64.load()["running"], tiny_engine64.stats["decode_tokens"] - decoded
+        short = dataclasses.replace(long, sampling=SamplingParams(max_new_tokens=4))
+        after = await in_parts(engine, short, [2])
+        return got, running, decoded, after
+
+    got, running, decoded, after = run_with(server64.url, body)
+    assert [p.finish_reason for p in got] == [None] * 3
+    # the request was cancelled when the client left, not decoded to its 2000 tokens for nobody
+    assert running == 0 and decoded < 1000
+    assert join_parts(after).completion_tokens == 4
+
+
+def test_bad_input_is_named_before_anything_streams(server64):
+    good = GenerateRequest((1, 2), SamplingParams(max_new_tokens=4))
+
+    async def body(engine):
+        for ends, needle in (([0], "part_ends contains 0"), (["3"], "part_ends contains '3'")):
+            with pytest.raises(RequestError, match=needle):
+                await in_parts(engine, good, ends)
+        with pytest.raises(RequestError, match="input_ids"):
+            await in_parts(engine, GenerateRequest((1, 10**6), SamplingParams(max_new_tokens=4)), [2])
+
+    run_with(server64.url, body)
+
+
+def test_a_rollout_in_streamed_parts_is_the_rollout_of_whole_requests(server64, tiny_engine64):
+    cfg = LATRConfig.preset("countdown", lookahead_steps=(3, 6), chunk_size=12)
+    sampling = SamplingParams(max_new_tokens=30)
+    tok = tiny_engine64.tokenizer
+    prompts = [tok(f"{i} + {i * 7} = ").input_ids for i in range(3)]
+    text = lambda t: tok.decode([t])  # noqa: E731
+    streamed = []
+
+    class CountsStreams(SGLangHTTPEngine):
+        async def generate_in_parts(self, request, part_ends):
+            streamed.append(request)
+            async for part in super().generate_in_parts(request, part_ends):
+                yield part
+
+    async def rollout(interval):
+        engine = CountsStreams(server64.url)
+        try:
+            sampler = LATRSampler(
+                engine,
+                dataclasses.replace(cfg, tree_part_interval=interval),
+                sampling,
+                tiny_engine64.eos_ids,
+                text,
+            )
+            return await sampler.sample(prompts, 5, eta=1.0, seed=2)
+        finally:
+            await engine.close()
+
+    whole = asyncio.run(rollout(0))
+    assert streamed == []
+    with_parts = asyncio.run(rollout(4))
+    assert len(streamed) > 0
+    assert sum(len(g.branches) for g in whole) > len(whole)  # the trees forked
+    for a, b in zip(with_parts, whole):
+        assert a.branches == b.branches and a.exit_step == b.exit_step
+        assert [t.token_ids for t in a.trajectories] == [t.token_ids for t in b.trajectories]
+
+
+# ---- servers that stream wrongly -------------------------------------------------------------------------
+def _event(ids, finish=None):
+    meta = {"finish_reason": finish, "output_token_logprobs": [[-0.5, t, None] for t in ids]}
+    return b"data: " + web.json_response({"output_ids": ids, "meta_info": meta}).body + b"\n\n"
+
+
+BROKEN_STREAMS = {
+    "no final": ([_event([5]), _event([5, 6])], "ended without the request's final output"),
+    "error event": ([_event([5]), b'data: {"error": {"message": "out of memory"}}\n\n'], "out of memory"),
+    "not json": ([b"data: {oops\n\n"], "not JSON"),
+    "increments unsaid": ([_event([5, 6]), _event([7])], "1 output ids after 2 were streamed"),
+    "after the final": (
+        [_event([5], {"type": "length"}), _event([5, 6], {"type": "length"})],
+        "went on after the final output",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_STREAMS))
+def test_a_broken_stream_raises_a_named_error(case):
+    chunks, needle = BROKEN_STREAMS[case]
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def main():
+        runner, url = await aiohttp_server({"/generate": generate})
+        engine = SGLangHTTPEngine(url)
+        try:
+            request = GenerateRequest((1, 2), SamplingParams(max_new_tokens=2))
+            with pytest.raises(EngineHTTPError, match=needle):
+                await asyncio.wait_for(in_parts(engine, request, [1]), timeout=30)
+        finally:
+            await engine.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
