@@ -172,6 +172,14 @@ def score_one(
     return score_response(response, label, budget)
 
 
+def _is_math(label: Any) -> bool:
+    """Whether the label asks for math-verify (a malformed one scores 0 without it)."""
+    try:
+        return parse_label(label)[0] == "math"
+    except ValueError:
+        return False
+
+
 def _check_batch(**lists: Any) -> int:
     """The batch size, or a ValueError naming the lengths: zip() would silently drop the extra samples, and
     a string would be scored one character at a time."""
@@ -204,11 +212,17 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwa
             return score_response(r, labels[i], budget) if isinstance(r, str) else (0.0, 0.0, {})
         return score_one(queries[i], prompts[i], labels[i], budget)
 
-    if size <= 1:
-        results = [one(i) for i in range(size)]
-    else:  # concurrently: the verifier pool runs one batch's hostile answers side by side
-        with concurrent.futures.ThreadPoolExecutor(min(size, BATCH_THREADS)) as pool:
-            results = list(pool.map(one, range(size)))
+    # math answers concurrently (their threads wait on the verifier pool, which runs one batch's hostile
+    # answers side by side); the rest inline, where threads would only contend for the GIL
+    math_rows = [i for i in range(size) if _is_math(labels[i])]
+    results: list[tuple[float, float, dict[str, float]] | None] = [None] * size
+    if len(math_rows) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(len(math_rows), BATCH_THREADS)) as pool:
+            for i, result in zip(math_rows, pool.map(one, math_rows)):
+                results[i] = result
+    for i in range(size):
+        if results[i] is None:
+            results[i] = one(i)
     if budget.spent:
         logger.warning(
             "reward: this batch of %d used its math verification budget (%.1f s of CPU); its answers still "
