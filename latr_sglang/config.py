@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -152,12 +153,12 @@ class LATRConfig:
     tree_part_interval: int = field(
         default=8,
         metadata=help_text(
-            "engines that hand a request's output over in parts while it decodes (the torch engine; SGLang "
-            "over HTTP, streamed at this interval) give the driver a tree-phase request's tokens at every "
-            "response position that is a multiple of this, so that replay, forks and prune checks need not "
-            "wait for the request to end (a check at a lookahead age runs at the first multiple at or after "
-            "it); 0: whole requests only. Speed only in a greedy tree phase (a sampled one draws from seeds "
-            "fixed by where its requests start, which chunks_end_on_lookahead moves)"
+            "engines that hand a request's output over in parts while it decodes (the torch engine; SGLang, "
+            "over HTTP or in-process, streamed at this interval) give the driver a tree-phase request's "
+            "tokens at every response position that is a multiple of this, so that replay, forks and prune "
+            "checks need not wait for the request to end (a check at a lookahead age runs at the first "
+            "multiple at or after it); 0: whole requests only. Speed only in a greedy tree phase (a sampled "
+            "one draws from seeds fixed by where its requests start, which chunks_end_on_lookahead moves)"
         ),
     )
 
@@ -227,6 +228,14 @@ class LATRConfig:
             raise bad("mix_ratio_schedule", "needs a value at step 0")
         if not is_int(self.force_return_step) or self.force_return_step < 1:
             raise bad("force_return_step", "must be a positive integer")
+        if steps[0] >= self.force_return_step:
+            # legal (the reference accepts it), but the tree phase then ends before any check can run
+            warnings.warn(
+                f"LATR config: lookahead_steps={list(steps)} start at or after force_return_step="
+                f"{self.force_return_step}, so the tree phase ends before any prune check runs: every fork "
+                "is kept",
+                stacklevel=3,
+            )
         if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise bad("chunk_size", "must be a positive integer")
         if not is_int(self.tree_part_interval):

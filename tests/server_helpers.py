@@ -3,6 +3,7 @@ weight-update group hosted by this process (the trainer, rank 0) that a live ser
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -73,3 +74,50 @@ def join_weight_group(
     )
     thread.join(timeout)
     return group, joined.get("r")
+
+
+class TorchBackedSGLangEngine:
+    """CPU STAND-IN for sglang.Engine, tests only: sglang.Engine's runtime needs CUDA kernels. It answers
+    async_generate(**GenerateReqInput fields) through our server's parser and response builder: a response
+    object, or with stream=True an async generator of /generate's stream events, whose early close cancels
+    the request (as SGLang 0.5.23's tokenizer manager aborts it). sglang.Engine keeps
+    --incremental-streaming-output in `tokenizer_manager.incremental_streaming_output`."""
+
+    def __init__(self, engine: Any, incremental_streaming_output: bool = False) -> None:
+        from types import SimpleNamespace
+
+        from latr_sglang.server import ServerConfig
+        from latr_sglang.server.core import ServerState
+
+        self.engine = engine
+        self.flushed = 0
+        self.open_streams = 0  # streams not yet ended or closed
+        config = ServerConfig(incremental_streaming_output=incremental_streaming_output)
+        self.state = ServerState(engine, config)
+        self.tokenizer_manager = SimpleNamespace(incremental_streaming_output=incremental_streaming_output)
+
+    async def async_generate(self, stream: bool = False, **kwargs: Any) -> Any:
+        from latr_sglang.server import generate_from_body, stream_from_body
+
+        if stream:
+            return self._stream(stream_from_body(self.state, kwargs))
+        return await generate_from_body(self.engine, kwargs)
+
+    async def _stream(self, events: Any) -> Any:
+        self.open_streams += 1
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+        finally:
+            self.open_streams -= 1
+
+    def flush_cache(self) -> None:
+        self.flushed += 1
+        self.engine.flush_cache_sync()
+
+    def update_weights_from_tensor(self, named_tensors: Any, flush_cache: bool = True) -> None:
+        self.engine.update_weights_sync(named_tensors)
+
+    def shutdown(self) -> None:
+        self.state.close()

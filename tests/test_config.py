@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 from latr_sglang.config import PRESETS, ConfigError, LATRConfig
@@ -123,3 +125,13 @@ def test_load_names_the_file_and_what_is_wrong(tmp_path):
         assert str(path) in str(e.value)
     with pytest.raises(ConfigError, match="no such file"):
         LATRConfig.load(tmp_path / "missing.yaml")
+
+
+def test_a_tree_phase_too_short_for_any_prune_check_is_warned_about():
+    with pytest.warns(
+        UserWarning, match=r"lookahead_steps=\[20, 30\] start at or after force_return_step=20"
+    ):
+        LATRConfig(lookahead_steps=(20, 30), force_return_step=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LATRConfig(lookahead_steps=(20, 30), force_return_step=21)

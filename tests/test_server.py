@@ -1,4 +1,4 @@
-"""The HTTP server and the SGLang HTTP/in-process engines, real on both ends (uvicorn on 127.0.0.1)."""
+"""The HTTP server and the SGLang HTTP engine, real on both ends (uvicorn on 127.0.0.1)."""
 
 import asyncio
 import concurrent.futures
@@ -12,8 +12,6 @@ from server_helpers import free_port, join_weight_group, serve_command, weight_g
 
 from latr_sglang.engines.base import GenerateRequest, RequestError, SamplingParams
 from latr_sglang.engines.sglang_http import SGLangHTTPEngine
-from latr_sglang.engines.sglang_inproc import SGLangInProcessEngine
-from latr_sglang.server import generate_from_body
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
 
@@ -151,38 +149,6 @@ def test_http_engine_matches_in_process_engine(tiny_server, tiny_engine, prompt_
             [t for t, _ in pos] for pos in b.top_logprobs
         ]
         assert a.finish_reason == b.finish_reason and a.prompt_tokens == b.prompt_tokens
-
-
-class TorchBackedSGLangEngine:
-    """CPU STAND-IN for sglang.Engine, tests only: sglang.Engine's runtime needs CUDA kernels. It answers
-    async_generate(**GenerateReqInput fields) through our server's parser and response builder."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.flushed = 0
-
-    async def async_generate(self, **kwargs):
-        return await generate_from_body(self.engine, kwargs)
-
-    def flush_cache(self):
-        self.flushed += 1
-        self.engine.flush_cache_sync()
-
-    def update_weights_from_tensor(self, named_tensors, flush_cache=True):
-        self.engine.update_weights_sync(named_tensors)
-
-    def shutdown(self):
-        pass
-
-
-def test_in_process_adapter_shares_the_wire_translation(tiny_engine, prompt_ids):
-    adapter = SGLangInProcessEngine(TorchBackedSGLangEngine(tiny_engine))
-    reqs = [GenerateRequest(p, GREEDY, top_logprobs_num=2) for p in prompt_ids[:2]]
-    outs = asyncio.run(adapter.generate(reqs))
-    local = tiny_engine.generate_sync(reqs)
-    assert [o.output_ids for o in outs] == [o.output_ids for o in local]
-    asyncio.run(adapter.flush_cache())
-    assert adapter.engine.flushed == 1
 
 
 def test_cli_serve_subprocess(tiny_model_dir, prompt_ids, tmp_path):

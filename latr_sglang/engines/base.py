@@ -153,10 +153,10 @@ class Engine(Protocol):
     request's output handed over while it decodes, a part (finish_reason None, only its new tokens) when the
     output reaches one of `part_ends` tokens (TorchEngine: exactly there; over SGLang's stream: at the first
     event at or after it), then the rest; closing the iterator cancels the request. `join_parts` gives the
-    whole output back. The LATR driver uses it where the engine's class defines it (TorchEngine,
-    SGLangHTTPEngine; `hands_over_parts`) to replay, fork and prune before a request ends. A wrapper that
-    forwards attributes to an engine must define it too to opt in: the driver does not take it from the
-    wrapped engine, where it would bypass the wrapper.
+    whole output back. The LATR driver uses it where the engine's class defines it (all three;
+    `hands_over_parts`) to replay, fork and prune before a request ends. A wrapper that forwards attributes
+    to an engine must define it too to opt in: the driver does not take it from the wrapped engine, where it
+    would bypass the wrapper.
     """
 
     async def generate(self, requests: list[GenerateRequest]) -> list[GenerateOutput]: ...

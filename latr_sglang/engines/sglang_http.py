@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from latr_sglang.engines.base import GenerateOutput, GenerateRequest, RequestError, check_part_ends
-from latr_sglang.engines.wire import output_from_sglang, request_to_sglang
+from latr_sglang.engines.wire import (
+    StreamError,
+    output_from_sglang,
+    parts_from_sglang_stream,
+    request_to_sglang,
+    stream_interval,
+)
 
 
 def model_eos_ids(model_path: str, tokenizer: Any = None) -> frozenset[int]:
@@ -81,33 +86,6 @@ async def _sse_events(content: Any, url: str) -> AsyncIterator[dict[str, Any]]:
                     message = error.get("message", error) if isinstance(error, dict) else error
                     raise EngineHTTPError(200, f"the stream failed: {message}", url)
                 yield event
-
-
-def _stream_event_output(event: Any, sent: int, incremental: bool, url: str) -> GenerateOutput:
-    """The new tokens of one stream event of a request (`sent` tokens before it): all of the event's output
-    ids and output log-probs with --incremental-streaming-output, else those from `sent` on."""
-    if not isinstance(event, dict) or not isinstance(event.get("meta_info"), dict):
-        raise EngineHTTPError(200, f"a stream event has no meta_info: {str(event)[:200]}", url)
-    meta = dict(event["meta_info"])
-    start = 0 if incremental else sent
-    ids = event.get("output_ids") or []
-    if len(ids) < start:
-        raise EngineHTTPError(
-            200,
-            f"a stream event has {len(ids)} output ids after {sent} were streamed: does the server stream "
-            "increments (--incremental-streaming-output) without saying so in /get_server_info?",
-            url,
-        )
-    for key in ("output_token_logprobs", "output_top_logprobs"):
-        meta[key] = (meta.get(key) or [])[start:]
-    out = output_from_sglang({"output_ids": ids[start:], "meta_info": meta})
-    if len(out.logprobs) != len(out.output_ids):
-        raise EngineHTTPError(
-            200, f"a stream event has {len(out.output_ids)} new ids but {len(out.logprobs)} log-probs", url
-        )
-    if event["meta_info"].get("finish_reason") is None:
-        out.finish_reason = None  # a part: the request goes on
-    return out
 
 
 class SGLangHTTPEngine:
@@ -209,36 +187,52 @@ class SGLangHTTPEngine:
         (finish_reason None, only its new tokens), the final event the rest. The request's stream interval is
         the spacing of `part_ends`, so SGLang sends an event at its first token and then every that many
         (each part end is handed over at the first event at or after it). Closing the iterator early closes
-        the connection, and the server aborts the request."""
+        the connection, and the server aborts the request. A stream that breaks before its first token is
+        sent again (`retries`, as whole requests are); after it, EngineHTTPError says how far it got."""
+        import aiohttp
+
         ends = check_part_ends(part_ends)
         self._check(request)
         incremental = await self._streams_increments()
         payload, headers = self._payload(request)
         payload["stream"] = True
-        gaps = [b - a for a, b in itertools.pairwise(ends)]
-        payload["sampling_params"]["stream_interval"] = min(
-            gaps, default=ends[0] if ends else max(request.sampling.max_new_tokens, 1)
-        )
-        session = await self._client()
+        payload["sampling_params"]["stream_interval"] = stream_interval(ends, request.sampling.max_new_tokens)
         url = self.base_url + "/generate"
+        streamed = 0  # tokens handed over
+        for attempt in range(self.retries + 1):
+            try:
+                async with contextlib.aclosing(self._stream(url, payload, headers, incremental)) as outs:
+                    async for out in outs:
+                        streamed += len(out.output_ids) if out.finish_reason is None else 0
+                        yield out
+                return
+            except (TimeoutError, aiohttp.ClientError) as e:
+                if streamed or attempt == self.retries:
+                    raise EngineHTTPError(
+                        0, f"the stream broke after {streamed} tokens ({type(e).__name__}: {e})", url
+                    ) from e
+                await asyncio.sleep(0.5 * 2**attempt)
+
+    async def _stream(
+        self, url: str, payload: dict[str, Any], headers: dict[str, str] | None, incremental: bool
+    ) -> AsyncIterator[GenerateOutput]:
+        """One POST of a streamed request: its parts, then its final output once the connection is free."""
+        session = await self._client()
         final: GenerateOutput | None = None
         async with session.post(url, json=payload, headers=headers) as resp:
             if resp.status >= 400:
                 raise _http_error(resp.status, await resp.text(), url)
+            parts = parts_from_sglang_stream(_sse_events(resp.content, url), incremental)
             try:
-                sent = 0
-                async for event in _sse_events(resp.content, url):
-                    out = _stream_event_output(event, sent, incremental, url)
-                    sent += len(out.output_ids)
-                    if final is not None:
-                        raise EngineHTTPError(200, "the stream went on after the final output", url)
+                async for out in parts:
                     if out.finish_reason is not None:
-                        final = out  # handed over at [DONE], which follows at once: the connection is reused
-                    elif out.output_ids:
-                        yield out
-                if final is None:
-                    raise EngineHTTPError(200, "the stream ended without the request's final output", url)
+                        final = out  # [DONE] is read: handed over below, with the connection back in the pool
+                        break
+                    yield out
+            except StreamError as e:
+                raise EngineHTTPError(200, str(e), url) from None
             finally:
+                await parts.aclose()
                 if final is None:
                     resp.close()  # the server sees the client go and aborts the request
         yield final

@@ -9,7 +9,9 @@ text].
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import AsyncIterator
 from dataclasses import fields
 from typing import Any
 
@@ -216,6 +218,73 @@ def output_from_sglang(resp: dict[str, Any]) -> GenerateOutput:
         ],
         error=error,
     )
+
+
+# ---- streamed requests (stream: true): SGLang's events as parts ----------------------------------------
+class StreamError(RuntimeError):
+    """A stream of SGLang events that breaks the protocol: the server's fault, not the request's."""
+
+
+def stream_interval(part_ends: list[int], max_new_tokens: int) -> int:
+    """The request's sampling_params.stream_interval for sorted `part_ends`: SGLang's scheduler sends an event
+    at the first token and then every that many, so their smallest spacing hands each end over at the first
+    event at or after it (a single end: that end; none: only the first and the final event)."""
+    gaps = [b - a for a, b in itertools.pairwise(part_ends)]
+    return min(gaps, default=part_ends[0] if part_ends else max(max_new_tokens, 1))
+
+
+def output_from_sglang_event(event: Any, sent: int, incremental: bool) -> GenerateOutput:
+    """The new tokens of one stream event of a request (`sent` tokens before it): all of the event's output
+    ids and output log-probs with --incremental-streaming-output, else those from `sent` on. finish_reason
+    None: the request goes on."""
+    if not isinstance(event, dict) or not isinstance(event.get("meta_info"), dict):
+        raise StreamError(f"a stream event has no meta_info: {str(event)[:200]}")
+    meta = dict(event["meta_info"])
+    start = 0 if incremental else sent
+    ids = event.get("output_ids") or []
+    if len(ids) < start:
+        raise StreamError(
+            f"a stream event has {len(ids)} output ids after {sent} were streamed: does the server stream "
+            "increments (--incremental-streaming-output) without saying so?"
+        )
+    for key in ("output_token_logprobs", "output_top_logprobs"):
+        meta[key] = (meta.get(key) or [])[start:]
+    out = output_from_sglang({"output_ids": ids[start:], "meta_info": meta})
+    if len(out.logprobs) != len(out.output_ids):
+        raise StreamError(
+            f"a stream event has {len(out.output_ids)} new ids but {len(out.logprobs)} log-probs"
+        )
+    if event["meta_info"].get("finish_reason") is None:
+        out.finish_reason = None
+    return out
+
+
+async def parts_from_sglang_stream(
+    events: AsyncIterator[Any], incremental: bool
+) -> AsyncIterator[GenerateOutput]:
+    """One streamed request's parts from its SGLang events: each event with new tokens is a part, and the
+    final event's output comes last, once `events` has ended (over HTTP, after [DONE]: the connection is
+    free again). Closing this closes `events`. StreamError if an event follows the final one or the events
+    end without it."""
+    final: GenerateOutput | None = None
+    sent = 0
+    try:
+        async for event in events:
+            if final is not None:
+                raise StreamError("the stream went on after the final output")
+            out = output_from_sglang_event(event, sent, incremental)
+            sent += len(out.output_ids)
+            if out.finish_reason is not None:
+                final = out
+            elif out.output_ids:
+                yield out
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if final is None:
+        raise StreamError("the stream ended without the request's final output")
+    yield final
 
 
 def output_to_sglang(

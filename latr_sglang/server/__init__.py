@@ -26,6 +26,7 @@ _EXPORTS = {
     "ServerConfig": "latr_sglang.server.core",
     "generate_from_body": "latr_sglang.server.generation",
     "parse_generate_body": "latr_sglang.server.generation",
+    "stream_from_body": "latr_sglang.server.generation",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -5,6 +5,7 @@ away cancels its generation, streaming tokens as they are sampled, and per-reque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -481,9 +482,22 @@ async def generate(request: Request):
 
 
 async def _generate_stream(state, run, requests, options, batched, rids) -> AsyncIterator[bytes]:
-    """SGLang's stream: an event per stream interval with the text, output ids and (if asked) output
-    log-probs so far, or with only what is new under --incremental-streaming-output; the last event is the
-    whole response (its new part, incrementally); then [DONE]."""
+    async for event in stream_events(state, run, requests, options, batched, rids):
+        yield sse(event)
+    yield SSE_DONE
+
+
+async def stream_events(
+    state: ServerState,
+    run: StreamRun,
+    requests: list[GenerateRequest],
+    options: list[dict],
+    batched: bool,
+    rids: list[str],
+) -> AsyncIterator[dict[str, Any]]:
+    """SGLang's stream events of `run`: one per stream interval with the text, output ids and (if asked)
+    output log-probs so far, or with only what is new under --incremental-streaming-output; the last event
+    of a request is its whole response (its new part, incrementally). Over HTTP, [DONE] follows."""
     engine = state.engine
     incremental = state.config.incremental_streaming_output
     texts = [
@@ -512,8 +526,24 @@ async def _generate_stream(state, run, requests, options, batched, rids) -> Asyn
                     meta[key] = meta[key][start:]
         if batched:
             event["index"] = index
-        yield sse(event)
-    yield SSE_DONE
+        yield event
+
+
+async def stream_from_body(state: ServerState, body: Any) -> AsyncIterator[dict[str, Any]]:
+    """What ``sglang.Engine.async_generate(stream=True)`` yields for `body` (its keyword arguments): the
+    events of /generate's stream, without [DONE]. Closing it early cancels the requests, as SGLang's
+    tokenizer manager aborts them. Raises RequestError at the first iteration, as SGLang raises there."""
+    requests, options, batched = parse_generate_body(body, state.engine)
+    rids = [rid or state.new_rid() for rid in _rids(body, len(requests), batched)]
+    intervals = [o["text_opts"]["stream_interval"] or state.config.stream_interval for o in options]
+    run = stream_requests(state, None, requests, rids, intervals)
+    events = stream_events(state, run, requests, options, batched, rids)
+    async with contextlib.aclosing(events):
+        try:
+            async for event in events:
+                yield event
+        finally:
+            run.close()
 
 
 async def _tokenizer_request(request: Request, known: set[str]) -> tuple[ServerState, dict[str, Any], Any]:

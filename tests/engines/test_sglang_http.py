@@ -207,3 +207,64 @@ def test_a_broken_stream_raises_a_named_error(case):
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def _serving_once(chunks_per_post):
+    """A /generate that answers its k-th POST with chunks_per_post[k] (the last for all later ones): a list of
+    stream chunks, then [DONE]; a None chunk drops the connection there (before any answer if first)."""
+    posts = []
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        chunks = chunks_per_post[min(len(posts), len(chunks_per_post) - 1)]
+        posts.append(await request.json())
+        if chunks and chunks[0] is None:
+            request.transport.close()
+            return web.Response()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for chunk in chunks:
+            if chunk is None:
+                request.transport.close()
+                return resp
+            await resp.write(chunk)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    return generate, posts
+
+
+def _stream_through(generate, retries=2):
+    async def main():
+        runner, url = await aiohttp_server({"/generate": generate})
+        engine = SGLangHTTPEngine(url, retries=retries)
+        try:
+            request = GenerateRequest((1, 2), SamplingParams(max_new_tokens=2))
+            return await asyncio.wait_for(in_parts(engine, request, [1]), timeout=30)
+        finally:
+            await engine.close()
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+GOOD_STREAM = [_event([5]), _event([5, 6], {"type": "length"})]
+
+
+def test_a_stream_that_breaks_before_its_first_token_is_sent_again():
+    generate, posts = _serving_once([[None], GOOD_STREAM])
+    parts = _stream_through(generate)
+    assert len(posts) == 2 and posts[0] == posts[1]
+    assert join_parts(parts).output_ids == [5, 6]
+
+
+@pytest.mark.parametrize(
+    "chunks, needle",
+    [([[None]], "broke after 0 tokens"), ([[_event([5]), None], GOOD_STREAM], "broke after 1 tokens")],
+    ids=["never answers", "breaks after a part"],
+)
+def test_a_stream_that_breaks_is_named_and_not_sent_again_once_it_has_handed_tokens_over(chunks, needle):
+    generate, posts = _serving_once(chunks)
+    with pytest.raises(EngineHTTPError, match=needle):
+        _stream_through(generate, retries=2)
+    # tokens handed over cannot be taken back: a request is sent again only if none were
+    assert len(posts) == (3 if needle.endswith("0 tokens") else 1)
