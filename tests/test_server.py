@@ -173,7 +173,9 @@ def test_cli_serve_subprocess(tiny_model_dir, prompt_ids, tmp_path):
 
 
 def test_cli_serve_names_a_missing_model(tmp_path):
-    proc = subprocess.run(serve_command(tmp_path / "nope"), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        serve_command(tmp_path / "nope", free_port()), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
