@@ -80,25 +80,23 @@ class TorchBackedSGLangEngine:
     """CPU STAND-IN for sglang.Engine, tests only: sglang.Engine's runtime needs CUDA kernels. It answers
     async_generate(**GenerateReqInput fields) through our server's parser and response builder: a response
     object, or with stream=True an async generator of /generate's stream events, whose early close cancels
-    the request (as SGLang 0.5.23's tokenizer manager aborts it). sglang.Engine keeps
-    --incremental-streaming-output in `tokenizer_manager.incremental_streaming_output`."""
+    the request (as SGLang 0.5.23's tokenizer manager aborts it). Its `tokenizer_manager` has the parts of
+    SGLang's that SGLangInProcessEngine uses (see `StandInTokenizerManager`)."""
 
     def __init__(self, engine: Any, incremental_streaming_output: bool = False) -> None:
-        from types import SimpleNamespace
-
         from latr_sglang.server import ServerConfig
         from latr_sglang.server.core import ServerState
 
         self.engine = engine
-        self.flushed = 0
         self.open_streams = 0  # streams not yet ended or closed
         config = ServerConfig(incremental_streaming_output=incremental_streaming_output)
         self.state = ServerState(engine, config)
-        self.tokenizer_manager = SimpleNamespace(incremental_streaming_output=incremental_streaming_output)
+        self.tokenizer_manager = StandInTokenizerManager(engine, incremental_streaming_output)
 
     async def async_generate(self, stream: bool = False, **kwargs: Any) -> Any:
         from latr_sglang.server import generate_from_body, stream_from_body
 
+        self.tokenizer_manager.auto_create_handle_loop()
         if stream:
             return self._stream(stream_from_body(self.state, kwargs))
         return await generate_from_body(self.engine, kwargs)
@@ -112,12 +110,50 @@ class TorchBackedSGLangEngine:
         finally:
             self.open_streams -= 1
 
-    def flush_cache(self) -> None:
-        self.flushed += 1
-        self.engine.flush_cache_sync()
-
-    def update_weights_from_tensor(self, named_tensors: Any, flush_cache: bool = True) -> None:
-        self.engine.update_weights_sync(named_tensors)
-
     def shutdown(self) -> None:
         self.state.close()
+
+
+class StandInTokenizerManager:
+    """What SGLangInProcessEngine uses of SGLang 0.5.23's TokenizerManager, tests only: the loop it serves
+    (bound at the first call, `event_loop`), server_args.tp_size, incremental_streaming_output, and the
+    coroutines flush_cache() -> FlushCacheReqOutput and update_weights_from_tensor(obj, request) ->
+    (success, message), which load MultiprocessingSerializer payloads (one per TP rank) into the engine."""
+
+    def __init__(self, engine: Any, incremental_streaming_output: bool) -> None:
+        from types import SimpleNamespace
+
+        self.engine = engine
+        self.incremental_streaming_output = incremental_streaming_output
+        self.server_args = SimpleNamespace(tp_size=1)
+        self.event_loop = None
+        self.flushed = 0
+        self.loaded: list[list[str]] = []  # names per weight update
+
+    def auto_create_handle_loop(self) -> None:
+        if self.event_loop is None:
+            import asyncio
+
+            self.event_loop = asyncio.get_running_loop()
+
+    async def flush_cache(self) -> Any:
+        from types import SimpleNamespace
+
+        self.auto_create_handle_loop()
+        self.flushed += 1
+        self.engine.flush_cache_sync()
+        return SimpleNamespace(success=True, message="")  # FlushCacheReqOutput's fields
+
+    async def update_weights_from_tensor(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        from sglang.srt.utils.common import MultiprocessingSerializer
+
+        self.auto_create_handle_loop()
+        payloads = obj.serialized_named_tensors
+        if len(payloads) != self.server_args.tp_size:
+            return False, f"{len(payloads)} payloads for {self.server_args.tp_size} ranks"
+        named = MultiprocessingSerializer.deserialize(payloads[-1])  # each rank loads its own
+        self.engine.update_weights_sync(named)
+        self.loaded.append([name for name, _ in named])
+        if obj.flush_cache:
+            self.engine.flush_cache_sync()
+        return True, "Succeeded to update model weights."

@@ -5,7 +5,12 @@ wrongly."""
 
 import asyncio
 import dataclasses
+import json
+import subprocess
+import sys
 import time
+import types
+from pathlib import Path
 
 import pytest
 from server_helpers import TorchBackedSGLangEngine
@@ -36,11 +41,42 @@ def test_whole_requests_share_the_wire_translation(tiny_engine, prompt_ids):
     adapter = adapter_over(tiny_engine)
     greedy = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
     reqs = [GenerateRequest(p, greedy, top_logprobs_num=2) for p in prompt_ids[:2]]
-    outs = asyncio.run(adapter.generate(reqs))
+
+    async def body():
+        outs = await adapter.generate(reqs)
+        await adapter.flush_cache()
+        return outs
+
+    outs = asyncio.run(body())
     local = tiny_engine.generate_sync(reqs)
     assert [o.output_ids for o in outs] == [o.output_ids for o in local]
-    asyncio.run(adapter.flush_cache())
-    assert adapter.engine.flushed == 1
+    assert adapter.engine.tokenizer_manager.flushed == 1
+
+
+def test_weights_go_through_the_tokenizer_manager_as_sglang_engine_sends_them(tiny_model_dir):
+    """With SGLang's own UpdateWeightsFromTensorReqInput and MultiprocessingSerializer, in a process of its
+    own (sglang_inproc_weights_check.py): a changed lm_head reaches generation, one payload per TP rank."""
+    script = Path(__file__).with_name("sglang_inproc_weights_check.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tiny_model_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["before"] != [0] * 6 and result["after"] == [0] * 6
+    assert result["loaded"] == [["lm_head.weight"]]
+
+
+def test_a_second_event_loop_is_refused_by_name_not_left_waiting(tiny_engine):
+    adapter = adapter_over(tiny_engine)
+    asyncio.run(adapter.flush_cache())  # binds the manager to this loop, as SGLang's first request does
+    request = GenerateRequest((1, 2), SamplingParams(max_new_tokens=2))
+    for call in (
+        adapter.flush_cache,
+        lambda: adapter.generate([request]),
+        lambda: in_parts(adapter, request, [1]),
+    ):
+        with pytest.raises(RuntimeError, match="drive SGLangInProcessEngine from one loop"):
+            asyncio.run(call())
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
@@ -163,6 +199,7 @@ class StreamsEvents:
 
     def __init__(self, events):
         self.events, self.closed = events, False
+        self.tokenizer_manager = types.SimpleNamespace(event_loop=None)
 
     async def async_generate(self, stream=False, **kwargs):
         assert stream and kwargs["sampling_params"]["stream_interval"] == 1
