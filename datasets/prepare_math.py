@@ -14,27 +14,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
+from _common import DataError, output_dir  # datasets/_common.py, beside this script
+
+from latr_sglang.tasks.countdown import short_repr
 from latr_sglang.tasks.math import DAPO_TEMPLATE, last_boxed
+from latr_sglang.tasks.prompts import iter_jsonl, unicode_error
 
 EVAL_DIR = Path(__file__).parent / "eval"
 EVAL_SETS = ("math500", "amc23", "aime24", "olympiadbench")
 RAW_WRAPPER = "User: {prompt}\nAssistant:"
+_LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
-def rows_from(source: str) -> list[dict]:
-    path = Path(source)
+def rows_from(source: str) -> list[tuple[str, dict]]:
+    """(location, row): "FILE:LINE" for JSONL, "FILE: row N" for parquet, "SOURCE: row N" from the hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise DataError(f"--source {source}: is a directory, expected a parquet or JSONL file")
     if path.exists():
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            try:
+                rows = pq.read_table(path).to_pylist()
+            except Exception as e:  # pyarrow's errors: a truncated or non-parquet file
+                raise DataError(
+                    f"--source {source}: not a readable parquet file ({type(e).__name__}: {e})"
+                ) from None
+            return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
+        return [(f"{path}:{line}", row) for line, row in iter_jsonl(path)]
+    if path.suffix in _LOCAL_SUFFIXES or source.startswith(
+        (".", "/", "~")
+    ):  # meant as a file, not a hub name
+        raise DataError(f"--source {source}: no such file")
     try:
         from datasets import load_dataset
 
-        return list(load_dataset(source, split="train"))
+        return [(f"{source}: row {i + 1}", row) for i, row in enumerate(load_dataset(source, split="train"))]
     except Exception as e:  # no hub from this machine: say what to do instead
         raise SystemExit(
             f"{source!r} is not a local file and could not be loaded from the hub ({e}); "
@@ -42,16 +62,52 @@ def rows_from(source: str) -> list[dict]:
         ) from None
 
 
-def problem_and_answer(row: dict) -> tuple[str, str] | None:
+def _text(value: object, where: str, field: str) -> str:
+    """A non-empty string that a tokenizer can encode: null would become the prompt "None", 5 the text "5"."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: {field}={short_repr(value)}: must be a non-empty string")
+    if problem := unicode_error(value):
+        raise DataError(f"{where}: {field} is {problem}")
+    return value
+
+
+def _answer(value: object, where: str, field: str) -> str:
+    """A math answer as the reward takes it: a string, an integer, or a finite number; a list would become
+    the label "['a', 'b']"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return _text(value, where, field)
+
+
+def problem_and_answer(row: dict, where: str = "row") -> tuple[str, str] | None:
+    """(problem, answer) of a row, None for a MATH-style row without an answer, or a DataError naming the
+    row and the field."""
     if "reward_model" in row:  # DAPO-Math-17k: the prompt already holds the instruction; take the problem out
-        content = row["prompt"][0]["content"] if isinstance(row["prompt"], list) else row["prompt"]
+        reward_model, prompt = row["reward_model"], row.get("prompt")
+        if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
+            raise DataError(
+                f"{where}: reward_model={short_repr(reward_model)}: expected {{'ground_truth': ...}}"
+            )
+        if isinstance(prompt, list):  # chat messages: the first one's content
+            first = prompt[0] if prompt else None
+            if not isinstance(first, dict) or "content" not in first:
+                raise DataError(
+                    f"{where}: prompt={short_repr(prompt)}: expected a string or chat messages "
+                    "[{'role': ..., 'content': ...}]"
+                )
+            prompt = first["content"]
+        content = _text(prompt, where, "prompt")
         problem = content.split("\n\n", 1)[1].rsplit("\n\n", 1)[0] if content.count("\n\n") >= 2 else content
-        return problem, str(row["reward_model"]["ground_truth"])
+        return _text(problem, where, "prompt"), _answer(
+            reward_model["ground_truth"], where, "reward_model.ground_truth"
+        )
     if "problem" in row and row.get("answer") not in (None, ""):
-        return row["problem"], str(row["answer"])
+        return _text(row["problem"], where, "problem"), _answer(row["answer"], where, "answer")
     if "problem" in row and "solution" in row:
-        boxed = last_boxed(row["solution"])
-        return (row["problem"], boxed[1]) if boxed else None
+        boxed = last_boxed(_text(row["solution"], where, "solution"))
+        return (_text(row["problem"], where, "problem"), boxed[1]) if boxed else None
     return None
 
 
@@ -73,28 +129,39 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--template", choices=["raw", "chat"], default="chat")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.split == "train":
-        if not args.source:
-            raise SystemExit("train needs --source")
-        items, skipped = [], 0
-        for row in rows_from(args.source):
-            pa = problem_and_answer(row)
-            if pa is None:
-                skipped += 1
-                continue
-            items.append((pa[0], pa[1], {}))
-        write(out / "train.jsonl", items, args.template)
-        print(
-            f"wrote {len(items)} problems to {out / 'train.jsonl'} ({skipped} rows without an answer skipped)"
-        )
-    else:
-        for name in EVAL_SETS:
-            rows = [json.loads(line) for line in (EVAL_DIR / f"{name}.jsonl").read_text().splitlines()]
-            items = [(r["problem"], r["answer"], {"id": r["id"], "source": r["source"]}) for r in rows]
-            write(out / f"{name}.jsonl", items, args.template)
-            print(f"wrote {len(items)} problems to {out / f'{name}.jsonl'}")
+    if args.split == "train" and not args.source:
+        ap.error("train needs --source")
+    try:
+        if args.split == "train":
+            items, skipped = [], 0
+            rows = rows_from(args.source)
+            for where, row in rows:
+                pa = problem_and_answer(row, where)
+                if pa is None:
+                    skipped += 1
+                    continue
+                items.append((pa[0], pa[1], {}))
+            if not items:
+                raise DataError(
+                    f"--source {args.source}: none of its {len(rows)} rows has an answer (`answer`, a "
+                    "\\boxed{} in `solution`, or `reward_model.ground_truth`): nothing to write"
+                )
+            out = output_dir(args.out)
+            write(out / "train.jsonl", items, args.template)
+            print(
+                f"wrote {len(items)} problems to {out / 'train.jsonl'} "
+                f"({skipped} rows without an answer skipped)"
+            )
+        else:
+            out = output_dir(args.out)
+            for name in EVAL_SETS:
+                rows = [row for _, row in iter_jsonl(EVAL_DIR / f"{name}.jsonl")]
+                items = [(r["problem"], r["answer"], {"id": r["id"], "source": r["source"]}) for r in rows]
+                write(out / f"{name}.jsonl", items, args.template)
+                print(f"wrote {len(items)} problems to {out / f'{name}.jsonl'}")
+    except (ValueError, OSError) as e:  # a bad input file or output folder: one line, as argparse does
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

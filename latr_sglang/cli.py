@@ -39,6 +39,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default, where it has one worth showing (not None, False or '')."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unshown = default is None or default is False or default == "" or default == argparse.SUPPRESS
+        if unshown or "default" in text or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -224,14 +236,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if Path(dataset).is_dir():
             raise UsageError(f"--dataset {dataset}: is a directory, expected a bundled name or a JSONL file")
         items = load_eval_set(dataset, args.limit)
+    # samples, length and temperature: as given, else as the run evaluated, else eval's defaults
+    n, max_new_tokens, temperature = (
+        given if given is not None else (getattr(run, name) if run is not None else default)
+        for given, name, default in (
+            (args.n, "n", 8),
+            (args.max_new_tokens, "max_new_tokens", 1024),
+            (args.temperature, "temperature", 1.0),
+        )
+    )
     if run is not None:
-        print(f"prompts as in training run {run.description}", file=sys.stderr)
+        print(
+            f"prompts as in training run {run.description}; n {n}, max new tokens {max_new_tokens}, "
+            f"temperature {temperature}",
+            file=sys.stderr,
+        )
     sampling = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=args.top_p, top_k=args.top_k
     )
     sampling.validate()
-    if args.max_new_tokens < 1:  # as sample: a 0-token response scores as a wrong answer, silently
-        raise UsageError(f"--max-new-tokens {args.max_new_tokens}: responses need >= 1 token")
+    if max_new_tokens < 1:  # as sample: a 0-token response scores as a wrong answer, silently
+        raise UsageError(f"--max-new-tokens {max_new_tokens}: responses need >= 1 token")
     if args.output:
         _writable_output("--output", args.output, make_parents=True)  # write_results creates the folders
     engine, tokenizer, _ = _engine_and_tokenizer(args)
@@ -242,7 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             engine,
             tokenizer,
             items,
-            n=args.n,
+            n=n,
             sampling=sampling,
             chat=chat,
             response_prefix=prefix,
@@ -483,10 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-chat-template", action="store_true", help="send prompts as raw text")
     sample.add_argument("--n", type=_positive_int, default=8, help="trajectories per prompt")
     sample.add_argument("--eta", type=float, default=1.0, help="share of the n from the tree (mix ratio)")
-    sample.add_argument("--max-new-tokens", type=int, default=256)
+    sample.add_argument("--max-new-tokens", type=int, default=256, help="longest response, in tokens")
     sample.add_argument("--temperature", type=float, default=1.0, help="completion-phase sampling")
-    sample.add_argument("--top-p", type=float, default=1.0)
-    sample.add_argument("--top-k", type=int, default=-1)
+    sample.add_argument("--top-p", type=float, default=1.0, help="completion-phase nucleus sampling")
+    sample.add_argument("--top-k", type=int, default=-1, help="completion-phase top-k (-1: all)")
     sample.add_argument(
         "--prompts-per-batch", type=_positive_int, default=8, help="prompts sampled concurrently"
     )
@@ -508,16 +533,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--run",
         default=None,
         help="a local training run's folder (its config.json): prompt template, response prefix, newline "
-        "stop and held-out problems as in that run, unless given here",
+        "stop, held-out problems, samples per prompt, response length and temperature as in that run's "
+        "evaluation, unless given here",
     )
     evaluation.add_argument("--limit", type=_positive_int, default=None, help="first N prompts only")
     evaluation.add_argument(
-        "--n", type=_positive_int, default=8, help="samples per prompt (pass@k for k <= n)"
+        "--n",
+        type=_positive_int,
+        default=None,
+        help="samples per prompt, pass@k for k <= n (default 8, or --run's)",
     )
-    evaluation.add_argument("--max-new-tokens", type=int, default=1024)
-    evaluation.add_argument("--temperature", type=float, default=1.0)
-    evaluation.add_argument("--top-p", type=float, default=1.0)
-    evaluation.add_argument("--top-k", type=int, default=-1)
+    evaluation.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="longest response in tokens (default 1024, or --run's)",
+    )
+    evaluation.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default 1.0, or --run's)"
+    )
+    evaluation.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling")
+    evaluation.add_argument("--top-k", type=int, default=-1, help="top-k sampling (-1: all)")
     evaluation.add_argument("--no-chat-template", action="store_true", help="send prompts as raw text")
     evaluation.add_argument(
         "--response-prefix",
@@ -534,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for subparser in sub.choices.values():
         subparser.allow_abbrev = False  # a prefix of a flag must not silently select it (as in latr-train)
+        subparser.formatter_class = _DefaultsHelpFormatter
     _finite_float_flags(parser)
     return parser
 

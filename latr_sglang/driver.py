@@ -145,6 +145,7 @@ class LATRSampler:
         self.sampling = sampling  # completion-phase (training) sampling; max_new_tokens = max response length
         if sampling.max_new_tokens < 1:
             raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens}: responses need >= 1 token")
+        sampling.validate()  # named here, not by the first engine request of a tree phase
         self.max_len = sampling.max_new_tokens
         self.eos_ids = frozenset(eos_ids)
         self.stop_ids = self.eos_ids | frozenset(sampling.stop_token_ids)
@@ -157,6 +158,7 @@ class LATRSampler:
         """n trajectories per prompt; eta defaults to the config's mix-ratio schedule at training `step`."""
         if n < 1:
             raise ValueError(f"n={n}: need at least one trajectory per prompt")
+        self.cfg.validate()  # again: a config's fields can be assigned after it was built
         for i, p in enumerate(prompts):
             if len(p) == 0:
                 raise ValueError(f"prompt {i} is empty")

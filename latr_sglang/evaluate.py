@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +24,9 @@ from typing import Any
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
+from latr_sglang.tasks.countdown import short_repr
 from latr_sglang.tasks.evaluation import length_stats, mean_at_k, mean_pass_at_k
-from latr_sglang.tasks.prompts import encode_prompts, read_jsonl
+from latr_sglang.tasks.prompts import encode_prompts, iter_jsonl, unicode_error
 from latr_sglang.tasks.reward_func import check_label, parse_label, score_response
 
 
@@ -67,27 +71,33 @@ def load_eval_set(name_or_path: str, limit: int | None = None) -> list[EvalItem]
         raise FileNotFoundError(
             f"dataset={name_or_path!r}: not a bundled set ({', '.join(DATASETS)}) or a file"
         )
-    rows = read_jsonl(path, {})
     items = []
-    for i, row in enumerate(rows):
+    for line, row in iter_jsonl(path):  # errors name the file and the line; rows must be JSON objects
+        where = f"{path}:{line}"
         if "prompt" in row and "label" in row:
             prompt, label, names = row["prompt"], row["label"], ("prompt", "label")
         elif "problem" in row and "answer" in row:
             prompt, label, names = row["problem"], row["answer"], ("problem", "answer")
+            if isinstance(label, float) and not math.isfinite(label):  # NaN would become the answer "nan"
+                raise ValueError(f"{where}: answer={label!r}: not a finite number")
             if isinstance(label, int | float) and not isinstance(label, bool):
                 label = str(label)  # MATH-style sets write numeric answers as numbers
         else:
-            raise ValueError(f"{path}: row {i + 1} has neither prompt/label nor problem/answer")
+            raise ValueError(f"{where}: the row has neither prompt/label nor problem/answer")
         # a null answer would become the gold answer "None", a list prompt the text "['a']": refused here
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError(f"{path}: row {i + 1}: {names[0]}={prompt!r}: must be a non-empty string")
+            raise ValueError(f"{where}: {names[0]}={short_repr(prompt)}: must be a non-empty string")
+        if problem := unicode_error(prompt):
+            raise ValueError(f"{where}: {names[0]} is {problem}")
         try:
             check_label(label)
         except ValueError as e:
-            raise ValueError(f"{path}: row {i + 1}: {names[1]}: {e}") from None
+            raise ValueError(f"{where}: {names[1]}: {e}") from None
         if names[0] == "problem":
             prompt = math_task.DAPO_TEMPLATE.format(problem=prompt)
         items.append(EvalItem(prompt, label))
+    if not items:
+        raise ValueError(f"{path}: no prompts")
     return items[:limit] if limit else items
 
 
@@ -204,6 +214,66 @@ class RunSettings:
     stop_at_newline: bool
     held_out: list[EvalItem] | None  # the run's held-out problems (built-in task), else None
     description: str
+    # the run's own evaluation: its response length limit, temperature and samples per prompt
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    n: int = 8
+
+
+def check_config_types(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> None:
+    """Each of `values` (read from a JSON file, e.g. a run's config.json) checked against the type hint of
+    `cls`'s dataclass field of that name: a ValueError naming `where`, the key and the value, instead of a
+    TypeError from deep inside the class (`"countdown_numbers": 5` where a pair is expected). JSON lists
+    stand for tuples; keys that are not fields are left alone."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches_hint(value, hint):
+            raise ValueError(f"{where}: {prefix}{key}={short_repr(value)}: expected {_describe_hint(hint)}")
+
+
+def _matches_hint(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches_hint(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return not args or all(_matches_hint(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches_hint(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint this check does not know: the class's own checks decide
+
+
+def _describe_hint(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_hint(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (tuple, list):
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return f"a list, each {_describe_hint(args[0])}" if args else "a list"
+        return f"a list of {len(args)}: [{', '.join(_describe_hint(a) for a in args)}]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
 
 
 def write_results(path: str | Path, results: dict[str, Any]) -> None:

@@ -152,7 +152,13 @@ def _run(coro):
     """Runs a coroutine to completion from synchronous code, inside or outside a running event loop."""
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
+        in_loop = False
+    # not inside the except block: every exception kept from the run would get that RuntimeError as its
+    # context, and its traceback would keep the caller's frames (and the forks' SGLang states, whose threads
+    # end only when they are collected) alive until after interpreter shutdown joins those threads: a hang
+    if not in_loop:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()

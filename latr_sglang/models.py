@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -82,7 +83,59 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
             f"model {str(model)!r} is not a local Hugging Face folder (no config.json there) and not the "
             f"embedded default ({DEFAULT_MODEL!r}); models are never downloaded from a hub"
         )
+    check_model_dir(path)
     return path
+
+
+# what a loadable folder holds besides config.json (transformers' names; sharded weights have an index)
+_WEIGHT_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "*.bin.index.json",
+    "*.gguf",
+    "tf_model.h5",
+    "flax_model.msgpack",
+)
+_TOKENIZER_PATTERNS = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "*.tiktoken",
+)
+
+
+def check_model_dir(path: Path) -> None:
+    """A ValueError or FileNotFoundError naming the folder and what is missing, for a folder transformers
+    cannot load: config.json that is not a JSON object, no weights, no tokenizer files (without them
+    AutoTokenizer may build an empty tokenizer that encodes every prompt as nothing)."""
+    config = path / "config.json"
+    try:
+        parsed = json.loads(config.read_bytes())
+    except IsADirectoryError:
+        raise FileNotFoundError(f"model {path}: {config} is a directory, not a file") from None
+    except OSError as e:
+        raise FileNotFoundError(f"model {path}: {config} cannot be read ({e.strerror})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, non-UTF-8 bytes
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+        raise ValueError(f"model {path}: {config} is not valid JSON ({reason})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"model {path}: {config} is not a JSON object")
+
+    def has(patterns: tuple[str, ...]) -> bool:
+        return any(f.is_file() for pattern in patterns for f in path.glob(pattern))
+
+    if not has(_WEIGHT_PATTERNS):
+        raise FileNotFoundError(
+            f"model {path}: no weights (model.safetensors, pytorch_model.bin, or a .gguf file) in the folder"
+        )
+    if not has(_TOKENIZER_PATTERNS):
+        raise FileNotFoundError(
+            f"model {path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json) in the folder"
+        )
 
 
 def load_model_and_tokenizer(

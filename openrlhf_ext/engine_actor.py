@@ -11,16 +11,30 @@ metadata travels in each response's `extra_logs`.
 
 `create_rollout_engines` has the signature of OpenRLHF's `create_vllm_engines`; `latr-train` puts it in
 its place.
+
+The reward file is the user's code, run on model output: each call (one prompt's group) runs in a daemon
+thread with a wall-clock bound (`--trainer.reward_timeout_s`; past it the group scores 0, with one warning,
+and the thread cannot keep the process from exiting), and what it returns is checked (`reward_values`).
+An exception it raises is re-raised naming the file: a bug in the reward code stops the run rather than
+silently scoring 0 (OpenRLHF's own vLLM engines log such an exception at INFO level and hand on no reward).
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
 import importlib.util
 import inspect
+import logging
+import math
+import numbers
 import os
+import re
+import reprlib
 import socket
 import tempfile
+import threading
 import zlib
 from typing import Any
 
@@ -47,30 +61,226 @@ def sampling_from_openrlhf(params: Any, max_new_tokens: int) -> SamplingParams:
     )
 
 
+logger = logging.getLogger(__name__)
+
+REWARD_TIMEOUT_S = 300.0  # --trainer.reward_timeout_s's default: one reward_func call (a prompt's group)
+REWARD_EXAMPLE = "latr_sglang/tasks/reward_func.py"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
+
+
+def _short(value: Any) -> str:
+    """The type and a bounded repr of a value, for error messages (a 1 MB return value must not become a
+    1 MB message)."""
+    return f"{type(value).__name__} {_SHORT.repr(value)}"
+
+
+def _reward_func_binding(body: list[ast.stmt]) -> str | None:
+    """How the module-level statements bind the name `reward_func` (the last binding wins): "def", "async",
+    "other" (an assignment or import, checked when the file is loaded), or None. Compound statements at module
+    level (if/try/with) are looked into; function and class bodies are not."""
+    found = None
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == "reward_func":
+            found = "def"
+        elif isinstance(node, ast.AsyncFunctionDef) and node.name == "reward_func":
+            found = "async"
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if "reward_func" in names and getattr(node, "value", None) is not None:
+                found = "other"
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound = {a.asname or a.name.split(".")[0] for a in node.names}
+            if "reward_func" in bound:
+                found = "other"
+        elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
+            blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+            blocks += [h.body for h in getattr(node, "handlers", [])]
+            for block in blocks:
+                inner = _reward_func_binding(block)
+                found = inner or found
+    return found
+
+
+def reward_file_problem(path: str) -> str | None:
+    """Why `path` cannot be the LATR engines' reward file, found without running it (the CLI checks this
+    before Ray starts; load_reward_func checks it again, then imports the file): not a local file, not
+    Python, a syntax error, or no top-level `reward_func`. None: it may be loaded."""
+    if _URL.match(path):
+        return (
+            f"LATR engines need a local Python file defining reward_func (e.g. {REWARD_EXAMPLE}), "
+            "not an HTTP reward server"
+        )
+    if not os.path.exists(path):
+        return "no such file"
+    if os.path.isdir(path):
+        return f"is a directory, not a Python file defining reward_func (e.g. {REWARD_EXAMPLE})"
+    if not path.endswith(".py"):
+        return f"not a .py file: LATR engines load a Python file defining reward_func (e.g. {REWARD_EXAMPLE})"
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        if e.lineno is None:  # NUL bytes: Python 3.11 reports them without a line
+            return f"not Python source ({e.msg})"
+        return f"SyntaxError at line {e.lineno}: {e.msg}"
+    except ValueError as e:  # NUL bytes, as other Python versions report them
+        return f"not Python source ({e})"
+    binding = _reward_func_binding(tree.body)
+    if binding is None:
+        return "defines no top-level reward_func(queries, prompts, labels)"
+    if binding == "async":
+        return "reward_func is an async function; it must be a plain one (it runs in a worker thread)"
+    return None
+
+
+def reward_url_problem(remote_rm_url: str | list | tuple | None) -> str | None:
+    """The one-line error load_reward_func would raise for this --reward.remote_url (as OpenRLHF's
+    validation leaves it, a list, or a plain string), found without running the file; None when it may be
+    loaded (or is not given)."""
+    if not remote_rm_url:
+        return None
+    urls = [remote_rm_url] if isinstance(remote_rm_url, str) else list(remote_rm_url)
+    if len(urls) != 1:
+        return (
+            f"--reward.remote_url {','.join(map(str, urls))}: LATR engines score with one reward file, "
+            f"got {len(urls)}"
+        )
+    path = str(urls[0])
+    why = reward_file_problem(path)
+    return f"--reward.remote_url {path}: {why}" if why else None
+
+
 def load_reward_func(remote_rm_url: str | list | tuple | None):
     """`reward_func` from the reward file OpenRLHF passes: `--reward.remote_url` reaches create_vllm_engines
     as OpenRLHF's validation leaves it, a list of URLs/paths (cli/train_ppo_ray.py splits the flag on commas);
     a plain string is accepted too. The engines score with one Python file; anything else fails naming it."""
     if not remote_rm_url:
         return None
-    urls = [remote_rm_url] if isinstance(remote_rm_url, str) else list(remote_rm_url)
-    if len(urls) != 1:
-        raise ValueError(
-            f"--reward.remote_url {','.join(map(str, urls))}: LATR engines score with one reward file, "
-            f"got {len(urls)}"
-        )
-    path = str(urls[0])
-    if not path.endswith(".py") or not os.path.isfile(path):
-        raise ValueError(
-            f"--reward.remote_url {path}: LATR engines need a local Python file defining reward_func "
-            "(e.g. latr_sglang/tasks/reward_func.py), not an HTTP reward server"
-        )
+    problem = reward_url_problem(remote_rm_url)
+    if problem:
+        raise ValueError(problem)
+    path = str(remote_rm_url if isinstance(remote_rm_url, str) else next(iter(remote_rm_url)))
     spec = importlib.util.spec_from_file_location("reward_func", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "reward_func", None)):
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a failed import in the user's file: its error, naming the file
+        raise ValueError(f"--reward.remote_url {path}: loading it raised {type(e).__name__}: {e}") from e
+    fn = getattr(module, "reward_func", None)
+    if fn is None:
         raise ValueError(f"--reward.remote_url {path}: defines no reward_func(queries, prompts, labels)")
-    return module.reward_func
+    if not callable(fn) or inspect.iscoroutinefunction(fn):
+        kind = "an async function" if callable(fn) else _short(fn)
+        raise ValueError(
+            f"--reward.remote_url {path}: reward_func is {kind}, not a function "
+            "reward_func(queries, prompts, labels)"
+        )
+    return fn
+
+
+def _numbers(value: Any, n: int, what: str, path: str) -> list[float]:
+    """`value` as n floats: a tensor/array with n elements (1-D, or one non-trivial dimension), a list or
+    tuple of n numbers, or (n = 1) one number. Anything else is a ValueError naming the file and the value."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"--reward.remote_url {path}: reward_func's {what} {why}; got {_short(value)}")
+
+    items: list[Any] | None = None
+    if hasattr(value, "shape") and hasattr(value, "reshape") and hasattr(value, "tolist"):  # tensor, array
+        shape = tuple(value.shape)
+        if sum(1 for d in shape if d != 1) > 1:
+            raise bad(f"must be one number per sample ({n}), not of shape {shape}")
+        items = value.reshape(-1).tolist()
+    elif isinstance(value, list | tuple):
+        items = [v.item() if hasattr(v, "item") and getattr(v, "ndim", 1) == 0 else v for v in value]
+    elif isinstance(value, numbers.Real) and n == 1:
+        items = [value]
+    if items is None:
+        raise bad(f"must be {n} numbers (one per sample)")
+    if len(items) != n:
+        raise bad(f"has {len(items)} values for {n} samples")
+    for item in items:
+        if not isinstance(item, numbers.Real):
+            raise bad(f"must be numbers, not {type(item).__name__}")
+    return [float(item) for item in items]
+
+
+def reward_values(
+    result: Any, n: int, path: str
+) -> tuple[list[float], list[float] | None, dict[str, list[float]]]:
+    """(rewards, scores or None, extra_logs per sample) from what a reward_func returned for n samples.
+
+    Accepted: a dict with "rewards" (n numbers: a tensor, an array or a list), optional "scores" (the same)
+    and optional "extra_logs" (a dict of numbers, or of n numbers each); or, OpenRLHF's older convention, a
+    bare 1-D tensor/list of n rewards. Anything else is a ValueError naming the file, what it returned and
+    what is expected. Non-finite values are left to the caller."""
+    expected = (
+        "a dict with 'rewards' (one number per sample; optional 'scores' and 'extra_logs'), or a 1-D "
+        f"tensor/list of {n} rewards"
+    )
+    if isinstance(result, dict):
+        if result.get("rewards") is None:
+            keys = ", ".join(repr(k) for k in list(result)[:8]) or "none"
+            raise ValueError(
+                f"--reward.remote_url {path}: reward_func returned a dict without 'rewards' (keys: {keys}); "
+                f"expected {expected}"
+            )
+        rewards = _numbers(result["rewards"], n, "'rewards'", path)
+        scores = None if result.get("scores") is None else _numbers(result["scores"], n, "'scores'", path)
+        logs = result.get("extra_logs")
+        if logs is None:
+            logs = {}
+        if not isinstance(logs, dict):
+            raise ValueError(
+                f"--reward.remote_url {path}: reward_func's 'extra_logs' must be a dict of numbers (or of "
+                f"one number per sample each); got {_short(logs)}"
+            )
+        extra: dict[str, list[float]] = {}
+        for key, value in logs.items():
+            what = f"extra_logs[{key!r}]"
+            if isinstance(value, numbers.Real):
+                extra[str(key)] = [float(value)] * n
+            elif hasattr(value, "shape") and tuple(value.shape) in ((), (1,)) and n != 1:
+                extra[str(key)] = _numbers(value, 1, what, path) * n  # one number for the whole batch
+            else:
+                extra[str(key)] = _numbers(value, n, what, path)
+        return rewards, scores, extra
+    if isinstance(result, list | tuple) or (hasattr(result, "shape") and hasattr(result, "tolist")):
+        return _numbers(result, n, "return value", path), None, {}
+    raise ValueError(f"--reward.remote_url {path}: reward_func must return {expected}; got {_short(result)}")
+
+
+def _in_daemon_thread(fn: Any, *args: Any, **kwargs: Any) -> asyncio.Future:
+    """fn(*args, **kwargs) in a daemon thread, as a future of this loop. Unlike asyncio.to_thread (whose
+    executor threads are joined at interpreter exit), a call that never returns cannot keep the process
+    alive; it is abandoned when its caller stops waiting."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def work() -> None:
+        try:
+            outcome = (True, fn(*args, **kwargs))
+        except Exception as e:
+            outcome = (False, e)
+        except BaseException as e:  # SystemExit and the like, from user code: an error of the call
+            outcome = (False, RuntimeError(f"{type(e).__name__}: {e}"))
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for this call
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name="latr-reward-func", daemon=True).start()
+    return future
 
 
 def _accepts_keyword(fn: Any, name: str) -> bool:
@@ -99,10 +309,14 @@ class LATRRolloutActor:
         sglang_url: str | None = None,
         sglang_launch: dict | None = None,
         seed: int = 0,
+        reward_timeout_s: float = REWARD_TIMEOUT_S,
         **engine_kwargs: Any,
     ) -> None:
         if sampler not in ("latr", "stochastic"):
             raise ValueError(f"sampler={sampler!r}: expected 'latr' or 'stochastic'")
+        timeout = reward_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+            raise ValueError(f"reward_timeout_s={reward_timeout_s!r}: must be a finite number of seconds > 0")
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -131,6 +345,11 @@ class LATRRolloutActor:
         self.sampler_kind = sampler
         self.device = str(engine_kwargs.get("device", "cpu")) if backend == "torch" else "cuda"
         self.reward_func = load_reward_func(remote_rm_url)
+        urls = [remote_rm_url] if isinstance(remote_rm_url, str) else list(remote_rm_url or [])
+        self._reward_path = str(urls[0]) if urls else None
+        self.reward_timeout_s = float(reward_timeout_s)
+        # the names the reward's extra_logs have had, given on every sample (0 where a call had none)
+        self._reward_log_keys: dict[str, None] = {}
         self._reward_takes_responses = self.reward_func is not None and _accepts_keyword(
             self.reward_func, "responses"
         )
@@ -267,20 +486,71 @@ class LATRRolloutActor:
                     **group_logs,  # the same group-level numbers on each of its samples
                 },
             }
-            if self.reward_func is not None:
-                query = tok.decode(observation, skip_special_tokens=False)
-                # the response decoded from its own tokens, so the reward need not cut it out of the query
-                extra = {}
-                if self._reward_takes_responses:
-                    extra["responses"] = [tok.decode(traj.token_ids, skip_special_tokens=False)]
-                info = await asyncio.to_thread(self.reward_func, [query], [prompt], [label], **extra)
-                out["reward"] = info["rewards"][0] if info.get("rewards") is not None else None
-                scores = info.get("scores")
-                out["scores"] = scores[0] if scores is not None else out["reward"]
-                for key, value in (info.get("extra_logs") or {}).items():
-                    out["extra_logs"][key] = value[0] if hasattr(value, "__getitem__") else value
             outputs.append(out)
+        if self.reward_func is not None:  # one call for the group (a batch, as reward_func takes)
+            queries = [tok.decode(out["observation_tokens"], skip_special_tokens=False) for out in outputs]
+            # the responses decoded from their own tokens, so the reward need not cut them out of the queries
+            responses = [tok.decode(t.token_ids, skip_special_tokens=False) for t in group.trajectories]
+            n = len(outputs)
+            rewards, scores, logs = await self._score(queries, [prompt] * n, [label] * n, responses)
+            for i, out in enumerate(outputs):
+                out["reward"], out["scores"] = rewards[i], scores[i]
+                out["extra_logs"].update({key: values[i] for key, values in logs.items()})
         return outputs
+
+    async def _score(
+        self, queries: list[str], prompts: list[str], labels: list[Any], responses: list[str]
+    ) -> tuple[list[float], list[float], dict[str, list[float]]]:
+        """(rewards, scores, extra_logs per sample) of one batch from the reward file, within
+        reward_timeout_s: past it the batch scores 0 (one warning; latr/reward_timeout = 1 on its samples).
+        Non-finite rewards or scores score 0 (one warning; latr/reward_nonfinite = 1 on those samples). A
+        malformed return value or an exception of reward_func raises, naming the file."""
+        n, path = len(queries), self._reward_path
+        extra = {"responses": responses} if self._reward_takes_responses else {}
+        future = _in_daemon_thread(self.reward_func, queries, prompts, labels, **extra)
+        done, _ = await asyncio.wait({future}, timeout=self.reward_timeout_s)
+        if not done:
+            future.cancel()  # its thread runs on, abandoned (a daemon: it cannot hold the process at exit)
+            logger.warning(
+                "--reward.remote_url %s: reward_func did not return within %g s (--trainer.reward_timeout_s) "
+                "for a batch of %d samples; they score 0 (metric latr/reward_timeout)",
+                path,
+                self.reward_timeout_s,
+                n,
+            )
+            logs = {key: [0.0] * n for key in self._reward_log_keys}
+            logs["latr/reward_timeout"] = [1.0] * n
+            logs["latr/reward_nonfinite"] = [0.0] * n
+            return [0.0] * n, [0.0] * n, logs
+        try:
+            result = future.result()
+        except Exception as e:  # a bug in the reward code: stop, naming it (not silently 0)
+            raise RuntimeError(
+                f"--reward.remote_url {path}: reward_func raised {type(e).__name__}: {e}"
+            ) from e
+        rewards, scores, user_logs = reward_values(result, n, path)
+        scores = list(rewards) if scores is None else scores
+        nonfinite = [i for i in range(n) if not (math.isfinite(rewards[i]) and math.isfinite(scores[i]))]
+        if nonfinite:
+            i = nonfinite[0]
+            logger.warning(
+                "--reward.remote_url %s: reward_func returned non-finite rewards or scores for %d of %d "
+                "samples (e.g. reward %r, score %r); they score 0 (metric latr/reward_nonfinite)",
+                path,
+                len(nonfinite),
+                n,
+                rewards[i],
+                scores[i],
+            )
+            for i in nonfinite:
+                rewards[i] = scores[i] = 0.0
+        self._reward_log_keys.update(dict.fromkeys(user_logs))
+        # every sample carries the same names (OpenRLHF stacks them across the batch)
+        logs = {key: user_logs.get(key, [0.0] * n) for key in self._reward_log_keys}
+        logs["latr/reward_timeout"] = [0.0] * n
+        bad = set(nonfinite)
+        logs["latr/reward_nonfinite"] = [float(i in bad) for i in range(n)]
+        return rewards, scores, logs
 
     async def greedy(self, prompt: str, max_new_tokens: int) -> list[int]:
         """The engine's greedy response token ids (a check that it holds the trained weights; no effect on
@@ -438,6 +708,7 @@ def create_rollout_engines(
             "sampler": rollout["sampler"],
             "remote_rm_url": remote_rm_url,
             "seed": seed + i,
+            "reward_timeout_s": (ext.get("trainer") or {}).get("reward_timeout_s") or REWARD_TIMEOUT_S,
         }
         if rollout["backend"] == "sglang":
             kwargs.update({"sglang_url": urls[i]} if urls else {"sglang_launch": launch})

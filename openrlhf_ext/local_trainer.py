@@ -35,9 +35,9 @@ from latr_sglang.config import (
 )
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
-from latr_sglang.tasks.prompts import newline_token_ids
+from latr_sglang.tasks.prompts import encode_prompts, newline_token_ids
 from openrlhf_ext.checkpointing import CheckpointError, CheckpointStore
-from openrlhf_ext.local.checkpoint import load_trainer_state, save_trainer_state
+from openrlhf_ext.local.checkpoint import load_trainer_state, prepare_output_dir, save_trainer_state
 from openrlhf_ext.local.config import LocalTrainConfig, RewardFn
 from openrlhf_ext.local.data import (
     EVAL_SEED_OFFSET,
@@ -47,11 +47,12 @@ from openrlhf_ext.local.data import (
     load_prompts,
 )
 from openrlhf_ext.local.rollout import GroupRollout, ScoredGroup
-from openrlhf_ext.local.summary import nothing_trained_message, summarize, write_summary
+from openrlhf_ext.local.summary import diverged_message, nothing_trained_message, summarize, write_summary
 from openrlhf_ext.local.update import NonFiniteWeights, PolicyUpdate
 from openrlhf_ext.run_log import step_line
 
 __all__ = [
+    "Diverged",
     "LocalTrainConfig",
     "LocalTrainer",
     "NonFiniteWeights",
@@ -64,8 +65,18 @@ __all__ = [
 ]
 
 
+# consecutive steps with a non-finite loss or gradient, after a trained step, that mean the run diverged
+# (a skipped step leaves the weights as they were, so the next ones would fail the same way); the run's last
+# step failing so also counts
+DIVERGED_AFTER = 2
+
+
 class NothingTrained(RuntimeError):
     """Every step was skipped: the run changed nothing."""
+
+
+class Diverged(RuntimeError):
+    """Steps failed with non-finite losses after training: the weights are broken and are not saved."""
 
 
 class LocalTrainer:
@@ -75,6 +86,14 @@ class LocalTrainer:
     def __init__(
         self, cfg: LocalTrainConfig, latr: LATRConfig | None = None, reward_fn: RewardFn | None = None
     ):
+        self.cfg = cfg
+        self.latr = latr or LATRConfig.preset("countdown")
+        # what needs no model first, before the training stack is even imported: the output directory, the
+        # problems and the eval set (a bad value fails in seconds)
+        self.out = prepare_output_dir(cfg.output_dir, resume=cfg.resume)
+        problems, self.held_out = load_problems(cfg)
+        self.prompts = PromptStream(problems, cfg.seed)
+        self.eval_set = self._load_eval_set()
         from openrlhf_ext.cpu_compat import install
 
         install()
@@ -83,8 +102,6 @@ class LocalTrainer:
         from latr_sglang.engines.torch_engine import TorchEngine
         from latr_sglang.models import load_model_and_tokenizer, resolve_model_path
 
-        self.cfg = cfg
-        self.latr = latr or LATRConfig.preset("countdown")
         torch.manual_seed(cfg.seed)
         path = str(resolve_model_path(cfg.model))
         self.device = torch.device(cfg.device)
@@ -106,14 +123,15 @@ class LocalTrainer:
         sampler = LATRSampler(
             self.engine, self.latr, self.sampling_params(), self.engine.eos_ids, lambda t: tok.decode([t])
         )
-        self.rollouts = GroupRollout(cfg, sampler, self.tokenizer, reward_fn or default_reward)
+        self.rollouts = GroupRollout(cfg, sampler, self.tokenizer, reward_fn)
         self.updater = PolicyUpdate(
             cfg, self.actor, self.reference, self.tokenizer, self.rollouts.encode, self.device
         )
-        problems, self.held_out = load_problems(cfg)
-        self.prompts = PromptStream(problems, cfg.seed)
-        self.out = Path(cfg.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.check_prompt_lengths(problems)
+        except ValueError:
+            self.engine.close_sync()
+            raise
         self.checkpoints = CheckpointStore(self.out / "checkpoints")
         (self.out / "config.json").write_text(
             json.dumps({"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()}, indent=2)
@@ -133,6 +151,65 @@ class LocalTrainer:
                 dir=str(self.out),
                 resume="allow",
                 config={"train": dataclasses.asdict(cfg), "latr": self.latr.to_dict()},
+            )
+
+    def _load_eval_set(self) -> list[Any]:
+        """The held-out prompts evaluate() runs on (none without eval_prompts), read once, at the start."""
+        from latr_sglang.evaluate import EvalItem, load_eval_set
+
+        cfg = self.cfg
+        if not cfg.eval_prompts:
+            return []
+        if cfg.eval_dataset:
+            return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
+        return [EvalItem(p, lab) for p, lab in self.held_out]
+
+    def check_prompt_lengths(self, problems: list[tuple[str, Any]]) -> None:
+        """Every prompt as the engine will get it (chat template, few-shot examples, response prefix) must
+        leave room for a generated token in the model's context: a ValueError naming the file, the row and the
+        token counts, before any sampling. Prompts that leave fewer than max_new_tokens get one warning (their
+        responses end at the context, as truncated)."""
+        cfg = self.cfg
+        context = self.engine.context_length
+        prefix = len(self.tokenizer(cfg.prefix, add_special_tokens=False).input_ids) if cfg.prefix else 0
+        if prefix >= context:
+            raise ValueError(
+                f"--local.response_prefix is {prefix} tokens, the model's context length is {context}: "
+                "no room for the prompt or a response"
+            )
+        if cfg.prompts is not None:
+            source, unit = f"--data.prompt_dataset {cfg.prompts}", "row"
+        else:
+            source, unit = f"the built-in task {cfg.task}", "problem"
+        eval_source = f"--eval.dataset {cfg.eval_dataset}" if cfg.eval_dataset else "held-out"
+        added = ["the chat template"] if cfg.chat else []
+        if prefix:
+            added.append(f"the {prefix}-token response prefix")
+        parts = f" (with {' and '.join(added)})" if added else ""
+        short = 0
+        for where, what, texts in (
+            (source, unit, [p for p, _ in problems]),
+            (eval_source, "row" if cfg.eval_dataset else "problem", [item.prompt for item in self.eval_set]),
+        ):
+            unique = list(dict.fromkeys(texts))  # a built-in task repeats its prompts
+            lengths: dict[str, int] = {}
+            for at in range(0, len(unique), 1024):  # the engine's encoding, a chunk at a time
+                chunk = unique[at : at + 1024]
+                ids = encode_prompts(self.tokenizer, chunk, chat=cfg.chat, response_prefix=cfg.prefix)
+                lengths.update(zip(chunk, map(len, ids)))
+            for i, text in enumerate(texts):
+                n = lengths[text]
+                if n >= context:
+                    raise ValueError(
+                        f"{where}: {what} {i + 1} has {n} tokens{parts}, the model's context length "
+                        f"is {context}: no room to generate"
+                    )
+                short += n + cfg.max_new_tokens > context
+        if short:
+            print(
+                f"warning: {short} prompts leave fewer than --rollout.max_new_tokens {cfg.max_new_tokens} "
+                f"tokens in the model's context ({context}): their responses end there, as truncated",
+                flush=True,
             )
 
     @property
@@ -211,6 +288,8 @@ class LocalTrainer:
         elif self.cfg.eval_prompts and (self.out / "eval_before.json").exists():
             before = json.loads((self.out / "eval_before.json").read_text())
         history = []
+        last_trained = first - 1 if first > 1 else None  # a resumed run trained before its checkpoint
+        nonfinite: list[int] = []  # the steps with a non-finite loss since the last trained one
         train_start = time.perf_counter()
         bar = tqdm(
             range(first, self.cfg.steps + 1),
@@ -228,6 +307,16 @@ class LocalTrainer:
                 loss=f"{m.get('policy_loss', float('nan')):.4f}",
             )
             bar.write(step_line(step, m))
+            if m.get("nonfinite_step"):
+                nonfinite.append(step)
+            elif not m.get("skipped_step"):
+                last_trained, nonfinite = step, []
+            if (
+                last_trained is not None
+                and nonfinite
+                and (len(nonfinite) >= DIVERGED_AFTER or step == self.cfg.steps)
+            ):  # stopped before this step's checkpoint, evaluation or the policy's save
+                raise Diverged(diverged_message(self.cfg, history, nonfinite[0], last_trained))
             every = self.cfg.eval_every
             if self.cfg.eval_prompts and every > 0 and step % every == 0 and step != self.cfg.steps:
                 self.evaluate(f"step{step}")
@@ -270,13 +359,8 @@ class LocalTrainer:
         return len(rows), sum(1 for r in rows if r.get("skipped_step") in ("0.0", "0")), seconds
 
     # ---- evaluation -------------------------------------------------------------------------------------
-    def eval_items(self):
-        from latr_sglang.evaluate import EvalItem, load_eval_set
-
-        cfg = self.cfg
-        if cfg.eval_dataset:
-            return load_eval_set(cfg.eval_dataset, cfg.eval_prompts)
-        return [EvalItem(p, lab) for p, lab in self.held_out]
+    def eval_items(self) -> list[Any]:
+        return self.eval_set
 
     def evaluate(self, tag: str) -> dict[str, Any]:
         """The current policy on held-out prompts (plain sampling, n = eval_n): eval_{tag}.json."""
@@ -381,6 +465,9 @@ def train(cfg: LocalTrainConfig, latr: LATRConfig) -> int:
         return 3
     except NonFiniteWeights as e:
         print(f"error: {e}; aborted, nothing saved from this step on", file=sys.stderr)
+        return 4
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
         return 4
     except CheckpointError as e:  # no intact checkpoint, or a resume with a different config
         print(f"error: {e}", file=sys.stderr)

@@ -102,6 +102,14 @@ class TrainerOptions:
             "local mode: cpu or cuda[:N] (default cpu; --local.device is the same flag)"
         ),
     )
+    reward_timeout_s: float = field(
+        default=300.0,
+        metadata=help_text(
+            "ray mode, LATR engines: wall-clock seconds one call of the --reward.remote_url reward_func (one "
+            "prompt's group) may take; past it the group scores 0, with a warning and the "
+            "latr/reward_timeout metric"
+        ),
+    )
 
 
 EXTENSION_GROUPS: dict[str, type] = {

@@ -15,6 +15,10 @@ set -euo pipefail
 CHECKPOINT="${1:?usage: $0 CHECKPOINT [extra latr-sglang eval flags]}"; shift
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="${RESULTS_DIR:-${REPO_DIR}/outputs/eval}"
+# the command: $LATR_SGLANG, else latr-sglang on PATH (an activated venv, an image), else this checkout's .venv
+if [[ -z "${LATR_SGLANG:-}" ]]; then
+  LATR_SGLANG="$(command -v latr-sglang || echo "${REPO_DIR}/.venv/bin/latr-sglang")"
+fi
 N="${N:-8}"; MAX_NEW="${MAX_NEW:-$([[ "${DATASET}" == countdown ]] && echo 1024 || echo 8192)}"
 CKPT_DIR="${CHECKPOINT%/}"
 NAME="$(basename "${CKPT_DIR}")"
@@ -53,6 +57,6 @@ else
   if [[ -n "${CHAT_TEMPLATE:-}" ]]; then template=(); fi
 fi
 
-"${LATR_SGLANG:-latr-sglang}" eval "${engine[@]}" "${template[@]}" "${dataset[@]}" --n "${N}" \
+"${LATR_SGLANG}" eval "${engine[@]}" "${template[@]}" "${dataset[@]}" --n "${N}" \
   --temperature 0.6 --top-p 0.95 --top-k 20 --max-new-tokens "${MAX_NEW}" --output "${OUT}" "$@" \
   2>&1 | tee "${OUT%.json}.log"

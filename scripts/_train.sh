@@ -20,8 +20,21 @@ WANDB_PROJECT="${WANDB_PROJECT:-latr-sglang}"
 DATA_DIR="${DATA_DIR:-${REPO_DIR}/data}"
 REWARD="${REWARD:-${REPO_DIR}/latr_sglang/tasks/reward_func.py}"
 
-TRAIN_GPUS=$(( NUM_GPUS / 2 ))
-ENGINES=$(( NUM_GPUS * NUM_NODES - TRAIN_GPUS * NUM_NODES ))
+for var in NUM_GPUS NUM_NODES; do
+  if [[ ! "${!var}" =~ ^[1-9][0-9]{0,5}$ ]]; then
+    echo "$(basename "$0"): ${var}=${!var}: expected a positive integer" >&2; exit 2
+  fi
+done
+# Each node's GPUs are split: half train (actor + reference, colocated), the rest roll out. One GPU cannot be
+# split (it would give the trainer 0 GPUs, which OpenRLHF cannot start); train on one GPU with local mode.
+if (( NUM_GPUS < 2 )); then
+  echo "$(basename "$0"): NUM_GPUS=${NUM_GPUS}: these scripts give half of each node's GPUs to training and the" \
+       "rest to the rollout engines, so they need NUM_GPUS >= 2; on one GPU run latr-train --trainer.mode local" \
+       "--trainer.device cuda (README, local mode)" >&2
+  exit 2
+fi
+TRAIN_GPUS=$(( NUM_GPUS / 2 ))                      # per node (>= 1)
+ENGINES=$(( (NUM_GPUS - TRAIN_GPUS) * NUM_NODES ))  # in all (>= 1)
 
 # Data: python datasets/prepare_countdown.py --out data/countdown  |  datasets/prepare_math.py train/eval --out data/math
 TEMPLATE_FLAG=""; if [[ -n "${CHAT_TEMPLATE:-}" ]]; then TEMPLATE_FLAG="--data.apply_chat_template"; fi
@@ -102,4 +115,8 @@ if (( ${#problems[@]} )); then
 fi
 
 if [[ -z "${DRY_RUN:-}" ]]; then mkdir -p "${OUTPUT_DIR}"; fi
-exec "${LATR_TRAIN:-latr-train}" "${args[@]}" "$@"
+# the command: $LATR_TRAIN, else latr-train on PATH (an activated venv, the image), else this checkout's .venv
+if [[ -z "${LATR_TRAIN:-}" ]]; then
+  LATR_TRAIN="$(command -v latr-train || echo "${REPO_DIR}/.venv/bin/latr-train")"
+fi
+exec "${LATR_TRAIN}" "${args[@]}" "$@"

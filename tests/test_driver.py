@@ -439,6 +439,20 @@ def test_bad_arguments_are_named(tiny_engine64, kwargs, needle):
         asyncio.run(sampler.sample(prompts, **kwargs))
 
 
+def test_bad_sampling_and_a_config_changed_after_it_was_built_are_named_before_any_request(tiny_engine64):
+    class Refuses:  # any request at all fails the test: the errors must come first
+        async def generate(self, requests):
+            raise AssertionError("a request was sent")
+
+    with pytest.raises(ValueError, match="top_p"):
+        LATRSampler(Refuses(), LATRConfig(), SamplingParams(max_new_tokens=8, top_p=0.0), {0}, str)
+    cfg = LATRConfig()
+    sampler = LATRSampler(Refuses(), cfg, SamplingParams(max_new_tokens=8), {0}, str)
+    cfg.tau_abs = 5.0
+    with pytest.raises(ValueError, match="tau_abs"):
+        asyncio.run(sampler.sample([[5, 6]], 2, eta=1.0))
+
+
 def test_an_engine_failure_raises_instead_of_hanging(tiny_engine64):
     engine = tiny_engine64
 

@@ -23,7 +23,7 @@ def test_unknown_dataset_is_named(tmp_path):
         load_eval_set("nope")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "x"}\n')
-    with pytest.raises(ValueError, match="row 1"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: the row has neither prompt/label nor problem/answer"):
         load_eval_set(str(bad))
 
 
@@ -84,16 +84,99 @@ def test_zero_new_tokens_is_refused_not_scored():
 @pytest.mark.parametrize(
     "row, needle",
     [
-        ({"problem": "1+1?", "answer": None}, "row 1: answer: label=None"),
-        ({"prompt": ["a"], "label": "2"}, "row 1: prompt=['a']: must be a non-empty string"),
-        ({"prompt": "x", "label": {"numbers": "x", "target": 3}}, "row 1: label:"),
+        ({"problem": "1+1?", "answer": None}, "set.jsonl:1: answer: label=None"),
+        ({"prompt": ["a"], "label": "2"}, "set.jsonl:1: prompt=['a']: must be a non-empty string"),
+        ({"prompt": "x", "label": {"numbers": "x", "target": 3}}, "set.jsonl:1: label:"),
+        # rows that are not objects (M6)
+        ("prompt label", "set.jsonl:1: expected a JSON object"),
+        (5, "set.jsonl:1: expected a JSON object"),
+        # a lone surrogate: no tokenizer can encode it (M5)
+        (
+            {"prompt": "a\ud800b", "label": "3"},
+            "set.jsonl:1: prompt is not valid Unicode (lone surrogate at 1)",
+        ),
+        (
+            {"problem": "\udfffx", "answer": "3"},
+            "set.jsonl:1: problem is not valid Unicode (lone surrogate at 0)",
+        ),
+        # non-finite numbers are no answer: NaN became the gold answer "nan" (L4)
+        ({"problem": "p", "answer": float("nan")}, "set.jsonl:1: answer=nan: not a finite number"),
+        ({"problem": "p", "answer": float("-inf")}, "set.jsonl:1: answer=-inf: not a finite number"),
+        ({"prompt": "p", "label": float("nan")}, "set.jsonl:1: label: label=nan"),
+        # a typo in a countdown label's keys made it a math answer (M4)
+        ({"prompt": "p", "label": '{"Numbers": [3, 5], "Target": 8}'}, "set.jsonl:1: label: label="),
     ],
 )
 def test_an_eval_row_with_a_bad_answer_or_prompt_is_named(tmp_path, row, needle):
     path = tmp_path / "set.jsonl"
-    path.write_text(json.dumps(row) + "\n")
+    path.write_text(json.dumps(row) + "\n")  # NaN and Infinity as Python's json writes them
     with pytest.raises(ValueError, match=re.escape(needle)):
         load_eval_set(str(path))
+
+
+def test_a_huge_bad_value_gives_a_short_message(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps({"prompt": list(range(200_000)), "label": "3"}) + "\n")
+    with pytest.raises(ValueError, match=r"set.jsonl:1: prompt=\[0, 1, 2, .*\.\.\.: must be") as error:
+        load_eval_set(str(path))
+    assert len(str(error.value)) < 200 + len(str(path))
+
+
+def test_a_non_utf8_eval_file_is_named_with_its_line(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b'{"prompt": "p", "label": "3"}\n{"prompt": "\xff", "label": "3"}\n')
+    with pytest.raises(ValueError, match=r"set.jsonl:2: not valid UTF-8"):
+        load_eval_set(str(path))
+
+
+def test_a_run_config_value_of_the_wrong_type_is_named():
+    """`latr-sglang eval --run D` reads D/config.json into the trainer's config class:
+    `"countdown_numbers": 5` gave "TypeError: cannot unpack non-iterable int object" (L8)."""
+    from dataclasses import dataclass, field
+    from typing import Literal
+
+    from latr_sglang.evaluate import check_config_types
+
+    @dataclass
+    class Config:
+        countdown_numbers: tuple[int, int] = (3, 4)
+        algo: Literal["grpo", "dapo"] = "dapo"
+        prompts: str | None = None
+        lr: float = 1e-6
+        chat: bool = True
+        steps: int = 10
+        names: list[str] = field(default_factory=list)
+
+    good = {"countdown_numbers": [3, 4], "algo": "grpo", "prompts": None, "lr": 1, "chat": False, "other": 5}
+    check_config_types(Config, {**good, "steps": 3, "names": ["a"]}, "D/config.json", "train.")
+    for key, value, expected in [
+        ("countdown_numbers", 5, "a list of 2: [an integer, an integer]"),
+        ("countdown_numbers", [3, "4"], "a list of 2"),
+        ("algo", "ppo", "one of 'grpo', 'dapo'"),
+        ("prompts", 3, "a string or null"),
+        ("lr", "fast", "a number"),
+        ("chat", 1, "true or false"),
+        ("steps", True, "an integer"),
+        ("names", "a", "a list, each a string"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            check_config_types(Config, {key: value}, "D/config.json", "train.")
+        assert str(error.value).startswith(f"D/config.json: train.{key}={value!r}: expected {expected}"), (
+            error.value
+        )
+
+
+def test_the_local_trainers_config_class_is_checked_as_a_run_writes_it():
+    pytest.importorskip("openrlhf_ext.local.config")
+    import dataclasses
+
+    from latr_sglang.evaluate import check_config_types
+    from openrlhf_ext.local.config import LocalTrainConfig
+
+    written = json.loads(json.dumps(dataclasses.asdict(LocalTrainConfig())))  # tuples become lists
+    check_config_types(LocalTrainConfig, written, "config.json", "train.")
+    with pytest.raises(ValueError, match=r"config.json: train.countdown_numbers=5: expected a list of 2"):
+        check_config_types(LocalTrainConfig, {**written, "countdown_numbers": 5}, "config.json", "train.")
 
 
 def test_a_numeric_math_answer_stays_the_gold_answer(tmp_path):

@@ -157,3 +157,24 @@ def test_latr_fork_refuses_max_tokens_the_server_cannot_generate(tiny_server, ti
 
     with pytest.raises(ValueError, match=r"max_tokens=1000000: more than the server can generate after this"):
         latr_fork(_FakeState(tiny_server.url), 2, max_tokens=10**6, tokenizer=tiny_engine.tokenizer)
+
+
+@needs_sglang
+def test_the_readme_program_exits_when_it_is_done(tiny_server, tmp_path):
+    """README's latr_fork program as written (at module level, not in a function), against the tiny model's
+    server with enough tokens for forks to be pruned: it used to print its answers and then hang at exit,
+    its forks' SGLang threads kept alive by an exception context that held the program's frames."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    program = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "latr_fork(s, 4" in b)
+    script = tmp_path / "program.py"
+    script.write_text(program.replace("http://127.0.0.1:30000", tiny_server.url))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # one line per fork: origin, parent, birth step, then the text (which may hold newlines of its own)
+    heads = re.findall(r"^(tree|fill|stochastic) (None|\d+) (None|\d+) ", proc.stdout, re.M)
+    assert len(heads) == 4, proc.stdout

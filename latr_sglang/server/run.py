@@ -14,7 +14,7 @@ _HELP = {f.name: f.metadata.get("help", "") for f in fields(ServerConfig)}
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--port", type=int, default=30000, help="port to listen on (SGLang's default)")
     p.add_argument("--api-key", default=None, help=_HELP["api_key"])
     p.add_argument("--enable-weight-updates", action="store_true", help=_HELP["enable_weight_updates"])
     p.add_argument(

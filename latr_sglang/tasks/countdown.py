@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 MAX_ANSWER_CHARS = 200  # a countdown equation over <= 6 numbers is far shorter
+# Generation draws random expressions until one reaches an integer target in 1..max_target: the share that
+# does falls with each number (1/8 at 3, 1/60 at 6, 1/2000 at 12), so 2000 problems of 6 numbers take ~5 s
+# of CPU and 12 numbers ~6 min. Problems have at most this many numbers.
+MAX_NUMBERS = 6
+# draws per requested problem before generate() gives up (6 numbers in 1..100 need ~60 on average)
+MAX_DRAWS_PER_PROBLEM = 1000
 MAX_DEPTH = 32
 CORRECT, WELL_FORMED, NO_ANSWER = 1.0, 0.1, 0.0
 _ALLOWED_CHARS = set("0123456789+-*/() \t")
@@ -74,14 +80,45 @@ def generate(
     max_numbers: int = 4,
     max_number: int = 100,
     max_target: int = 100,
+    max_draws: int | None = None,
 ) -> list[CountdownProblem]:
     """Problems like the public Countdown-Tasks-3to4 set: 3-4 numbers in 1..100, an integer target in
-    1..max_target reachable by construction."""
+    1..max_target reachable by construction. A ValueError when the settings cannot give `count` problems
+    within `max_draws` random expressions (default MAX_DRAWS_PER_PROBLEM per problem)."""
+    for name, value in (
+        ("count", count),
+        ("min_numbers", min_numbers),
+        ("max_numbers", max_numbers),
+        ("max_number", max_number),
+        ("max_target", max_target),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name}={short_repr(value)}: must be an integer")
     if not 1 <= min_numbers <= max_numbers:
         raise ValueError(f"min_numbers={min_numbers}, max_numbers={max_numbers}: need 1 <= min <= max")
+    if max_numbers > MAX_NUMBERS:
+        raise ValueError(
+            f"max_numbers={max_numbers}: countdown problems have 1..{MAX_NUMBERS} numbers (random "
+            "expressions over more numbers rarely reach an integer target: generating them would take "
+            "minutes to hours)"
+        )
+    if count < 0 or max_number < 1 or max_target < 1:
+        raise ValueError(
+            f"count={count}, max_number={max_number}, max_target={max_target}: need count >= 0 and "
+            "max_number, max_target >= 1"
+        )
+    limit = max_draws if max_draws is not None else MAX_DRAWS_PER_PROBLEM * max(count, 10)
     rng = random.Random(seed)
     problems = []
+    draws = 0
     while len(problems) < count:
+        if draws >= limit:
+            raise ValueError(
+                f"countdown.generate: only {len(problems)} of {count} problems in {draws} random expressions "
+                f"(min_numbers={min_numbers}, max_numbers={max_numbers}, max_number={max_number}, "
+                f"max_target={max_target}): these settings rarely give an integer target in 1..{max_target}"
+            )
+        draws += 1
         numbers = [rng.randint(1, max_number) for _ in range(rng.randint(min_numbers, max_numbers))]
         expr, value = _random_expression(rng, numbers)
         if value.denominator == 1 and 1 <= value <= max_target:
@@ -93,13 +130,22 @@ def generate(
 _INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def short_repr(value: object, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters, for error messages: a value from a file may be megabytes (a
+    200k-element list), an integer too long to print at all, or nested too deeply to repr."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):  # a 10^6-digit int, a deeply nested list
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _label_integer(value: object, field: str) -> int:
-    """An int, or a form that can only mean one: an integral float (65.0) or the digits of one ("65"). JSON
+_short = short_repr  # the name other modules used
+
+
+def as_integer(value: object) -> int | None:
+    """An int, or a form that can only mean one: an integral float (65.0) or the digits of one ("65"); None
+    for anything else (3.7, true, "x": int() would truncate 3.7 to 3 and make a different problem). JSON
     datasets often store numbers as strings; comparing the string "65" with the value 65 would make every
     correct answer score as wrong."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -108,7 +154,14 @@ def _label_integer(value: object, field: str) -> int:
         return int(value)
     if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         return int(value)
-    raise ValueError(f"label.{field}={_short(value)}: must be an integer")
+    return None
+
+
+def _label_integer(value: object, field: str) -> int:
+    number = as_integer(value)
+    if number is None:
+        raise ValueError(f"label.{field}={short_repr(value)}: must be an integer")
+    return number
 
 
 def label_values(label: dict) -> tuple[list[int], int]:
@@ -116,10 +169,10 @@ def label_values(label: dict) -> tuple[list[int], int]:
     integral floats converted; a ValueError naming the field for anything else."""
     if "numbers" not in label or "target" not in label:
         missing = " and ".join(k for k in ("numbers", "target") if k not in label)
-        raise ValueError(f"countdown label {_short(label)}: no {missing}")
+        raise ValueError(f"countdown label {short_repr(label)}: no {missing}")
     numbers = label["numbers"]
     if not isinstance(numbers, list | tuple) or not numbers:
-        raise ValueError(f"label.numbers={_short(numbers)}: must be a non-empty list of integers")
+        raise ValueError(f"label.numbers={short_repr(numbers)}: must be a non-empty list of integers")
     values = [_label_integer(v, f"numbers[{i}]") for i, v in enumerate(numbers)]
     return values, _label_integer(label["target"], "target")
 

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from fractions import Fraction
 
-from latr_sglang.tasks.verify_pool import CPUBudget, TimeoutPool
+from latr_sglang.tasks.verify_pool import CPUBudget, TimeoutPool, WorkersCannotStart
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,8 @@ def warm_up() -> None:
 
 
 def score(response: str, gold: str, budget: CPUBudget | None = None) -> tuple[float, dict[str, float]]:
-    """(accuracy in {0, 1}, info); never raises. The verification gets VERIFY_TIMEOUT_S of CPU time however
+    """(accuracy in {0, 1}, info); raises only WorkersCannotStart (no verifier worker can start at all:
+    the setup, not the answer, is broken). The verification gets VERIFY_TIMEOUT_S of CPU time however
     busy the machine is; the call also waits for a free worker. With a `budget` (shared by a batch), an
     answer that needs math-verify once the budget is spent scores 0."""
     info = {"answered": 0.0, "correct": 0.0}
@@ -287,5 +288,7 @@ def score(response: str, gold: str, budget: CPUBudget | None = None) -> tuple[fl
             info["correct"] = 1.0
             return 1.0, info
         return 0.0, info
+    except WorkersCannotStart:  # the setup, not the answer: every answer would score 0 without a word
+        raise
     except Exception:
         return 0.0, info

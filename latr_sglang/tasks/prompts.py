@@ -7,27 +7,68 @@ the same way wherever it is sampled, trained on or scored.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 TASKS = ("countdown-fewshot", "countdown")
 
 
-def read_jsonl(path: str | Path, required: dict[str, type]) -> list[dict]:
-    """Rows of a JSONL file, each checked to hold the required keys with values of the given types."""
-    rows = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
+def unicode_error(text: str) -> str | None:
+    """Why `text` cannot be encoded (so no tokenizer can take it), else None. JSON allows escapes like
+    "\\ud800": a lone surrogate, which Python keeps in a str but UTF-8 cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"not valid Unicode (lone surrogate at {e.start})"
+    return None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of each non-blank line of a JSONL file; a ValueError naming the file and the line
+    for bytes that are not UTF-8, a line that is not JSON, or a row that is not a JSON object."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at byte {e.start} of the file)"
+        ) from None
+    # lines end at \n only: str.splitlines() would also split at U+2028 or U+0085, which JSON allows raw
+    # inside a string (a file written with ensure_ascii=False)
+    for i, line in enumerate(text.split("\n")):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, arrays nested too deeply
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0]
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({reason})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{i + 1}: expected a JSON object ({{...}}), got a {_json_kind(row)}")
+        yield i + 1, row
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def read_jsonl(path: str | Path, required: dict[str, type]) -> list[dict]:
+    """Rows of a JSONL file, each a JSON object holding the required keys with values of the given types (a
+    required string must also be valid Unicode: a tokenizer cannot encode a lone surrogate). Errors name the
+    file and the line."""
+    rows = []
+    for line, row in iter_jsonl(path):
         for key, kind in required.items():
-            value = row.get(key) if isinstance(row, dict) else None
+            value = row.get(key)
             if not isinstance(value, kind) or value in ("", None):
-                raise ValueError(f"{path}:{i + 1}: no non-empty {kind.__name__} under key {key!r}")
+                raise ValueError(f"{path}:{line}: no non-empty {kind.__name__} under key {key!r}")
+            if isinstance(value, str) and (problem := unicode_error(value)):
+                raise ValueError(f"{path}:{line}: {key} is {problem}")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no prompts")
@@ -89,7 +130,13 @@ def task_problems(
         problems = countdown_fewshot.generate(count, seed=seed, max_number=max_number)
         return [(countdown_fewshot.prompt(p.numbers, p.target), p.label()) for p in problems]
     if task == "countdown":
-        from latr_sglang.tasks.countdown import generate
+        from latr_sglang.tasks.countdown import MAX_NUMBERS, generate
+
+        if not 1 <= min_numbers <= max_numbers <= MAX_NUMBERS:
+            raise ValueError(
+                f"countdown_numbers={min_numbers},{max_numbers}: the countdown task has 1..{MAX_NUMBERS} "
+                "numbers per problem (min <= max); more would take minutes to hours to generate"
+            )
 
         problems = generate(count, seed=seed, min_numbers=min_numbers, max_numbers=max_numbers)
         return [(p.prompt("chat" if chat else "raw"), p.label()) for p in problems]

@@ -26,6 +26,7 @@ import concurrent.futures
 import json
 import logging
 import math
+import re
 import threading
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
+from latr_sglang.tasks.verify_pool import WorkersCannotStart
 
 # a fixed name: OpenRLHF loads this file as the module "reward_func"
 logger = logging.getLogger("latr_sglang.tasks.reward_func")
@@ -89,6 +91,7 @@ def _first_difference(query: Any, prompt: Any) -> int:
     return min(len(query), len(prompt))
 
 
+_JSON_OBJECT_START = re.compile(r"\s*\{\s*[\"']")
 _LABEL_SHAPE = 'a math answer (a string) or a countdown problem {"numbers": [...], "target": N}'
 
 
@@ -96,27 +99,49 @@ def parse_label(label: Any) -> tuple[str, Any]:
     """('countdown', (numbers, target)) or ('math', answer); a ValueError naming the value for a label that
     is neither. Unambiguous forms are converted: integer strings or integral floats in a countdown label, an
     int or a finite float as a math answer."""
+    if isinstance(label, str) and _JSON_OBJECT_START.match(label):
+        # '{"' (or "{'") opens a JSON object, never a math answer: a typo in its keys or a cut-off string
+        # would otherwise make the whole problem a math answer that no response can match
+        try:
+            parsed = json.loads(label)
+        except (ValueError, RecursionError) as e:
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+            raise ValueError(
+                f"label={countdown.short_repr(label)}: starts like a JSON countdown problem but is not valid "
+                f"JSON ({reason}); expected {_LABEL_SHAPE}"
+            ) from None
+        if not isinstance(parsed, dict) or ("numbers" not in parsed and "target" not in parsed):
+            raise ValueError(
+                f"label={countdown.short_repr(label)}: a JSON object without 'numbers' and 'target' (keys "
+                f"are lower case); expected {_LABEL_SHAPE}"
+            )
+        return "countdown", countdown.label_values(parsed)
     if isinstance(label, str) and label.lstrip().startswith("{"):
         try:
             parsed = json.loads(label)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             parsed = None  # "{1, 2}": a math answer (a set), not JSON
         if isinstance(parsed, dict) and ("numbers" in parsed or "target" in parsed):
             return "countdown", countdown.label_values(parsed)
     if isinstance(label, dict):
         if "numbers" in label or "target" in label:
             return "countdown", countdown.label_values(label)
-        raise ValueError(f"label={countdown._short(label)}: expected {_LABEL_SHAPE}")
+        raise ValueError(f"label={countdown.short_repr(label)}: expected {_LABEL_SHAPE}")
     if isinstance(label, str):
         if not label.strip():
             raise ValueError(f"label={label!r}: an empty math answer")
         return "math", label
     if isinstance(label, int) and not isinstance(label, bool):
-        return "math", str(label)
+        try:
+            return "math", str(label)
+        except ValueError:  # more digits than Python converts (4300)
+            raise ValueError(
+                f"label={countdown.short_repr(label)}: an integer too long for an answer"
+            ) from None
     if isinstance(label, float) and math.isfinite(label):
         return "math", repr(label)
     # None and the like: str(None) would make "None" the gold answer
-    raise ValueError(f"label={countdown._short(label)}: expected {_LABEL_SHAPE}")
+    raise ValueError(f"label={countdown.short_repr(label)}: expected {_LABEL_SHAPE}")
 
 
 def check_label(label: Any) -> Any:
@@ -141,7 +166,8 @@ def _report_bad_label(label: Any, error: ValueError) -> None:
 def score_response(
     response: str, label: Any, budget: math_task.CPUBudget | None = None
 ) -> tuple[float, float, dict[str, float]]:
-    """(reward, accuracy, info) for a response alone (no prompt to strip); never raises. `budget`: the math
+    """(reward, accuracy, info) for a response alone (no prompt to strip); never raises for any response or
+    label (only WorkersCannotStart, when the math verifier cannot run at all). `budget`: the math
     verification budget shared by a batch."""
     try:
         try:
@@ -154,6 +180,8 @@ def score_response(
             return reward, info["correct"], info
         accuracy, info = math_task.score(response, payload, budget)
         return accuracy, accuracy, info
+    except WorkersCannotStart:  # no verifier worker can start (a script without the main-module guard)
+        raise
     except Exception:
         return 0.0, 0.0, {"answered": 0.0, "correct": 0.0}
 

@@ -33,6 +33,12 @@ _POLL_S = 0.02
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+class WorkersCannotStart(RuntimeError):
+    """No worker of the pool has ever started: each one exits while starting. That is the setup, not an
+    input (an input reaches only a worker that has started), so calls raise this instead of returning the
+    default for every input."""
+
+
 class _CPUTimeUp(BaseException):
     """Raised in the worker by the itimer; a BaseException so a target's `except Exception` cannot eat it."""
 
@@ -84,6 +90,22 @@ def process_cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of stat)
     except (IndexError, ValueError):
         return None
+
+
+def _start_error_message(deaths: int, code: int) -> str:
+    import sys
+
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    text = (
+        f"the verifier's worker processes cannot start: {deaths} exited while starting (the last with code "
+        f"{code}) and none has ever started, so no answer can be verified; their own error is printed above."
+    )
+    if main and code == 1:  # a Python error at start-up; the usual one is the missing main-module guard
+        text += (
+            f" Worker processes are spawned: each imports the main script ({main}) again, so a script that "
+            'scores rewards (or calls math.warm_up) must do it under `if __name__ == "__main__":`.'
+        )
+    return text
 
 
 class CPUBudget:
@@ -186,6 +208,9 @@ class TimeoutPool:
         self.timeouts = 0  # calls that hit the CPU bound (the input was too expensive)
         self.wall_timeouts = 0  # calls that hit the wall-clock cap (the machine was too busy)
         self.failures = 0  # workers that died or did not start
+        self.started = 0  # workers that reached "ready"
+        self._start_deaths = 0  # workers that exited while starting, before any worker ever started
+        self.start_error: str | None = None  # set once no worker can start: every call raises it
         self.max_call_cpu_s = 0.0  # the most CPU one call used (the bound's check; clock-tick resolution)
         self._closed = False
         for _ in range(workers):
@@ -233,7 +258,7 @@ class TimeoutPool:
             if worker is not None and not self._closed:
                 self._idle.append(worker)
             self._cond.notify()
-        if worker is None and not self._closed:
+        if worker is None and not self._closed and self.start_error is None:
             with self._cond:
                 short = len(self._live) + self._starting < self.size
             if short:
@@ -259,6 +284,8 @@ class TimeoutPool:
         (the wall-clock cap: the machine was too busy); "failed" (no worker could run it); "budget" (the
         shared `budget` was spent before the call could start)."""
         for attempt in range(2):  # a worker that dies or fails to start gets one fresh replacement
+            if self.start_error is not None:
+                raise WorkersCannotStart(self.start_error)
             if budget is not None and budget.spent:
                 return "budget", None
             worker = self._acquire()
@@ -266,20 +293,27 @@ class TimeoutPool:
                 self._release(worker)
                 return "budget", None
             try:
-                if not worker.wait_ready(self.start_timeout_s):
+                was_ready = worker.ready
+                if worker.wait_ready(self.start_timeout_s):
+                    if not was_ready:
+                        with self._cond:
+                            self.started += 1
+                else:
                     self.failures += 1
                     worker.process.join(timeout=0.5)  # a worker that died: let its exit code be read
-                    code = worker.process.exitcode
+                    code, pid = worker.process.exitcode, worker.process.pid
+                    self._discard(worker)
+                    worker = None
+                    if code is not None and self._note_start_death(code):
+                        raise WorkersCannotStart(self.start_error)
                     logger.warning(
                         "a verifier worker (pid %s) %s%s",
-                        worker.process.pid,
+                        pid,
                         f"exited with code {code} while starting"
                         if code is not None
                         else f"did not start within {self.start_timeout_s:.0f} s",
                         "; retrying with a fresh one" if attempt == 0 else "; scoring as the default",
                     )
-                    self._discard(worker)
-                    worker = None
                     continue
                 outcome, value = self._run(worker, args, budget)
                 if outcome in ("ok", "timeout", "error"):
@@ -295,6 +329,19 @@ class TimeoutPool:
             finally:
                 self._release(worker)
         return "failed", None
+
+    def _note_start_death(self, code: int) -> bool:
+        """Counts a worker that exited while starting; True (and `start_error` set) once two have, before any
+        worker of this pool ever started."""
+        with self._cond:
+            if self.started:
+                return False  # workers can start: this one's death was its own (memory, a signal)
+            self._start_deaths += 1
+            if self._start_deaths < 2:
+                return False
+            self.start_error = _start_error_message(self._start_deaths, code)
+        logger.error("%s", self.start_error)
+        return True
 
     def _run(self, worker: _Worker, args: tuple, budget: CPUBudget | None = None) -> tuple[str, Any]:
         """('ok', value), ('timeout'|'error', None) with the worker still usable, or ('killed'|'wall'|'dead',

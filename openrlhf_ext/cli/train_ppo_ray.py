@@ -187,6 +187,11 @@ def parse(argv: list[str] | None = None) -> Invocation:
         dapo = DAPOOptions(**dataclass_overrides(ext_ns, DAPOOptions, "dapo."))
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
+    # OpenRLHF creates engines (and sizes colocation) by --vllm.num_engines alone: without this, a run given
+    # only --sglang.num_engines would start none (conflicts() names two that disagree)
+    ray_engines = trainer.mode == "ray" and rollout.backend != "vllm" and sglang.num_engines is not None
+    if ray_engines and "vllm.num_engines" not in given:
+        values["vllm.num_engines"] = given["vllm.num_engines"] = sglang.num_engines
     latr = None
     if rollout.backend != "vllm" and rollout.sampler == "latr":
         latr = latr_config_from_args(ext_ns, default_preset="countdown")
@@ -284,6 +289,11 @@ def conflicts(inv: Invocation) -> list[str]:
         prompts = given.get("data.prompt_dataset")
         if prompts is not None and not os.path.isfile(prompts):
             problems.append(f"--data.prompt_dataset {prompts}: local mode reads a local JSONL file")
+        if "trainer.reward_timeout_s" in ours:
+            problems.append(
+                "--trainer.reward_timeout_s bounds ray mode's --reward.remote_url reward_func calls; "
+                "--trainer.mode local scores with its built-in reward (--local.reward)"
+            )
         local_device = inv.local_overrides.get("device")
         if "local.device" in ours and inv.trainer.device is not None and local_device != inv.trainer.device:
             problems.append(
@@ -338,8 +348,34 @@ def conflicts(inv: Invocation) -> list[str]:
             problems.append(
                 "a reward is required: --reward.remote_url (e.g. latr_sglang/tasks/reward_func.py)"
             )
+        problems += reward_url_problems(given.get("reward.remote_url"), backend)
+        if backend == "vllm" and "trainer.reward_timeout_s" in ours:
+            problems.append(
+                "--trainer.reward_timeout_s bounds the LATR engines' reward calls; --rollout.backend vllm "
+                "runs OpenRLHF's own engines, which call the reward themselves"
+            )
+        for flag in ("data.prompt_dataset", "eval.dataset"):
+            problems += dataset_problems(flag, given.get(flag))
+        probs, prompts = given.get("data.prompt_probs"), given.get("data.prompt_dataset")
+        if probs is not None and prompts:
+            datasets = len(prompts.split(","))
+            try:
+                weights = [float(p) for p in probs.split(",")]
+            except ValueError:
+                weights = None
+            if weights is None or len(weights) != datasets:
+                problems.append(
+                    f"--data.prompt_probs {probs}: expected {datasets} comma-separated numbers, one per "
+                    f"dataset of --data.prompt_dataset {prompts}"
+                )
         if backend != "vllm":
-            engines = inv.sglang.num_engines or given.get("vllm.num_engines")
+            vllm_engines = given.get("vllm.num_engines")
+            if inv.sglang.num_engines is not None and vllm_engines not in (None, inv.sglang.num_engines):
+                problems.append(
+                    f"--sglang.num_engines {inv.sglang.num_engines} and --vllm.num_engines {vllm_engines} "
+                    "disagree: give one of them"
+                )
+            engines = inv.sglang.num_engines or vllm_engines
             if not engines:
                 problems.append(
                     f"--rollout.backend {backend} needs engines: --vllm.num_engines N "
@@ -354,6 +390,60 @@ def conflicts(inv: Invocation) -> list[str]:
 
     problems += range_problems(inv)  # numbers out of range: NaN clip, batch size 0, ... (issue 13)
     return problems
+
+
+# Dataset names OpenRLHF's blending_datasets reads as local files (it loads them with `datasets`' builders)
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".py")
+
+
+def dataset_problems(flag: str, value: str | None) -> list[str]:
+    """--data.prompt_dataset / --eval.dataset as OpenRLHF's blending_datasets splits them (comma-separated
+    entries, each NAME[@DATA_DIR]): an entry that names a local path must exist. The rule: an entry is a
+    local path when it is absolute, starts with `.` or `~`, has more than one `/`, or ends in a data-file
+    suffix (.json, .jsonl, .csv, .parquet, .arrow, .py); otherwise (NAME or ORG/NAME) it is a Hugging Face hub
+    dataset, unless a local path of that name exists, and is not checked here."""
+    if value is None:
+        return []
+    problems = []
+    for entry in value.split(","):
+        name = entry.split("@")[0].strip()
+        if not name:
+            problems.append(f"--{flag} {value!r}: an empty dataset name (entries are comma-separated)")
+            continue
+        path = os.path.expanduser(name)
+        local = (
+            os.path.isabs(path)
+            or name.startswith((".", "~"))
+            or name.count("/") > 1
+            or name.lower().endswith(DATA_FILE_SUFFIXES)
+        )
+        if local and not os.path.exists(path):
+            problems.append(
+                f"--{flag} {name}: no such file or directory (read as a local path: absolute, starting with "
+                f". or ~, more than one '/', or a {'/'.join(DATA_FILE_SUFFIXES)} file; a Hugging Face hub "
+                "dataset is named NAME or ORG/NAME)"
+            )
+    return problems
+
+
+def reward_url_problems(value: str | None, backend: str) -> list[str]:
+    """--reward.remote_url checked as the engines will load it, without running the file (engine_actor's
+    reward_url_problem): LATR engines need one local .py file with a top-level reward_func that parses; with
+    --rollout.backend vllm OpenRLHF's engines load a .py file the same way and take anything else as HTTP."""
+    if not value:
+        return []
+    from openrlhf_ext.engine_actor import reward_file_problem, reward_url_problem
+
+    urls = value.split(",")  # as OpenRLHF's validation splits it
+    if backend != "vllm":
+        problem = reward_url_problem(urls)
+        return [problem] if problem else []
+    first = urls[0]
+    if first.endswith(".py") and "://" not in first:
+        why = reward_file_problem(first)
+        if why:
+            return [f"--reward.remote_url {first}: {why}"]
+    return []
 
 
 # ---- local mode -------------------------------------------------------------------------------------------

@@ -15,6 +15,27 @@ from latr_sglang.config import help_text
 from latr_sglang.tasks.prompts import TASKS
 
 RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
+# the most held-out problems a built-in task generates for eval_prompts (8 draws per prompt are made up front;
+# a larger evaluation reads a file: eval_dataset)
+MAX_BUILTIN_EVAL_PROMPTS = 4096
+
+
+def builtin_distinct_problems(task: str, max_number: int, countdown_numbers: tuple[int, int]) -> int | None:
+    """How many distinct problems (numbers as a multiset, and target) a built-in task can draw, when that is
+    small enough to matter for eval_prompts (at most MAX_BUILTIN_EVAL_PROMPTS), else None (more than that).
+    Counted without generating any: countdown-fewshot's pairs in 1..max_number and their targets a + b,
+    a - b > 0, a * b; countdown's single numbers (1..100, the number is its own target)."""
+    if task == "countdown-fewshot":
+        if max_number * (max_number + 1) // 2 > MAX_BUILTIN_EVAL_PROMPTS:  # each pair is >= 1 problem
+            return None
+        count = 0
+        for a in range(1, max_number + 1):
+            for b in range(a, max_number + 1):
+                count += len({a + b, a * b} | ({b - a} if b > a else set()))
+        return count
+    if task == "countdown" and countdown_numbers[1] == 1:
+        return 100
+    return None  # countdown with 2+ numbers: over 5000 number pairs, each makes a target in 1..100
 
 
 @dataclass
@@ -166,8 +187,9 @@ class LocalTrainConfig:
     eval_before: bool = field(
         default=True,
         metadata=help_text(
-            "evaluate the starting policy too (false: reuse output_dir/eval_before.json, e.g. of an earlier "
-            "run with the same seed, task and eval settings)"
+            "evaluate the starting policy too (false: reuse output_dir/eval_before.json, e.g. copied from an "
+            "earlier run with the same seed, task and eval settings into a new output_dir, or that of a run "
+            "resumed with --ckpt.load_enable)"
         ),
     )
 
@@ -217,6 +239,14 @@ class LocalTrainConfig:
             raise bad("countdown_numbers", "needs 1 <= min <= max")
         if self.eval_prompts < 0 or self.eval_n < 1:
             raise bad("eval_prompts" if self.eval_prompts < 0 else "eval_n", "must be >= 0 (eval_n >= 1)")
+        if self.eval_prompts and self.prompts is None and self.eval_dataset is None:
+            self._check_builtin_eval_prompts(bad)
+        if self.input_key == self.label_key:
+            raise bad(
+                "label_key",
+                f"the same key as input_key={self.input_key!r} (--data.input_key, --data.label_key): the "
+                "prompt would be its own label",
+            )
         if self.eval_dataset is not None:
             from latr_sglang.evaluate import DATASETS
 
@@ -234,6 +264,25 @@ class LocalTrainConfig:
             raise bad("device", "expected cpu or cuda[:N]")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise bad("temperature", "must be a positive number")
+
+    def _check_builtin_eval_prompts(self, bad: Callable[[str, str], ValueError]) -> None:
+        """eval_prompts held-out problems of a built-in task: refused before any is generated when the task
+        has too few distinct problems (some must stay for training), or past MAX_BUILTIN_EVAL_PROMPTS."""
+        if self.eval_prompts > MAX_BUILTIN_EVAL_PROMPTS:
+            raise bad(
+                "eval_prompts",
+                f"a built-in task holds out at most {MAX_BUILTIN_EVAL_PROMPTS} problems "
+                "(--local.eval_prompts; a larger evaluation: --eval.dataset FILE)",
+            )
+        distinct = builtin_distinct_problems(self.task, self.max_number, self.countdown_numbers)
+        if distinct is not None and self.eval_prompts >= distinct:
+            fewshot = self.task == "countdown-fewshot"
+            shape = f"max_number {self.max_number}" if fewshot else "one number per problem"
+            raise bad(
+                "eval_prompts",
+                f"the built-in task {self.task} ({shape}) has only {distinct} distinct problems, and "
+                f"training needs some of them: --local.eval_prompts must be below {distinct}",
+            )
 
     @property
     def kl(self) -> float:

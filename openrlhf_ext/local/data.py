@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latr_sglang.evaluate import EvalItem, RunSettings
+from latr_sglang.evaluate import EvalItem, RunSettings, check_config_types
 from latr_sglang.tasks.prompts import read_jsonl, split_problems, task_problems
 from openrlhf_ext.local.config import LocalTrainConfig
 
@@ -23,6 +24,23 @@ def default_reward(prompt: str, response: str, label: Any) -> tuple[float, float
 
     reward, accuracy, _ = score_one(prompt + response, prompt, label)
     return reward, accuracy
+
+
+def default_rewards(
+    prompts: Sequence[str], responses: Sequence[str], labels: Sequence[Any]
+) -> list[tuple[float, float]]:
+    """(shaped reward, accuracy) of each response, scored as one batch by the task's verifier
+    (latr_sglang.tasks.reward_func.reward_func): the math answers concurrently, under one CPU budget for the
+    whole batch, so a batch of hostile answers costs a bounded time; a response past it scores 0. Each value
+    is the one `default_reward` gives the same response alone (unless the budget ran out)."""
+    from latr_sglang.tasks.reward_func import reward_func
+
+    if not prompts:
+        return []
+    out = reward_func(
+        [p + r for p, r in zip(prompts, responses)], list(prompts), list(labels), responses=list(responses)
+    )
+    return list(zip(out["rewards"].tolist(), out["scores"].tolist()))
 
 
 def load_problems(cfg: LocalTrainConfig) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
@@ -87,9 +105,12 @@ def run_settings(run_dir: str | Path) -> RunSettings:
         )
     try:
         train = json.loads(path.read_text())["train"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         raise ValueError(f"--run {run_dir}: {path} is not a local training run's config") from None
+    if not isinstance(train, dict):
+        raise ValueError(f"--run {run_dir}: {path}: 'train' is not an object")
     names = {f.name for f in dataclasses.fields(LocalTrainConfig)}
+    check_config_types(LocalTrainConfig, {k: v for k, v in train.items() if k in names}, str(path), "train.")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k in names}
     cfg = LocalTrainConfig(**values)
     held_out = None
@@ -103,4 +124,7 @@ def run_settings(run_dir: str | Path) -> RunSettings:
         stop_at_newline=bool(cfg.stops_at_newline),
         held_out=held_out,
         description=f"{run_dir} (task {task}, chat {cfg.chat}, prefix {cfg.prefix!r})",
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        n=cfg.eval_n,
     )

@@ -17,7 +17,7 @@ from latr_sglang.metrics import rollout_metrics
 from latr_sglang.tasks.prompts import encode_prompts
 from openrlhf_ext.dapo import keep_group, soft_overlong_penalty
 from openrlhf_ext.local.config import LocalTrainConfig, RewardFn
-from openrlhf_ext.local.data import PromptStream
+from openrlhf_ext.local.data import PromptStream, default_reward, default_rewards
 
 
 class ScoredGroup(NamedTuple):
@@ -28,24 +28,46 @@ class ScoredGroup(NamedTuple):
 
 
 class GroupRollout:
-    def __init__(self, cfg: LocalTrainConfig, sampler: LATRSampler, tokenizer: Any, reward_fn: RewardFn):
+    def __init__(
+        self, cfg: LocalTrainConfig, sampler: LATRSampler, tokenizer: Any, reward_fn: RewardFn | None = None
+    ):
         self.cfg = cfg
         self.sampler = sampler
         self.tokenizer = tokenizer
-        self.reward_fn = reward_fn
+        # None (or default_reward): the task's verifier, one batch per sampling round (default_rewards); a
+        # custom reward function is called once per sample
+        self.reward_fn = None if reward_fn is default_reward else reward_fn
 
     def encode(self, text: str) -> list[int]:
         """A prompt's ids as the engine sees them: chat template or raw, then the response prefix."""
         return encode_prompts(self.tokenizer, [text], chat=self.cfg.chat, response_prefix=self.cfg.prefix)[0]
 
     def score(self, prompt: str, label: Any, group: GroupResult) -> ScoredGroup:
+        return self.score_groups([(prompt, label)], [group])[0]
+
+    def score_groups(self, problems: list[tuple[str, Any]], groups: list[GroupResult]) -> list[ScoredGroup]:
+        """The groups of one sampling round, scored together: the task's verifier gets every response of the
+        round as one batch (one CPU budget shared by all, math answers verified concurrently)."""
         cfg = self.cfg
-        scored = [
-            self.reward_fn(
-                prompt, cfg.prefix + self.tokenizer.decode(t.token_ids, skip_special_tokens=True), label
-            )
+        rows = [
+            (prompt, cfg.prefix + self.tokenizer.decode(t.token_ids, skip_special_tokens=True), label)
+            for (prompt, label), group in zip(problems, groups)
             for t in group.trajectories
         ]
+        if self.reward_fn is None:
+            prompts, responses, labels = zip(*rows) if rows else ((), (), ())
+            scored = default_rewards(prompts, responses, labels)
+        else:
+            scored = [self.reward_fn(*row) for row in rows]
+        out, at = [], 0
+        for (prompt, _), group in zip(problems, groups):
+            n = len(group.trajectories)
+            out.append(self._scored(prompt, group, scored[at : at + n]))
+            at += n
+        return out
+
+    def _scored(self, prompt: str, group: GroupResult, scored: list[tuple[float, float]]) -> ScoredGroup:
+        cfg = self.cfg
         accuracy = torch.tensor([a for _, a in scored])
         shaped = torch.tensor([r for r, _ in scored])
         rewards = accuracy.clone() if cfg.reward == "accuracy" else shaped
@@ -74,7 +96,7 @@ class GroupRollout:
                 eta=eta,
                 seed=cfg.seed * 100_003 + step * 101 + rounds,
             )
-            seen += [self.score(prompt, label, group) for (prompt, label), group in zip(batch, groups)]
+            seen += self.score_groups(batch, groups)
             rounds += 1
             if cfg.algo == "dapo":
                 low, high = cfg.dynamic_filtering_range

@@ -105,8 +105,13 @@ def write_summary(path: str | Path, data: dict[str, Any]) -> None:
 
 def nothing_trained_message(cfg: Any, history: list[dict[str, float]]) -> str:
     """Why a run whose every step was skipped trained nothing, and which flags make groups differ."""
+    if all(m.get("nonfinite_step") for m in history):  # no step tied: the hints below do not apply
+        return (
+            f"nothing trained: all {len(history)} steps were skipped: the loss or gradient was not finite "
+            f"({nonfinite_causes(cfg, history)}). The policy is unchanged and was not saved."
+        )
     if any(m.get("nonfinite_step") for m in history):
-        why = "the loss or gradient was not finite (check --actor.adam.lr and --local.grad_clip)"
+        why = f"the loss or gradient was not finite ({nonfinite_causes(cfg, history)})"
     else:
         acc = statistics.fmean(m["rollout/accuracy_mean"] for m in history)
         why = (
@@ -124,4 +129,44 @@ def nothing_trained_message(cfg: Any, history: list[dict[str, float]]) -> str:
     return (
         f"nothing trained: all {len(history)} steps were skipped: {why}. The policy is unchanged and "
         f"was not saved. Flags that make groups differ: " + "; ".join(hints)
+    )
+
+
+def nonfinite_causes(cfg: Any, history: list[dict[str, float]]) -> str:
+    """What in the run can make its loss or gradient non-finite: the settings that look suspicious (with
+    their values), or, when none does, every setting that can, with its value."""
+    rewards = [m["rollout/reward_mean"] for m in history if "rollout/reward_mean" in m]
+    suspicious = []
+    if any(not math.isfinite(r) for r in rewards):
+        suspicious.append("the rewards were not finite (rollout/reward_mean in metrics.csv)")
+    if cfg.learning_rate > 1e-3:
+        suspicious.append(f"--actor.adam.lr {cfg.learning_rate:g} (RL fine-tuning uses about 1e-6 to 1e-5)")
+    if cfg.kl_coef > 10:
+        suspicious.append(f"--algo.kl.init_coef {cfg.kl_coef:g} (the released runs use 0.01)")
+    if cfg.overlong_buffer_len and cfg.overlong_penalty_factor > 10:
+        suspicious.append(
+            f"--reward.overlong_penalty_factor {cfg.overlong_penalty_factor:g} (DAPO uses 1; the rewards are "
+            "about 1)"
+        )
+    if not cfg.grad_clip <= 100:
+        suspicious.append(f"--local.grad_clip {cfg.grad_clip:g} (1 is usual)")
+    if suspicious:
+        return "check: " + "; ".join(suspicious)
+    settings = [
+        f"--actor.adam.lr {cfg.learning_rate:g}",
+        f"--local.grad_clip {cfg.grad_clip:g}",
+        f"--algo.kl.init_coef {cfg.kl_coef:g}",
+    ]
+    if cfg.overlong_buffer_len:
+        settings.append(f"--reward.overlong_penalty_factor {cfg.overlong_penalty_factor:g}")
+    return "nothing set looks extreme; what can cause it: " + ", ".join(settings) + ", or the reward function"
+
+
+def diverged_message(cfg: Any, history: list[dict[str, float]], first_bad: int, last_trained: int) -> str:
+    """One line: the run diverged (non-finite losses once it had trained), where, and what to check."""
+    earlier = ", earlier checkpoints may hold them already" if cfg.save_steps else ""
+    return (
+        f"training diverged at step {first_bad}: step {last_trained} trained, then every step from "
+        f"{first_bad} on had a non-finite loss or gradient, so the weights are broken; the policy was not "
+        f"saved{earlier} ({nonfinite_causes(cfg, history)})"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from latr_sglang.tasks.countdown import CORRECT, score
 
@@ -68,19 +69,97 @@ def test_countdown_from_the_public_dataset_format(tmp_path):
     out = read(tmp_path / "out/train.jsonl") + read(tmp_path / "out/test.jsonl")
     assert sorted(r["target"] for r in out) == [3, 10, 65]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"nums": "x", "target": 1}) + "\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "datasets/prepare_countdown.py"),
-            "--out",
-            str(tmp_path / "o"),
-            "--from",
-            str(tmp_path / "bad.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = refused(
+        "prepare_countdown.py", "--out", str(tmp_path / "o"), "--from", str(tmp_path / "bad.jsonl")
     )
-    assert proc.returncode != 0 and "row 0" in proc.stderr
+    assert "bad.jsonl:1: nums='x': expected a non-empty list of integers" in proc.stderr
+    # integer strings and integral floats are integers; a parquet row is named by its number
+    rows = [{"target": 8.0, "nums": [3.0, 5.0]}, {"target": 1.0, "nums": [1.0]}]
+    rows.append({"target": 2.5, "nums": [1.0]})
+    pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "ok.parquet")
+    run(
+        "prepare_countdown.py",
+        "--out",
+        str(tmp_path / "ok"),
+        "--from",
+        str(tmp_path / "ok.parquet"),
+        "--test",
+        "1",
+    )
+    out = read(tmp_path / "ok/train.jsonl") + read(tmp_path / "ok/test.jsonl")
+    assert sorted((r["numbers"], r["target"]) for r in out) == [([1], 1), ([3, 5], 8)]
+    (tmp_path / "f.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    proc = refused("prepare_countdown.py", "--out", str(tmp_path / "f"), "--from", str(tmp_path / "f.jsonl"))
+    assert "f.jsonl:3: target=2.5: must be an integer" in proc.stderr
+    (tmp_path / "s.jsonl").write_text(json.dumps({"nums": ["3", 5.0], "target": " 8"}) + "\n{}\n")
+    proc = refused("prepare_countdown.py", "--out", str(tmp_path / "s"), "--from", str(tmp_path / "s.jsonl"))
+    assert "s.jsonl:2: no 'nums' (or 'numbers')" in proc.stderr  # row 1 converted; row 2 has no numbers
+
+
+def refused(script, *args):
+    """Runs a script that must refuse its input: exit 2, one line naming the problem, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "datasets" / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith(script), (
+        proc.stderr
+    )
+    return proc
+
+
+COUNTDOWN_ROWS = [
+    # (file content, the message's needle)
+    ('{"nums": [3, 5], "target": 8}\n{bad\n', "cd.jsonl:2: not valid JSON"),
+    (b'{"nums": [3, 5], "target": 8, "x": "\xff"}\n', "cd.jsonl:1: not valid UTF-8 (byte 0xff"),
+    ("[1, 2]\n", "cd.jsonl:1: expected a JSON object"),
+    ('{"nums": ["3", "x"], "target": 8}\n', "cd.jsonl:1: nums[1]='x': must be an integer"),
+    (
+        '{"nums": [3.7, 5.2], "target": 8}\n',
+        "cd.jsonl:1: nums[0]=3.7: must be an integer",
+    ),  # was truncated to 3
+    ('{"nums": [3, 5], "target": true}\n', "cd.jsonl:1: target=True: must be an integer"),
+    ('{"nums": [], "target": 8}\n', "cd.jsonl:1: nums=[]: expected a non-empty list"),
+    ('{"numbers": [3, 5]}\n', "cd.jsonl:1: target=None: must be an integer"),
+    ("\n", "--from {path}: no rows"),
+    (
+        '{"nums": [3, 5], "target": 8}\n' * 3,
+        "has 3 problems and --test takes 512: no training problem is left",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "needle"), COUNTDOWN_ROWS)
+def test_countdown_from_a_bad_file_is_refused_by_file_and_line(tmp_path, content, needle):
+    path = tmp_path / "cd.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    proc = refused("prepare_countdown.py", "--out", str(tmp_path / "out"), "--from", str(path))
+    assert needle.format(path=path) in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--train", "-5", "--test", "3"], "--train -5: need at least 1 training problem"),
+        (["--train", "0"], "--train 0: need at least 1"),
+        (["--train", "5", "--test", "-1"], "--test -1: must be >= 0"),
+        (["--from", "{tmp}/nope.jsonl"], "--from {tmp}/nope.jsonl: no such file"),
+        (["--from", "{tmp}"], "is a directory"),
+    ],
+)
+def test_countdown_bad_arguments_are_refused(tmp_path, args, needle):
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = refused("prepare_countdown.py", "--out", str(tmp_path / "out"), *args)
+    assert needle.format(tmp=tmp_path) in proc.stderr, proc.stderr
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    proc = refused("prepare_countdown.py", "--out", str(tmp_path / "afile"), "--train", "3", "--test", "1")
+    assert f"--out {tmp_path / 'afile'}: is a file, expected a folder" in proc.stderr
+    proc = refused("prepare_math.py", "eval", "--out", str(tmp_path / "afile"))
+    assert "is a file, expected a folder" in proc.stderr and (tmp_path / "afile").read_text() == "keep"
 
 
 def test_checked_in_countdown_test_set_is_solvable():
@@ -114,6 +193,65 @@ def test_math_eval_and_train(tmp_path):
     )
     assert "1 rows without an answer skipped" in out
     assert read(tmp_path / "b/train.jsonl")[0]["label"] == "4"
+
+
+MATH_ROWS = [
+    ('{"problem": "p", "answer": "1"}\n{bad\n', "m.jsonl:2: not valid JSON"),
+    (b'{"problem": "\xff", "answer": "1"}\n', "m.jsonl:1: not valid UTF-8"),
+    ('["p", "1"]\n', "m.jsonl:1: expected a JSON object"),
+    (
+        '{"problem": 5, "answer": "5"}\n',
+        "m.jsonl:1: problem=5: must be a non-empty string",
+    ),  # was the text "5"
+    ('{"problem": null, "answer": "3"}\n', "m.jsonl:1: problem=None: must be a non-empty string"),
+    ('{"problem": "p", "answer": ["a", "b"]}\n', "m.jsonl:1: answer=['a', 'b']: must be a non-empty string"),
+    ('{"problem": "p", "answer": NaN}\n', "m.jsonl:1: answer=nan: must be a non-empty string"),
+    (
+        '{"problem": "a\\ud800", "answer": "1"}\n',
+        "m.jsonl:1: problem is not valid Unicode (lone surrogate at 1)",
+    ),
+    ('{"problem": "p", "solution": 7}\n', "m.jsonl:1: solution=7: must be a non-empty string"),
+    (
+        '{"prompt": "x", "reward_model": "oops"}\n',
+        "m.jsonl:1: reward_model='oops': expected {'ground_truth': ...}",
+    ),
+    (
+        '{"prompt": [1, 2], "reward_model": {"ground_truth": "3"}}\n',
+        "m.jsonl:1: prompt=[1, 2]: expected a string",
+    ),
+    ('{"prompt": "q", "reward_model": {"ground_truth": [3]}}\n', "reward_model.ground_truth=[3]: must be"),
+    ('{"problem": "p", "solution": "no box"}\n', "none of its 1 rows has an answer"),  # was 'wrote 0' exit 0
+]
+
+
+@pytest.mark.parametrize(("content", "needle"), MATH_ROWS)
+def test_math_from_a_bad_file_is_refused_by_file_and_line(tmp_path, content, needle):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    proc = refused("prepare_math.py", "train", "--source", str(path), "--out", str(tmp_path / "out"))
+    assert needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_math_sources_that_are_meant_as_files_are_not_looked_up_on_a_hub(tmp_path):
+    proc = refused(
+        "prepare_math.py", "train", "--source", str(tmp_path / "nope.parquet"), "--out", str(tmp_path)
+    )
+    assert f"--source {tmp_path / 'nope.parquet'}: no such file" in proc.stderr
+    proc = refused("prepare_math.py", "train", "--out", str(tmp_path))
+    assert "train needs --source" in proc.stderr
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    proc = refused(
+        "prepare_math.py", "train", "--source", str(tmp_path / "broken.parquet"), "--out", str(tmp_path)
+    )
+    assert "not a readable parquet file" in proc.stderr
+
+
+def test_math_numeric_answers_are_kept_as_their_text(tmp_path):
+    rows = [{"problem": "a", "answer": 5}, {"problem": "b", "answer": 0.5}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run("prepare_math.py", "train", "--source", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o"))
+    assert [r["label"] for r in read(tmp_path / "o/train.jsonl")] == ["5", "0.5"]
 
 
 def test_generated_solutions_score_through_the_prompt_format(tmp_path):

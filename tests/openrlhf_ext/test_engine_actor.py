@@ -303,3 +303,220 @@ def test_an_engine_that_cannot_start_fails_at_once_naming_why(ray_cluster, tiny_
         create_rollout_engines(1, 1, str(tiny_model_dir), 0, False, True, True, 256, ext=inv.ext(),
                                remote_rm_url=[str(tmp_path / "not-a-reward.txt")])  # fmt: skip
     assert time.monotonic() - start < 120  # not the weight-sync rendezvous timeout (300 s)
+
+
+# ---- the reward file: its return value, its time bound, its errors (no Ray: the actor class directly) -----
+def test_reward_values_accepts_openrlhfs_conventions():
+    import numpy as np
+
+    from openrlhf_ext.engine_actor import reward_values
+
+    t = torch.tensor([1.0, 0.0])
+    assert reward_values({"rewards": t, "scores": t, "extra_logs": {}}, 2, "r.py") == (
+        [1.0, 0.0],
+        [1.0, 0.0],
+        {},
+    )
+    assert reward_values({"rewards": [1, 0.5]}, 2, "r.py") == ([1.0, 0.5], None, {})
+    assert reward_values(t, 2, "r.py") == ([1.0, 0.0], None, {})  # a bare tensor: OpenRLHF's older convention
+    assert reward_values((0.0, 1.0), 2, "r.py")[0] == [0.0, 1.0]
+    assert reward_values(np.array([[1.0], [2.0]]), 2, "r.py")[0] == [1.0, 2.0]  # (n, 1)
+    assert reward_values({"rewards": 0.5}, 1, "r.py")[0] == [0.5]  # one number for one sample
+    logs = {"a": 2, "b": [1, 2], "c": torch.tensor([3.0, 4.0]), "d": torch.tensor(5.0)}
+    _, _, extra = reward_values({"rewards": [0, 1], "extra_logs": logs}, 2, "r.py")
+    assert extra == {"a": [2.0, 2.0], "b": [1.0, 2.0], "c": [3.0, 4.0], "d": [5.0, 5.0]}
+
+
+@pytest.mark.parametrize(
+    ("returned", "named"),
+    [
+        (None, "reward_func must return a dict with 'rewards' (one number per sample"),
+        ("1.0", "reward_func must return a dict with 'rewards'"),
+        ({"score": [1.0, 1.0]}, "returned a dict without 'rewards' (keys: 'score')"),
+        ({"rewards": []}, "reward_func's 'rewards' has 0 values for 2 samples; got list []"),
+        ({"rewards": "1"}, "reward_func's 'rewards' must be 2 numbers (one per sample); got str '1'"),
+        ({"rewards": [1.0, "x"]}, "reward_func's 'rewards' must be numbers, not str"),
+        ({"rewards": [1.0, None]}, "must be numbers, not NoneType"),
+        ({"rewards": torch.zeros(2, 2)}, "not of shape (2, 2)"),
+        (torch.ones(3), "return value has 3 values for 2 samples"),
+        ({"rewards": [1, 0], "scores": [1]}, "'scores' has 1 values for 2 samples"),
+        ({"rewards": [1, 0], "extra_logs": {"note": "abc"}}, "extra_logs['note'] must be 2 numbers"),
+        ({"rewards": [1, 0], "extra_logs": ["abc"]}, "'extra_logs' must be a dict of numbers"),
+        ({"rewards": [1, 0], "extra_logs": {"n": [1.0]}}, "extra_logs['n'] has 1 values for 2 samples"),
+    ],
+)
+def test_a_malformed_reward_return_value_is_named(returned, named):
+    from openrlhf_ext.engine_actor import reward_values
+
+    with pytest.raises(ValueError) as exc:
+        reward_values(returned, 2, "my_reward.py")
+    assert str(exc.value).startswith("--reward.remote_url my_reward.py: ") and named in str(exc.value)
+
+
+def test_a_huge_return_value_gives_a_short_message():
+    from openrlhf_ext.engine_actor import reward_values
+
+    with pytest.raises(ValueError) as exc:
+        reward_values({"rewards": "x" * 10**6}, 2, "r.py")
+    assert len(str(exc.value)) < 400
+
+
+REWARD_FILES = {
+    "hang": "import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(10**6)\n",
+    "raises": "def reward_func(queries, prompts, labels):\n    raise ValueError('boom from user reward')\n",
+    "nan": (
+        "def reward_func(queries, prompts, labels):\n"
+        "    n = len(queries)\n"
+        "    return {'rewards': [float('nan')] + [1.0] * (n - 1), 'scores': [1.0] * n}\n"
+    ),
+    "tensor": (
+        "import torch\ndef reward_func(queries, prompts, labels):\n    return torch.ones(len(queries))\n"
+    ),
+    "strrewards": (
+        "def reward_func(queries, prompts, labels):\n"
+        "    return {'rewards': '1', 'scores': '1', 'extra_logs': {'note': 'abc'}}\n"
+    ),
+    "strlogs": (
+        "def reward_func(queries, prompts, labels):\n"
+        "    return {'rewards': [1.0] * len(queries), 'extra_logs': {'note': 'abc'}}\n"
+    ),
+    # the group in one call; its first call returns, later ones hang (a time bound in the middle of a run)
+    "counted": (
+        "import time\nCALLS = []\n"
+        "def reward_func(queries, prompts, labels, responses=None):\n"
+        "    CALLS.append(len(queries))\n"
+        "    if len(CALLS) > 1:\n        time.sleep(10**6)\n"
+        "    return {'rewards': [0.5] * len(queries), 'extra_logs': {'calls': float(len(CALLS))}}\n"
+    ),
+}
+PLAIN = vllm_sampling_fields(max_tokens=4)
+
+
+def actor_with_reward(tiny_model_dir, tmp_path, name, timeout=1.0):
+    path = tmp_path / f"{name}.py"
+    path.write_text(REWARD_FILES[name])
+    actor = LATRRolloutActor(
+        str(tiny_model_dir), sampler="stochastic", remote_rm_url=[str(path)], reward_timeout_s=timeout
+    )
+    return actor, str(path)
+
+
+def generate(actor, n=3):
+    import asyncio
+
+    return asyncio.run(actor.generate_responses("Q: hi\n", "5", PLAIN, 64, num_samples=n))
+
+
+def test_a_reward_call_past_its_time_bound_scores_0_with_one_warning(tiny_model_dir, tmp_path, caplog):
+    import time
+
+    actor, path = actor_with_reward(tiny_model_dir, tmp_path, "hang", timeout=0.5)
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="openrlhf_ext.engine_actor"):
+        outs = generate(actor)
+    assert time.monotonic() - start < 30
+    assert [(o["reward"], o["scores"]) for o in outs] == [(0.0, 0.0)] * 3
+    assert all(o["extra_logs"]["latr/reward_timeout"] == 1.0 for o in outs)
+    warnings = [r.getMessage() for r in caplog.records if "did not return within" in r.getMessage()]
+    assert len(warnings) == 1 and path in warnings[0] and "--trainer.reward_timeout_s" in warnings[0]
+
+
+def test_a_hung_reward_call_does_not_keep_the_process_from_exiting(tiny_model_dir, tmp_path):
+    """asyncio.to_thread's threads are joined at interpreter exit: a reward that never returns held the
+    process forever (killed at 45 s in the audit). The call runs in a daemon thread now."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hang.py"
+    path.write_text(REWARD_FILES["hang"])
+    script = (
+        "import asyncio, types\n"
+        "from openrlhf_ext.engine_actor import LATRRolloutActor\n"
+        f"a = LATRRolloutActor({str(tiny_model_dir)!r}, sampler='stochastic', remote_rm_url=[{str(path)!r}],"
+        " reward_timeout_s=0.5)\n"
+        "p = types.SimpleNamespace(max_tokens=4, temperature=1.0, top_p=1.0, top_k=-1)\n"
+        "outs = asyncio.run(a.generate_responses('Q: hi\\n', '5', p, 64, num_samples=2))\n"
+        "print('rewards', [o['reward'] for o in outs])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rewards [0.0, 0.0]" in proc.stdout
+
+
+def test_a_reward_that_raises_stops_the_rollout_naming_the_file(tiny_model_dir, tmp_path):
+    actor, path = actor_with_reward(tiny_model_dir, tmp_path, "raises")
+    with pytest.raises(RuntimeError) as exc:
+        generate(actor)
+    assert (
+        str(exc.value) == f"--reward.remote_url {path}: reward_func raised ValueError: boom from user reward"
+    )
+    assert isinstance(exc.value.__cause__, ValueError)
+
+
+def test_non_finite_rewards_score_0_and_are_counted(tiny_model_dir, tmp_path, caplog):
+    actor, path = actor_with_reward(tiny_model_dir, tmp_path, "nan")
+    with caplog.at_level("WARNING", logger="openrlhf_ext.engine_actor"):
+        outs = generate(actor)
+    assert [o["reward"] for o in outs] == [0.0, 1.0, 1.0] and [o["scores"] for o in outs] == [0.0, 1.0, 1.0]
+    assert [o["extra_logs"]["latr/reward_nonfinite"] for o in outs] == [1.0, 0.0, 0.0]
+    assert any("non-finite" in r.getMessage() and path in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [
+        ("strrewards", "reward_func's 'rewards' must be 3 numbers (one per sample); got str '1'"),
+        ("strlogs", "reward_func's extra_logs['note'] must be 3 numbers (one per sample); got str 'abc'"),
+    ],
+)
+def test_strings_from_the_reward_are_refused_not_indexed(tiny_model_dir, tmp_path, name, named):
+    actor, path = actor_with_reward(tiny_model_dir, tmp_path, name)
+    with pytest.raises(ValueError) as exc:
+        generate(actor)
+    assert str(exc.value) == f"--reward.remote_url {path}: {named}"
+
+
+def test_a_bare_reward_tensor_is_openrlhfs_older_convention(tiny_model_dir, tmp_path):
+    actor, _ = actor_with_reward(tiny_model_dir, tmp_path, "tensor")
+    outs = generate(actor)
+    assert [(o["reward"], o["scores"]) for o in outs] == [(1.0, 1.0)] * 3
+
+
+def test_the_group_is_one_reward_call_and_keeps_its_log_names_past_a_timeout(tiny_model_dir, tmp_path):
+    actor, _ = actor_with_reward(tiny_model_dir, tmp_path, "counted", timeout=0.5)
+    first = generate(actor, n=4)
+    assert [o["reward"] for o in first] == [0.5] * 4 and first[0]["extra_logs"]["calls"] == 1.0  # one call
+    later = generate(
+        actor, n=4
+    )  # the second call hangs: 0, and the same extra_logs names (OpenRLHF stacks them)
+    assert [o["reward"] for o in later] == [0.0] * 4
+    assert (
+        set(later[0]["extra_logs"]) == set(first[0]["extra_logs"]) and later[0]["extra_logs"]["calls"] == 0.0
+    )
+
+
+def test_the_reward_time_bound_must_be_positive(tiny_model_dir):
+    for bad in (0, -1, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match="reward_timeout_s"):
+            LATRRolloutActor(str(tiny_model_dir), reward_timeout_s=bad)
+
+
+def test_loading_a_reward_file_names_it_on_every_failure(tmp_path):
+    from openrlhf_ext.engine_actor import load_reward_func
+
+    cases = {
+        "importerr.py": (
+            "import nonexistent_module_xyz\ndef reward_func(q, p, l):\n    return {}\n",
+            "loading it raised ModuleNotFoundError: No module named 'nonexistent_module_xyz'",
+        ),
+        "notcallable.py": ("reward_func = 5\n", "reward_func is int 5, not a function"),
+        "syntax.py": ("def reward_func(q, p, l)\n    return {}\n", "SyntaxError at line 1"),
+        "missing.py": (None, "no such file"),
+    }
+    for name, (text, named) in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ValueError) as exc:
+            load_reward_func([str(path)])
+        assert str(exc.value).startswith(f"--reward.remote_url {path}: ") and named in str(exc.value), name

@@ -373,3 +373,31 @@ def test_eval_every_and_a_resume_that_only_evaluates_the_checkpoint(tmp_path, ti
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["problems"] == 2 and "gain" in summary
     assert len(read_metrics(run / "metrics.csv")) == 2
+
+
+def test_a_run_that_diverges_exits_nonzero_names_the_cause_and_saves_no_policy(
+    tmp_path, tiny_model_dir, capsys
+):
+    """lr 1e30: step 1 trains and breaks the weights, then every loss is non-finite. Stopped at the second
+    such step (exit 4), no policy saved, and the message names the learning rate, not flags that are fine."""
+    from openrlhf_ext.local_trainer import train
+
+    cfg, latr = make(
+        tmp_path,
+        tiny_model_dir,
+        algo="grpo",
+        sampler="stochastic",
+        steps=4,
+        learning_rate=1e30,
+        max_new_tokens=8,
+        task="countdown-fewshot",  # stops at newlines: response lengths differ
+        overlong_buffer_len=6,  # and so do the rewards: step 1 trains
+        temperature=2.0,
+    )
+    assert train(cfg, latr) == 4
+    err = capsys.readouterr().err
+    assert "error: training diverged at step 2: step 1 trained" in err
+    assert "--actor.adam.lr 1e+30" in err and "grad_clip" not in err
+    rows = read_metrics(tmp_path / "run/metrics.csv")
+    assert [r["skipped_step"] for r in rows] == ["0.0", "1.0", "1.0"]  # step 4 never ran
+    assert not (tmp_path / "run" / "policy").exists()

@@ -21,3 +21,19 @@ def pid_and_echo(value):
     import os
 
     return os.getpid(), value
+
+
+def exit_at_once(*args):
+    """As a warm-up: the worker exits while starting, as one does that cannot import the main script."""
+    import os
+
+    os._exit(1)
+
+
+def die_on(value):
+    """Kills its worker for the input "die" (an input that crashes the verifier), echoes any other."""
+    import os
+
+    if value == "die":
+        os._exit(3)
+    return value

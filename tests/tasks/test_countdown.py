@@ -60,3 +60,30 @@ def test_score_never_raises_and_stays_in_range(text, numbers, target):
     assert reward in (CORRECT, WELL_FORMED, NO_ANSWER)
     reward, _ = score(f"<answer>{text}</answer>", numbers, target)
     assert reward in (CORRECT, WELL_FORMED, NO_ANSWER)
+
+
+def test_too_many_numbers_are_refused_not_drawn_forever():
+    """Random expressions over many numbers rarely hit an integer target in 1..100 (2000 problems: ~5 s at
+    6 numbers, ~6 min at 12, never at 30): the count is bounded, and the error names the setting."""
+    import time
+
+    from latr_sglang.tasks.countdown import MAX_NUMBERS
+    from latr_sglang.tasks.prompts import task_problems
+
+    t0 = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=rf"max_numbers=40: countdown problems have 1..{MAX_NUMBERS} numbers"
+    ):
+        generate(20, min_numbers=30, max_numbers=40)
+    with pytest.raises(ValueError, match=r"countdown_numbers=30,40: the countdown task has 1..6 numbers"):
+        task_problems("countdown", 20, 0, min_numbers=30, max_numbers=40)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(generate(5, min_numbers=MAX_NUMBERS, max_numbers=MAX_NUMBERS)) == 5
+
+
+def test_generation_gives_up_after_its_draws_with_an_error():
+    with pytest.raises(ValueError, match=r"only \d+ of 1000 problems in 500 random expressions"):
+        generate(1000, max_draws=500)
+    with pytest.raises(ValueError, match="max_target=0"):
+        generate(3, max_target=0)
+    assert generate(0) == []

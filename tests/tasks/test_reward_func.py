@@ -178,3 +178,59 @@ def test_integer_strings_in_a_countdown_label_are_converted_and_garbage_is_named
         with pytest.raises(ValueError, match=needle):
             check_label(bad)
         assert score_response(answer, bad)[:2] == (0.0, 0.0)  # at scoring time: 0, never an exception
+
+
+def test_a_script_without_the_main_guard_gets_an_error_not_zero_rewards(tmp_path):
+    """The verifier's workers are spawned and import the main script again: a script that starts them at
+    module level makes every worker exit while starting. Every math answer then scored 0 with a warning; now
+    the reward raises once, saying the guard is needed."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from latr_sglang.tasks import math as m\n"
+        "from latr_sglang.tasks.reward_func import reward_func\n"
+        "m.warm_up()\n"
+        "print('SCORES', reward_func(['Q\\nAnswer: \\\\sqrt{4}'], ['Q'], ['2'])['scores'].tolist())\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and "SCORES" not in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "WorkersCannotStart" in proc.stderr and 'if __name__ == "__main__":' in proc.stderr, proc.stderr[
+        -2000:
+    ]
+
+
+def test_a_countdown_label_with_a_typo_or_cut_off_is_refused_not_taken_as_math(caplog):
+    """'{"Numbers": ...}' or truncated JSON used to become a math answer that no response matches: every
+    sample scored 0, silently. check_label refuses it (the loaders name the row); the reward scores it 0."""
+    from latr_sglang.tasks.reward_func import check_label, score_response
+
+    for label, needle in [
+        ('{"Numbers": [3, 5], "Target": 8}', "without 'numbers' and 'target'"),
+        ('{"numbers": [3,5], "target": 8', "not valid JSON"),
+        ("{'numbers': [3, 5], 'target': 8}", "not valid JSON"),
+        ('  {"numbers": [3, 5]}', "no target"),
+    ]:
+        try:
+            check_label(label)
+        except ValueError as e:
+            assert needle in str(e) and "label" in str(e), (label, e)
+        else:
+            raise AssertionError(f"{label!r} was accepted")
+        assert score_response("<answer>3 + 5</answer>\nAnswer: 8", label)[0] == 0.0
+    # math answers that start with a brace stay math answers
+    assert check_label("{1, 2}") == "{1, 2}" and check_label("{}") == "{}"
+    assert check_label('{"numbers": ["3", 5], "target": 8}') == {"numbers": [3, 5], "target": 8}
+
+
+def test_bad_labels_are_named_in_a_short_message():
+    from latr_sglang.tasks.reward_func import check_label
+
+    for label in ([1] * 200_000, {"numbers": "x" * 10**6, "target": 1}, 10**5000, [[[[]]]] * 10**4):
+        try:
+            check_label(label)
+        except ValueError as e:
+            assert len(str(e)) < 300 and str(e).startswith("label"), str(e)[:400]
+        else:
+            raise AssertionError("accepted")

@@ -8,7 +8,7 @@ import psutil
 import pytest
 from tasks import pool_targets  # a namespace package under tests/ (on sys.path); workers import it too
 
-from latr_sglang.tasks.verify_pool import TimeoutPool, process_cpu_seconds
+from latr_sglang.tasks.verify_pool import TimeoutPool, WorkersCannotStart, process_cpu_seconds
 
 
 @pytest.fixture
@@ -104,3 +104,26 @@ def test_bad_sizes_are_refused():
         TimeoutPool(time.sleep, workers=3, max_workers=2)
     with pytest.raises(ValueError, match="timeout_s=0"):
         TimeoutPool(time.sleep, timeout_s=0)
+
+
+def test_workers_that_cannot_start_raise_instead_of_scoring_the_default(make_pool, caplog):
+    """No worker ever starts (under spawn, a script that scores rewards at module level without the
+    main-module guard): every answer would silently get the default. The call raises, naming the guard, and
+    later calls raise at once instead of spawning more workers."""
+    pool = make_pool(pool_targets.exit_at_once, workers=1, timeout_s=1.0, warmup=(0,))
+    with pytest.raises(WorkersCannotStart, match="none has ever started") as error:
+        pool.call_outcome(0)
+    assert 'if __name__ == "__main__":' in str(error.value)
+    t0 = time.perf_counter()
+    with pytest.raises(WorkersCannotStart):
+        pool.call(0)
+    assert time.perf_counter() - t0 < 0.5 and not pool.worker_pids()
+
+
+def test_a_worker_that_dies_on_one_input_scores_it_as_the_default(make_pool):
+    """Once workers start, a worker that dies is the input's doing: that call fails (the default), the
+    pool goes on, nothing is raised."""
+    pool = make_pool(pool_targets.die_on, workers=1, timeout_s=1.0, warmup=("warm",))
+    assert pool.call_outcome("a") == ("ok", "a")
+    assert pool.call_outcome("die") == ("failed", None)
+    assert pool.call_outcome("b") == ("ok", "b") and pool.start_error is None

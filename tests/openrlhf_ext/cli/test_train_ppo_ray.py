@@ -132,8 +132,10 @@ CONFLICTS = [
 
 
 def test_colocation_over_gloo_is_not_refused(capsys):
+    # colocated, the actor's GPUs are the engines' (OpenRLHF asserts actor ranks = engines x tp)
+    gpus = ["--actor.num_gpus_per_node", "2", "--ref.num_gpus_per_node", "2"]
     code, _, err = run_main(
-        [*RAY_BASE, "--train.colocate_all", "--vllm.sync_backend", "gloo", "--dry-run"], capsys
+        [*RAY_BASE, *gpus, "--train.colocate_all", "--vllm.sync_backend", "gloo", "--dry-run"], capsys
     )
     assert code == 0, err
 
@@ -153,7 +155,8 @@ LOCAL_CONFLICTS = [
     (["--algo.advantage.estimator", "rloo"], ["rloo"]),
     (["--data.prompt_dataset", "some/hub-dataset"], ["some/hub-dataset"]),
     (["--local.countdown_numbers", "3,2"], ["countdown_numbers=(3, 2)"]),
-    (["--actor.adam.lr", "-1"], ["learning_rate=-1.0"]),
+    (["--actor.adam.lr", "-1"], ["--actor.adam.lr -1.0"]),
+    (["--trainer.reward_timeout_s", "5"], ["--trainer.reward_timeout_s", "built-in reward"]),
     (["--local.device", "tpu"], ["device='tpu'"]),
     (["--eval.dataset", "nope"], ["eval_dataset='nope'"]),
 ]
@@ -302,3 +305,165 @@ def test_latr_train_without_openrlhf_is_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "needs OpenRLHF" in proc.stderr and "latr-sglang[train]" in proc.stderr
+
+
+# ---- inputs checked before Ray starts (they failed 40-45 s later, inside Ray actors) ----------------------
+def one_line_error(argv, capsys) -> str:
+    code, _, err = run_main([*argv, "--dry-run"], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("latr-train: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--data.prompt_dataset", "--eval.dataset"])
+@pytest.mark.parametrize("name", ["/nonexistent.jsonl", "data/missing.parquet", "./nope", "a/b/c", "x.JSON"])
+def test_a_missing_local_dataset_is_named_before_ray_starts(flag, name, capsys):
+    line = one_line_error([*RAY_BASE, flag, name], capsys)
+    assert f"{flag} {name}: no such file or directory" in line and "NAME or ORG/NAME" in line
+
+
+def test_hub_dataset_names_and_existing_paths_are_accepted(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "p", "label": "1"}\n')
+    (tmp_path / "saved").mkdir()  # a datasets.save_to_disk folder
+    for flag, value in [
+        ("--data.prompt_dataset", "openai/gsm8k"),  # hub names: fetched by `datasets` when the run starts
+        ("--data.prompt_dataset", "gsm8k"),
+        ("--data.prompt_dataset", f"{rows}"),
+        ("--data.prompt_dataset", f"{rows}, {tmp_path / 'saved'}@sub,org/name"),
+        ("--eval.dataset", str(rows)),
+    ]:
+        code, _, err = run_main([*RAY_BASE, flag, value, "--dry-run"], capsys)
+        assert code == 0, (value, err)
+
+
+def test_dataset_lists_and_probabilities_are_checked(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "p", "label": "1"}\n')
+    line = one_line_error([*RAY_BASE, "--data.prompt_dataset", f"{rows},"], capsys)
+    assert "an empty dataset name" in line
+    probs = ["--data.prompt_dataset", f"{rows},{rows}", "--data.prompt_probs", "0.5"]
+    assert "--data.prompt_probs 0.5: expected 2 comma-separated numbers" in one_line_error(
+        [*RAY_BASE, *probs], capsys
+    )
+
+
+REWARD_FILES = [
+    (None, "no such file"),
+    ("def reward_func(queries, prompts, labels)\n    return {}\n", "SyntaxError at line 1: expected ':'"),
+    ("def score(queries, prompts, labels):\n    return {}\n", "defines no top-level reward_func"),
+    ("def outer():\n    def reward_func(q, p, l):\n        pass\n", "defines no top-level reward_func"),
+    ("async def reward_func(q, p, l):\n    return {}\n", "reward_func is an async function"),
+    (b"x = 1\x00\n", "not Python source"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), REWARD_FILES)
+@pytest.mark.parametrize("backend", ["torch", "vllm"])
+def test_a_broken_reward_file_is_named_before_ray_starts_without_running_it(
+    tmp_path, backend, text, named, capsys
+):
+    path = tmp_path / "reward.py"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    # the file is parsed, never run: a module-level side effect must not happen in the CLI
+    marker = tmp_path / "ran"
+    if text is not None and not isinstance(text, bytes) and "SyntaxError" not in named:
+        path.write_text(f"open({str(marker)!r}, 'w').close()\n" + text)
+    argv = [*RAY_BASE, "--reward.remote_url", str(path), "--rollout.backend", backend]
+    line = one_line_error(argv, capsys)
+    assert f"--reward.remote_url {path}: {named}" in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def reward_func(queries, prompts, labels):\n    return {}\n",
+        "from latr_sglang.tasks.reward_func import reward_func\n",
+        "import math\ntry:\n    from x import reward_func\nexcept ImportError:\n    reward_func = None\n",
+        "class reward_func:\n    def __init__(self, q, p, l):\n        pass\n",
+    ],
+)
+def test_reward_files_that_bind_reward_func_at_top_level_pass(tmp_path, source, capsys):
+    path = tmp_path / "r.py"
+    path.write_text(source)
+    code, _, err = run_main([*RAY_BASE, "--reward.remote_url", str(path), "--dry-run"], capsys)
+    assert code == 0, err
+
+
+def test_reward_url_messages_match_the_engines_loader(tmp_path, capsys):
+    """One rule in both places: what latr-train refuses up front is what the engine actor would raise."""
+    from openrlhf_ext.engine_actor import load_reward_func
+
+    missing = str(tmp_path / "nope.py")
+    for url in ("http://rm:5000", missing, str(tmp_path)):
+        line = one_line_error([*RAY_BASE, "--reward.remote_url", url], capsys)
+        with pytest.raises(ValueError) as exc:
+            load_reward_func([url])
+        assert line == f"latr-train: error: {exc.value}"
+    assert "not an HTTP reward server" in one_line_error(
+        [*RAY_BASE, "--reward.remote_url", "http://rm:5000"], capsys
+    )
+    # OpenRLHF's own engines take an HTTP reward server; a .py file they load must exist
+    code, _, err = run_main(
+        [*RAY_BASE, "--rollout.backend", "vllm", "--reward.remote_url", "http://rm:1", "--dry-run"], capsys
+    )
+    assert code == 0, err
+    line = one_line_error([*RAY_BASE, "--rollout.backend", "vllm", "--reward.remote_url", missing], capsys)
+    assert f"--reward.remote_url {missing}: no such file" in line
+    line = one_line_error([*RAY_BASE, "--rollout.backend", "vllm", "--trainer.reward_timeout_s", "9"], capsys)
+    assert "--trainer.reward_timeout_s" in line and "OpenRLHF's own engines" in line
+
+
+def test_the_reward_time_bound_reaches_the_engines():
+    inv = parse([*RAY_BASE, "--rollout.backend", "torch", "--trainer.reward_timeout_s", "12.5"])
+    assert inv.ext()["trainer"]["reward_timeout_s"] == 12.5
+    assert parse([*RAY_BASE, "--rollout.backend", "torch"]).ext()["trainer"]["reward_timeout_s"] == 300.0
+
+
+def test_one_gpu_is_refused_by_the_training_scripts(tmp_path, tiny_model_dir):
+    """NUM_GPUS=1 gave the trainer 0 GPUs (--actor.num_gpus_per_node 0), which OpenRLHF cannot start."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    (tmp_path / "countdown").mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (tmp_path / "countdown" / name).write_text('{"prompt": "p", "label": "1"}\n')
+    env = {**os.environ, "LATR_TRAIN": str(Path(sys.executable).parent / "latr-train")}
+    env.update(ALGO="grpo", SAMPLER="latr", DATASET="countdown", DRY_RUN="1", DATA_DIR=str(tmp_path))
+    env.update(MODEL=str(tiny_model_dir), OUTPUT_DIR=str(tmp_path / "runs"))
+    for gpus, named in [
+        ("1", "NUM_GPUS=1: "),
+        ("0", "NUM_GPUS=0: expected a positive integer"),
+        ("two", "NUM_GPUS=two"),
+    ]:
+        proc = subprocess.run(
+            ["bash", str(repo / "scripts/_train.sh")],
+            env={**env, "NUM_GPUS": gpus}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2 and named in proc.stderr and proc.stdout == "", proc.stderr
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts/_train.sh")],
+        env={**env, "NUM_GPUS": "2"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    o = json.loads(proc.stdout)["openrlhf"]
+    assert (o["actor"]["num_gpus_per_node"], o["vllm"]["num_engines"]) == (1, 1)
+
+
+def test_sglang_num_engines_alone_is_what_openrlhf_creates_engines_by():
+    """OpenRLHF's train() creates rollout engines only when --vllm.num_engines > 0."""
+    base = list(RAY_BASE)
+    i = base.index("--vllm.num_engines")
+    del base[i : i + 2]
+    inv = parse([*base, "--sglang.num_engines", "2"])
+    assert inv.openrlhf.vllm.num_engines == 2
+    assert parse([*RAY_BASE, "--sglang.num_engines", "2"]).openrlhf.vllm.num_engines == 2
+    with pytest.raises(Exception, match=r"--sglang\.num_engines 3 and --vllm\.num_engines 2 disagree"):
+        parse([*RAY_BASE, "--sglang.num_engines", "3"])

@@ -21,8 +21,30 @@ def test_an_evaluation_can_take_a_local_runs_prompt_settings(tmp_path):
         cfg.stops_at_newline,
     )
     assert settings.held_out is not None and len(settings.held_out) == 3
+    # the run's own evaluation: what `eval --run` uses unless told otherwise
+    assert (settings.max_new_tokens, settings.temperature, settings.n) == (
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.eval_n,
+    )
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         run_settings(tmp_path / "nothing")
+
+
+def test_a_run_config_value_of_the_wrong_type_is_named_with_the_file(tmp_path):
+    import dataclasses
+    import json
+
+    from openrlhf_ext.local.data import run_settings
+    from openrlhf_ext.local_trainer import LocalTrainConfig
+
+    train = {**dataclasses.asdict(LocalTrainConfig()), "countdown_numbers": 5}
+    (tmp_path / "config.json").write_text(json.dumps({"train": train}, default=str))
+    with pytest.raises(ValueError, match=r"config.json: train.countdown_numbers=5: expected a list of 2"):
+        run_settings(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"train": [1]}))
+    with pytest.raises(ValueError, match=r"'train' is not an object"):
+        run_settings(tmp_path)
 
 
 def test_a_malformed_label_is_refused_at_load_time_naming_the_row(tmp_path):
