@@ -1,4 +1,6 @@
-"""Reward throughput: scoring 10k countdown answers, and math answers, single-threaded.
+"""Reward throughput: scoring 10k countdown answers, and math answers, single-threaded; then a batch of
+hostile math answers scored one at a time against one reward_func call (one CPU budget for the batch, the
+answers verified concurrently), side by side.
 
 python -m latr_sglang.bench.rewards
 """
@@ -10,6 +12,7 @@ import time
 
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
+from latr_sglang.tasks.reward_func import reward_func, score_one
 
 
 def main() -> None:
@@ -43,6 +46,25 @@ def main() -> None:
     print(
         f"math: {len(scores)} answers in {elapsed:.3f}s ({len(scores) / elapsed:,.0f}/s), "
         f"accuracy {sum(scores) / len(scores):.3f} (expected 0.800: 1 in 5 is wrong, 3 in 5 need math-verify)"
+    )
+
+    # 16 distinct power towers (a different base per arm: the verifier caches verdicts by answer), each of
+    # which uses its whole per-answer CPU bound; a training step's group of such answers must stay bounded
+    def towers(base: int) -> list[str]:
+        return [f"Answer: {base}^{{{base}^{{{base}^{{{k + 2}}}}}}}" for k in range(16)]
+
+    prompt = "Q\n"
+    t0 = time.perf_counter()
+    for answer in towers(7):
+        score_one(prompt + answer, prompt, "5")
+    one_by_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    answers = towers(9)
+    reward_func([prompt + a for a in answers], [prompt] * len(answers), ["5"] * len(answers))
+    batched = time.perf_counter() - t0
+    print(
+        f"hostile math: 16 power towers one at a time {one_by_one:.1f}s, as one reward_func batch "
+        f"{batched:.1f}s ({one_by_one / batched:.1f}x)"
     )
 
 
