@@ -8,16 +8,18 @@ import time
 
 import pytest
 from aiohttp import web
+from parts_checks import (
+    check_a_rollout_in_parts_is_the_rollout_of_whole_requests,
+    check_the_parts_add_up_to_the_whole_output,
+    in_parts,
+)
 from server_helpers import aiohttp_server
 
-from latr_sglang.config import LATRConfig
-from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import (
     FinishReason,
     GenerateRequest,
     RequestError,
     SamplingParams,
-    hands_over_parts,
     join_parts,
 )
 from latr_sglang.engines.sglang_http import EngineHTTPError, SGLangHTTPEngine
@@ -42,38 +44,8 @@ def run_with(url, body):
     return asyncio.run(main())
 
 
-async def in_parts(engine, request, part_ends):
-    return [part async for part in engine.generate_in_parts(request, part_ends)]
-
-
 def test_the_parts_add_up_to_the_whole_output(server64):
-    request = GenerateRequest(
-        (1, 2, 3, 4), SamplingParams(max_new_tokens=20, temperature=0.7, sampling_seed=5, ignore_eos=True), 3
-    )
-
-    async def body(engine):
-        await engine.flush_cache()  # each answer computed afresh (no cached prefix): equal to the last bit
-        whole = (await engine.generate([request]))[0]
-        runs = {}
-        for ends in ([8, 16], [5], []):
-            await engine.flush_cache()
-            runs[str(ends)] = await in_parts(engine, request, ends)
-        return whole, runs
-
-    whole, runs = run_with(server64.url, body)
-    assert hands_over_parts(SGLangHTTPEngine(server64.url))
-    for ends, parts in runs.items():
-        joined = join_parts(parts)
-        assert joined.output_ids == whole.output_ids, ends
-        assert joined.logprobs == whole.logprobs and joined.top_logprobs == whole.top_logprobs
-        assert all(len(pos) == 3 for pos in joined.top_logprobs)
-        assert joined.finish_reason == FinishReason.LENGTH
-        assert [p.finish_reason for p in parts[:-1]] == [None] * (len(parts) - 1)
-    # the stream interval is the spacing of the part ends: SGLang sends the first token at once, then every
-    # interval tokens, and the last one with the final output
-    assert [len(p.output_ids) for p in runs["[8, 16]"]] == [1, 8, 8, 3]
-    assert [len(p.output_ids) for p in runs["[5]"]] == [1, 5, 5, 5, 4]
-    assert [len(p.output_ids) for p in runs["[]"]] == [1, 19]
+    run_with(server64.url, check_the_parts_add_up_to_the_whole_output)
 
 
 def test_a_stop_ends_the_parts(server64, tiny_engine64):
@@ -128,41 +100,9 @@ def test_bad_input_is_named_before_anything_streams(server64):
 
 
 def test_a_rollout_in_streamed_parts_is_the_rollout_of_whole_requests(server64, tiny_engine64):
-    cfg = LATRConfig.preset("countdown", lookahead_steps=(3, 6), chunk_size=12)
-    sampling = SamplingParams(max_new_tokens=30)
-    tok = tiny_engine64.tokenizer
-    prompts = [tok(f"{i} + {i * 7} = ").input_ids for i in range(3)]
-    text = lambda t: tok.decode([t])  # noqa: E731
-    streamed = []
-
-    class CountsStreams(SGLangHTTPEngine):
-        async def generate_in_parts(self, request, part_ends):
-            streamed.append(request)
-            async for part in super().generate_in_parts(request, part_ends):
-                yield part
-
-    async def rollout(interval):
-        engine = CountsStreams(server64.url)
-        try:
-            sampler = LATRSampler(
-                engine,
-                dataclasses.replace(cfg, tree_part_interval=interval),
-                sampling,
-                tiny_engine64.eos_ids,
-                text,
-            )
-            return await sampler.sample(prompts, 5, eta=1.0, seed=2)
-        finally:
-            await engine.close()
-
-    whole = asyncio.run(rollout(0))
-    assert streamed == []
-    with_parts = asyncio.run(rollout(4))
-    assert len(streamed) > 0
-    assert sum(len(g.branches) for g in whole) > len(whole)  # the trees forked
-    for a, b in zip(with_parts, whole):
-        assert a.branches == b.branches and a.exit_step == b.exit_step
-        assert [t.token_ids for t in a.trajectories] == [t.token_ids for t in b.trajectories]
+    check_a_rollout_in_parts_is_the_rollout_of_whole_requests(
+        SGLangHTTPEngine, lambda: (server64.url,), tiny_engine64
+    )
 
 
 # ---- servers that stream wrongly -------------------------------------------------------------------------

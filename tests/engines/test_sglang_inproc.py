@@ -4,7 +4,6 @@ from ``async_generate``), with and without --incremental-streaming-output, and o
 wrongly."""
 
 import asyncio
-import dataclasses
 import json
 import subprocess
 import sys
@@ -13,17 +12,17 @@ import types
 from pathlib import Path
 
 import pytest
+from parts_checks import (
+    check_a_rollout_in_parts_is_the_rollout_of_whole_requests,
+    check_the_parts_add_up_to_the_whole_output,
+    in_parts,
+)
 from server_helpers import TorchBackedSGLangEngine
 
-from latr_sglang.config import LATRConfig
-from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import (
-    FinishReason,
     GenerateRequest,
     RequestError,
     SamplingParams,
-    hands_over_parts,
-    join_parts,
 )
 from latr_sglang.engines.sglang_inproc import SGLangInProcessEngine
 from latr_sglang.engines.wire import StreamError
@@ -31,10 +30,6 @@ from latr_sglang.engines.wire import StreamError
 
 def adapter_over(engine, incremental=False):
     return SGLangInProcessEngine(TorchBackedSGLangEngine(engine, incremental_streaming_output=incremental))
-
-
-async def in_parts(engine, request, part_ends):
-    return [part async for part in engine.generate_in_parts(request, part_ends)]
 
 
 def test_whole_requests_share_the_wire_translation(tiny_engine, prompt_ids):
@@ -81,32 +76,7 @@ def test_a_second_event_loop_is_refused_by_name_not_left_waiting(tiny_engine):
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
 def test_the_parts_add_up_to_the_whole_output(tiny_engine64, incremental):
-    adapter = adapter_over(tiny_engine64, incremental)
-    request = GenerateRequest(
-        (1, 2, 3, 4), SamplingParams(max_new_tokens=20, temperature=0.7, sampling_seed=5, ignore_eos=True), 3
-    )
-
-    async def body():
-        await adapter.flush_cache()  # each answer computed afresh (no cached prefix): equal to the last bit
-        whole = (await adapter.generate([request]))[0]
-        runs = {}
-        for ends in ([8, 16], [5], []):
-            await adapter.flush_cache()
-            runs[str(ends)] = await in_parts(adapter, request, ends)
-        return whole, runs
-
-    whole, runs = asyncio.run(body())
-    assert hands_over_parts(adapter)
-    for ends, parts in runs.items():
-        joined = join_parts(parts)
-        assert joined.output_ids == whole.output_ids, ends
-        assert joined.logprobs == whole.logprobs and joined.top_logprobs == whole.top_logprobs
-        assert joined.finish_reason == FinishReason.LENGTH
-        assert [p.finish_reason for p in parts[:-1]] == [None] * (len(parts) - 1)
-    # the stream interval is the spacing of the part ends, as over HTTP
-    assert [len(p.output_ids) for p in runs["[8, 16]"]] == [1, 8, 8, 3]
-    assert [len(p.output_ids) for p in runs["[5]"]] == [1, 5, 5, 5, 4]
-    assert [len(p.output_ids) for p in runs["[]"]] == [1, 19]
+    asyncio.run(check_the_parts_add_up_to_the_whole_output(adapter_over(tiny_engine64, incremental)))
 
 
 def test_closing_early_cancels_the_request(tiny_engine64):
@@ -143,36 +113,9 @@ def test_bad_input_is_named(tiny_engine64):
 
 
 def test_a_rollout_in_parts_is_the_rollout_of_whole_requests(tiny_engine64):
-    cfg = LATRConfig.preset("countdown", lookahead_steps=(3, 6), chunk_size=12)
-    tok = tiny_engine64.tokenizer
-    prompts = [tok(f"{i} + {i * 7} = ").input_ids for i in range(3)]
-    streamed = []
-
-    class CountsStreams(SGLangInProcessEngine):
-        async def generate_in_parts(self, request, part_ends):
-            streamed.append(request)
-            async for part in super().generate_in_parts(request, part_ends):
-                yield part
-
-    def rollout(interval):
-        engine = CountsStreams(TorchBackedSGLangEngine(tiny_engine64))
-        sampler = LATRSampler(
-            engine,
-            dataclasses.replace(cfg, tree_part_interval=interval),
-            SamplingParams(max_new_tokens=30),
-            tiny_engine64.eos_ids,
-            lambda t: tok.decode([t]),
-        )
-        return asyncio.run(sampler.sample(prompts, 5, eta=1.0, seed=2))
-
-    whole = rollout(0)
-    assert streamed == []
-    with_parts = rollout(4)
-    assert len(streamed) > 0
-    assert sum(len(g.branches) for g in whole) > len(whole)  # the trees forked
-    for a, b in zip(with_parts, whole):
-        assert a.branches == b.branches and a.exit_step == b.exit_step
-        assert [t.token_ids for t in a.trajectories] == [t.token_ids for t in b.trajectories]
+    check_a_rollout_in_parts_is_the_rollout_of_whole_requests(
+        SGLangInProcessEngine, lambda: (TorchBackedSGLangEngine(tiny_engine64),), tiny_engine64
+    )
 
 
 # ---- generators that stream wrongly ----------------------------------------------------------------------
