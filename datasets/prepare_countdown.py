@@ -20,7 +20,8 @@ from pathlib import Path
 
 from _common import DataError, output_dir  # datasets/_common.py, beside this script
 
-from latr_sglang.tasks.countdown import CountdownProblem, as_integer, generate, short_repr
+from latr_sglang.messages import short_repr
+from latr_sglang.tasks.countdown import CountdownProblem, as_integer, generate
 from latr_sglang.tasks.prompts import iter_jsonl
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from _common import DataError, output_dir  # datasets/_common.py, beside this script
 
-from latr_sglang.tasks.countdown import short_repr
+from latr_sglang.messages import short_repr
 from latr_sglang.tasks.math import DAPO_TEMPLATE, last_boxed
 from latr_sglang.tasks.prompts import iter_jsonl, unicode_error
 

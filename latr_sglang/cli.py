@@ -10,11 +10,9 @@ import argparse
 import difflib
 import json
 import logging
-import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +20,22 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 from latr_sglang import __version__
+from latr_sglang.argtypes import (
+    OneLineErrorParser,
+    UsageError,
+    device_argument,
+    finite_float,
+    non_negative_float,
+    positive_int,
+    readable_file,
+    same_file,
+    seed_int,
+    writable_output,
+)
 from latr_sglang.config import add_latr_arguments
 
 PROG = "latr-sglang"
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "float64")
-
-
-class UsageError(ValueError):
-    """Bad input found after parsing (a file, a server); printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Errors in one line: the usage of `sample` alone is 40 lines of LATR flags."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -51,34 +50,6 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    # inf and nan parse as floats, then fail far from the flag (an OverflowError in int(), a NaN comparison)
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number >= 0")
-    return value
-
-
 def _finite_float_flags(parser: argparse.ArgumentParser) -> None:
     """Every plain float flag of every subcommand (serve's flags come from latr_sglang.server.run) takes
     finite numbers only."""
@@ -87,60 +58,7 @@ def _finite_float_flags(parser: argparse.ArgumentParser) -> None:
             for subparser in action.choices.values():
                 _finite_float_flags(subparser)
         elif action.type is float:
-            action.type = _finite_float
-
-
-def _writable_output(flag: str, path: str, make_parents: bool = False) -> None:
-    """Refuses an output path the run could not write at its end, before anything is loaded. With
-    make_parents (the writer creates missing folders) the nearest existing folder must take new entries."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
-    try:
-        if file.exists():
-            with open(file, "a"):  # append mode: the old contents stay until the run writes
-                pass
-            return
-        parent = file.parent
-        while make_parents and not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.exists():
-            raise UsageError(f"{flag} {path}: folder {str(parent)!r} does not exist")
-        if not parent.is_dir():
-            raise UsageError(f"{flag} {path}: {str(parent)!r} is not a folder")
-        # a real file, not os.access: root passes access() on read-only mounts and /proc alike
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".latr-write-check-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: not writable ({e.strerror or e})") from None
-
-
-def _device(text: str) -> str:
-    # checked here, not by torch, so that a typo fails before a model is loaded
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, cuda or cuda:N")
-    if text.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here")
-        index = int(text.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return text
-
-
-def _readable_file(flag: str, path: str) -> Path:
-    """`path` as a Path if it is a readable file, else a UsageError naming the flag and the path."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory, expected a file")
-    if not file.is_file():
-        raise UsageError(f"{flag} {path}: no such file")
-    if not os.access(file, os.R_OK):
-        raise UsageError(f"{flag} {path}: not readable")
-    return file
+            action.type = finite_float
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -151,22 +69,22 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
         choices=DTYPES,
         help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16, float64",
     )
-    p.add_argument("--device", default="cpu", type=_device, help="cpu or cuda[:N]")
+    p.add_argument("--device", default="cpu", type=device_argument, help="cpu or cuda[:N]")
     p.add_argument(
-        "--max-batch-size", type=_positive_int, default=64, help="sequences decoded together per step"
+        "--max-batch-size", type=positive_int, default=64, help="sequences decoded together per step"
     )
     p.add_argument(
         "--prefix-cache-mb",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="memory bound of the prefix cache in MB (default: sized by the model and the live sequences; "
         "0 turns it off)",
     )
     p.add_argument(
-        "--context-length", type=_positive_int, default=None, help="override the model's context length"
+        "--context-length", type=positive_int, default=None, help="override the model's context length"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the sampling (and of unseeded engine requests)"
+        "--seed", type=seed_int, default=0, help="seed of the sampling (and of unseeded engine requests)"
     )
 
 
@@ -230,6 +148,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.response_prefix if args.response_prefix is not None else (run.response_prefix if run else "")
     )
     dataset = args.dataset or ("run held-out" if run is not None and run.held_out else "countdown")
+    if args.output and same_file(args.output, dataset):
+        raise UsageError(f"--output {args.output}: the same file as --dataset; it would be overwritten")
     if dataset == "run held-out":
         items = run.held_out[: args.limit] if args.limit else run.held_out
     else:
@@ -258,9 +178,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if max_new_tokens < 1:  # as sample: a 0-token response scores as a wrong answer, silently
         raise UsageError(f"--max-new-tokens {max_new_tokens}: responses need >= 1 token")
     if args.output:
-        _writable_output("--output", args.output, make_parents=True)  # write_results creates the folders
+        writable_output("--output", args.output, make_parents=True)  # write_results creates the folders
     engine, tokenizer, _ = _engine_and_tokenizer(args)
     try:
+        context = getattr(engine, "context_length", None)
+        if context:  # every prompt as evaluate() will encode it, before any is sampled
+            from latr_sglang.tasks.prompts import encode_prompts
+
+            encoded = encode_prompts(tokenizer, [it.prompt for it in items], chat, prefix)
+            source = f"--dataset {dataset}" + (f" with --response-prefix {prefix!r}" if prefix else "")
+            _check_prompt_lengths(encoded, context, source)
         if run is not None and run.stop_at_newline:  # the run's answers are one line: stop where it stopped
             sampling = dataclasses.replace(sampling, stop_token_ids=newline_token_ids(tokenizer))
         metrics = evaluate(
@@ -316,24 +243,21 @@ def _latr_config(args: argparse.Namespace, default_preset: str):
     return latr_config_from_args(args, default_preset=default_preset)
 
 
-def _check_top_logprobs(m: int) -> None:
-    """The tree phase asks the engine for m top log-probs per position: m past the engines' limit is refused
-    before a model loads (by the engines' own rule, as latr-train does), not mid-sampling."""
-    from latr_sglang.engines.base import GenerateRequest, RequestError
+def _check_fork_candidates(cfg) -> None:
+    """More fork candidates per position than an engine returns top log-probs, refused before a model loads
+    (by the driver's own rule), not mid-sampling."""
+    from latr_sglang.driver import check_fork_candidates
 
     try:
-        GenerateRequest((0,), top_logprobs_num=m).validate(vocab_size=1, context_length=1 << 30)
-    except RequestError as e:
-        raise UsageError(
-            f"--latr.max_branch_per_token {m}: more candidates than the engine returns per position ({e})"
-        ) from None
+        check_fork_candidates(cfg)
+    except ValueError as e:
+        raise UsageError(f"--latr.max_branch_per_token {cfg.max_branch_per_token}: {e}") from None
 
 
-def _check_prompt_lengths(prompts: list, context_length: int | None, args: argparse.Namespace) -> None:
+def _check_prompt_lengths(prompts: list, context_length: int | None, source: str) -> None:
     """A prompt that leaves no room for a response in the context, named before any sampling."""
     if not context_length:
         return
-    source = f"--prompts {args.prompts}" if args.prompts else "built-in prompt"
     for i, ids in enumerate(prompts):
         if len(ids) >= context_length:
             raise UsageError(
@@ -360,12 +284,36 @@ def _sample_prompts(args: argparse.Namespace) -> tuple[list[str], list[Any] | No
     if not args.prompts:
         texts = builtin_countdown_prompts(args.num_prompts or 8)
         return texts, [countdown_label(t) for t in texts]
-    rows = read_jsonl(_readable_file("--prompts", args.prompts), {args.input_key: str})
+    from latr_sglang.tasks.reward_func import check_label
+
+    rows = read_jsonl(readable_file("--prompts", args.prompts), {args.input_key: str})
     texts = [row[args.input_key] for row in rows]
     if args.num_prompts:
+        if args.num_prompts > len(rows):
+            _warn(
+                f"--num-prompts {args.num_prompts}: --prompts {args.prompts} has only {len(rows)} rows; "
+                "sampling those"
+            )
         texts, rows = texts[: args.num_prompts], rows[: args.num_prompts]
     labels = [row.get(args.label_key) for row in rows]
-    return texts, (labels if all(label is not None for label in labels) else None)
+    unlabelled = sum(label is None for label in labels)
+    if unlabelled:
+        if unlabelled < len(rows):  # all or none: a reward over some of the prompts would mislead
+            _warn(
+                f"--prompts {args.prompts}: {unlabelled} of {len(rows)} rows have no {args.label_key!r} "
+                "(--label-key); no task reward is reported"
+            )
+        return texts, None
+    for i, label in enumerate(labels):  # as the reward parses them: a bad one would score 0 on every sample
+        try:
+            check_label(label)
+        except ValueError as e:
+            raise UsageError(f"--prompts {args.prompts}: row {i + 1}: {args.label_key}: {e}") from None
+    return texts, labels
+
+
+def _warn(message: str) -> None:
+    print(f"latr-sglang: warning: {message}", file=sys.stderr)
 
 
 def reward_summary(arm, texts: list[str], labels: list[Any], tokenizer) -> dict[str, float]:
@@ -407,7 +355,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from latr_sglang.engines.base import SamplingParams
 
     cfg = _latr_config(args, default_preset="countdown")
-    _check_top_logprobs(cfg.max_branch_per_token)
+    _check_fork_candidates(cfg)
+    if args.output and args.prompts and same_file(args.output, args.prompts):
+        raise UsageError(
+            f"--output {args.output}: the same file as --prompts; the prompts would be overwritten"
+        )
     texts, labels = _sample_prompts(args)
     sampling = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
@@ -416,11 +368,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:  # the sampler refuses it too, but only once the model is loaded
         raise UsageError(f"--max-new-tokens {args.max_new_tokens}: responses need >= 1 token")
     if args.output:
-        _writable_output("--output", args.output)
+        writable_output("--output", args.output)
     engine, tokenizer, eos_ids = _engine_and_tokenizer(args)
     prompts = encode_prompts(tokenizer, texts, chat=not args.no_chat_template)
     try:
-        _check_prompt_lengths(prompts, getattr(engine, "context_length", None), args)
+        source = f"--prompts {args.prompts}" if args.prompts else "built-in prompt"
+        _check_prompt_lengths(prompts, getattr(engine, "context_length", None), source)
     except UsageError:
         if not args.server:
             engine.close_sync()
@@ -458,11 +411,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"\ntask reward ({'countdown' if isinstance(labels[0], dict) else 'labels from --prompts'}):")
         print(_table({arm.name: reward_summary(arm, texts, labels, tokenizer) for arm in arms}))
     latr = arms[0]
-    if any(g.k_latr > 0 for g in latr.groups) and sum(len(g.branches) - 1 for g in latr.groups) == 0:
-        print(
-            "latr-sglang: warning: LATR made no branches at these settings: try --latr.preset small or lower "
-            f"--latr.tau_abs (now {cfg.tau_abs}); the LATR column is greedy roots and stochastic fills",
-            file=sys.stderr,
+    if args.eta > 0 and not any(g.k_latr > 0 for g in latr.groups):
+        _warn(
+            f"--eta {args.eta} x --n {args.n} rounds to no tree samples per prompt (k = round(eta x n) = 0): "
+            "the LATR column is plain sampling"
+        )
+    elif any(g.k_latr > 0 for g in latr.groups) and sum(len(g.branches) - 1 for g in latr.groups) == 0:
+        _warn(
+            "LATR made no branches at these settings: try --latr.preset small or lower "
+            f"--latr.tau_abs (now {cfg.tau_abs}); the LATR column is greedy roots and stochastic fills"
         )
     if args.output:
         rows = write_jsonl(args.output, arms, texts, tokenizer)
@@ -471,7 +428,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="LATR tree rollouts over SGLang", allow_abbrev=False)
+    parser = OneLineErrorParser(prog=PROG, description="LATR tree rollouts over SGLang", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error", "critical")
@@ -501,19 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument(
         "--num-prompts",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="prompts: size of the built-in countdown set (default 8), or the first N of --prompts",
     )
     sample.add_argument("--no-chat-template", action="store_true", help="send prompts as raw text")
-    sample.add_argument("--n", type=_positive_int, default=8, help="trajectories per prompt")
+    sample.add_argument("--n", type=positive_int, default=8, help="trajectories per prompt")
     sample.add_argument("--eta", type=float, default=1.0, help="share of the n from the tree (mix ratio)")
     sample.add_argument("--max-new-tokens", type=int, default=256, help="longest response, in tokens")
     sample.add_argument("--temperature", type=float, default=1.0, help="completion-phase sampling")
     sample.add_argument("--top-p", type=float, default=1.0, help="completion-phase nucleus sampling")
     sample.add_argument("--top-k", type=int, default=-1, help="completion-phase top-k (-1: all)")
     sample.add_argument(
-        "--prompts-per-batch", type=_positive_int, default=8, help="prompts sampled concurrently"
+        "--prompts-per-batch", type=positive_int, default=8, help="prompts sampled concurrently"
     )
     sample.add_argument("--no-baseline", action="store_true", help="skip the stochastic run")
     sample.add_argument("--output", default="trajectories.jsonl", help="JSONL output ('' to skip)")
@@ -536,10 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stop, held-out problems, samples per prompt, response length and temperature as in that run's "
         "evaluation, unless given here",
     )
-    evaluation.add_argument("--limit", type=_positive_int, default=None, help="first N prompts only")
+    evaluation.add_argument("--limit", type=positive_int, default=None, help="first N prompts only")
     evaluation.add_argument(
         "--n",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="samples per prompt, pass@k for k <= n (default 8, or --run's)",
     )

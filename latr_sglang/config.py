@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from latr_sglang.messages import short_repr
+
 EXEMPT_CHARS = "+-*/\\<>=()[]{}_^&%$0123456789"
 
 
@@ -171,7 +173,7 @@ class LATRConfig:
 
     def validate(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"LATRConfig.{name}={getattr(self, name)!r}: {why}", field=name)
+            return ConfigError(f"LATRConfig.{name}={short_repr(getattr(self, name), 160)}: {why}", field=name)
 
         def is_int(value: Any) -> bool:  # True is an int to Python, never a count or a step here
             return isinstance(value, int) and not isinstance(value, bool)
@@ -242,6 +244,12 @@ class LATRConfig:
             raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
         if self.tree_part_interval < 0:
             raise bad("tree_part_interval", "must be an integer >= 0 (0: whole requests only)")
+        # token counts travel to SGLang as 32-bit integers (max_new_tokens, stream_interval)
+        for name in ("chunk_size", "tree_part_interval", "force_return_step"):
+            if getattr(self, name) > MAX_TOKENS:
+                raise bad(name, f"must be at most {MAX_TOKENS} tokens")
+        if steps[-1] > MAX_TOKENS:
+            raise bad("lookahead_steps", f"must be at most {MAX_TOKENS} tokens")
 
     # --- presets and files ------------------------------------------------------------------------
     @classmethod
@@ -289,6 +297,9 @@ class LATRConfig:
             raise ConfigError(f"{path}: {e}", field=e.field) from None
 
 
+MAX_TOKENS = 2**31 - 1
+
+
 def read_config_file(path: str | Path, flag: str = "") -> dict[str, Any]:
     """The mapping a YAML (.yaml/.yml) or JSON file holds; a ConfigError naming the file (and `flag`, the
     option that gave it) when it is missing, not a file, unreadable, undecodable or not a mapping."""
@@ -308,6 +319,10 @@ def read_config_file(path: str | Path, flag: str = "") -> dict[str, Any]:
         import yaml
 
         try:
+            # aliases (*name) let a few hundred bytes stand for billions of values, and no config needs
+            # them: refused while parsing, before anything is built
+            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+                raise ConfigError(f"{where}: uses YAML aliases (*name); write the values out instead")
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)

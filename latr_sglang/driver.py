@@ -35,6 +35,7 @@ from latr_sglang.algorithm import (
 )
 from latr_sglang.config import LATRConfig
 from latr_sglang.engines.base import (
+    MAX_TOP_LOGPROBS,
     Engine,
     FinishReason,
     GenerateOutput,
@@ -45,6 +46,21 @@ from latr_sglang.engines.base import (
 )
 
 Origin = Literal["tree", "fill", "stochastic"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fork_candidates(cfg: LATRConfig) -> None:
+    """The tree phase asks each position for max_branch_per_token top log-probs: more than an engine returns
+    is a ValueError naming the field, before any request."""
+    m = cfg.max_branch_per_token
+    if m > MAX_TOP_LOGPROBS:
+        raise ValueError(
+            f"LATRConfig.max_branch_per_token={m}: more candidates than an engine returns per position "
+            f"(at most {MAX_TOP_LOGPROBS} top log-probs)"
+        )
 
 
 @dataclass
@@ -146,6 +162,7 @@ class LATRSampler:
         if sampling.max_new_tokens < 1:
             raise ValueError(f"sampling.max_new_tokens={sampling.max_new_tokens}: responses need >= 1 token")
         sampling.validate()  # named here, not by the first engine request of a tree phase
+        check_fork_candidates(self.cfg)
         self.max_len = sampling.max_new_tokens
         self.eos_ids = frozenset(eos_ids)
         self.stop_ids = self.eos_ids | frozenset(sampling.stop_token_ids)
@@ -156,9 +173,14 @@ class LATRSampler:
         self, prompts: Sequence[Sequence[int]], n: int, step: int = 1, eta: float | None = None, seed: int = 0
     ) -> list[GroupResult]:
         """n trajectories per prompt; eta defaults to the config's mix-ratio schedule at training `step`."""
-        if n < 1:
-            raise ValueError(f"n={n}: need at least one trajectory per prompt")
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"n={n!r}: need at least one trajectory per prompt")
+        if not _is_int(seed):  # any integer: the requests' seeds are derived from it modulo 2**62
+            raise ValueError(f"seed={seed!r}: must be an integer")
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, int | float)):
+            raise ValueError(f"eta={eta!r}: must be a number in [0, 1]")
         self.cfg.validate()  # again: a config's fields can be assigned after it was built
+        check_fork_candidates(self.cfg)
         for i, p in enumerate(prompts):
             if len(p) == 0:
                 raise ValueError(f"prompt {i} is empty")

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
+from latr_sglang.messages import short_repr
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
-from latr_sglang.tasks.countdown import short_repr
 from latr_sglang.tasks.evaluation import length_stats, mean_at_k, mean_pass_at_k
 from latr_sglang.tasks.prompts import encode_prompts, iter_jsonl, unicode_error
 from latr_sglang.tasks.reward_func import check_label, parse_label, score_response

@@ -22,9 +22,10 @@ import re
 from typing import Any
 
 from latr_sglang.config import LATRConfig
-from latr_sglang.driver import GroupResult, LATRSampler
-from latr_sglang.engines.base import SamplingParams
+from latr_sglang.driver import GroupResult, LATRSampler, check_fork_candidates
+from latr_sglang.engines.base import RequestError, SamplingParams
 from latr_sglang.engines.sglang_http import SGLangHTTPEngine
+from latr_sglang.tasks.prompts import unicode_error
 
 
 class ServerError(ConnectionError):
@@ -106,6 +107,9 @@ def server_context_length(base_url: str, timeout: float = 30.0) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+MAX_FORKS = 1024
+
+
 def _check_fork_args(s: Any, n: Any, config: Any, name: Any, max_tokens: Any, tokenizer: Any) -> None:
     """A one-line error naming the argument, before anything reaches the driver (where a float n or a dict
     config would fail deep inside with a TypeError or AttributeError)."""
@@ -121,6 +125,8 @@ def _check_fork_args(s: Any, n: Any, config: Any, name: Any, max_tokens: Any, to
         raise TypeError(f"latr_fork: n={n!r}: must be a positive integer (got {type(n).__name__})")
     if n < 1:
         raise ValueError(f"latr_fork: n={n}: must be a positive integer")
+    if n > MAX_FORKS:  # each fork is a program state with its own thread in SGLang's frontend
+        raise ValueError(f"latr_fork: n={n}: at most {MAX_FORKS} forks of one program state")
     if config is not None and not isinstance(config, LATRConfig):
         hint = "use LATRConfig.from_dict" if isinstance(config, dict) else "use LATRConfig.preset(name)"
         raise TypeError(f"latr_fork: config must be a LATRConfig (got {type(config).__name__}; {hint})")
@@ -135,6 +141,24 @@ def _check_fork_args(s: Any, n: Any, config: Any, name: Any, max_tokens: Any, to
             f"latr_fork: tokenizer={tokenizer!r}: must be a tokenizer object (e.g. "
             "AutoTokenizer.from_pretrained(...)), or None for the server's"
         )
+
+
+def _check_sampling_args(sampling: SamplingParams, eta: Any, seed: Any, config: LATRConfig) -> None:
+    """The sampling arguments named in one line before the server is asked anything (the engine would
+    refuse them only at the first tree-phase request)."""
+    try:
+        sampling.validate()
+    except RequestError as e:
+        raise ValueError(f"latr_fork: {e}".replace("sampling_params.", "")) from None
+    if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"latr_fork: eta={eta!r}: must be a number in [0, 1] (the tree's share of n)")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"latr_fork: seed={seed!r}: must be an integer")
+    try:
+        config.validate()  # again: its fields may have been assigned since it was built
+        check_fork_candidates(config)
+    except ValueError as e:
+        raise ValueError(f"latr_fork: {e}") from None
 
 
 def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
@@ -182,12 +206,17 @@ def latr_fork(
     """n forked program states extended with LATR trajectories (tree leaves, fills, stochastic samples).
     `max_tokens` must fit in the server's context after the prompt: a larger value is refused, not clamped."""
     _check_fork_args(s, n, config, name, max_tokens, tokenizer)
+    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
+    _check_sampling_args(sampling, eta, seed, config or LATRConfig())
     executor = s.stream_executor
     url = base_url or getattr(executor.backend, "base_url", None)
     if url is None:
         raise TypeError("latr_fork needs a RuntimeEndpoint backend (or base_url=...) to reach the server")
     tokenizer = tokenizer or tokenizer_for_server(url)
     text = s.text()
+    bad_text = unicode_error(text)
+    if bad_text:  # the tokenizer's own error for it is a TypeError about its input types
+        raise ValueError(f"latr_fork: the program's text is {bad_text}")
     # a chat-templated text already starts with its BOS: do not add a second one
     bos = getattr(tokenizer, "bos_token", None)
     prompt_ids = list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
@@ -202,7 +231,6 @@ def latr_fork(
             f"latr_fork: max_tokens={max_tokens}: more than the server can generate after this "
             f"{len(prompt_ids)}-token prompt (context length {context}: at most {room})"
         )
-    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
     eos = server_eos_ids(url, tokenizer)
 
     async def sample() -> GroupResult:

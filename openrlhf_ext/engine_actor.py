@@ -31,8 +31,8 @@ import math
 import numbers
 import os
 import re
-import reprlib
 import socket
+import sys
 import tempfile
 import threading
 import zlib
@@ -44,6 +44,7 @@ from latr_sglang.algorithm import mix_ratio
 from latr_sglang.config import LATRConfig
 from latr_sglang.driver import LATRSampler
 from latr_sglang.engines.base import SamplingParams
+from latr_sglang.messages import short_repr
 from latr_sglang.metrics import pairwise_edit_distance, tree_stats
 
 
@@ -66,15 +67,12 @@ logger = logging.getLogger(__name__)
 REWARD_TIMEOUT_S = 300.0  # --trainer.reward_timeout_s's default: one reward_func call (a prompt's group)
 REWARD_EXAMPLE = "latr_sglang/tasks/reward_func.py"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 80
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
 
 
 def _short(value: Any) -> str:
     """The type and a bounded repr of a value, for error messages (a 1 MB return value must not become a
     1 MB message)."""
-    return f"{type(value).__name__} {_SHORT.repr(value)}"
+    return f"{type(value).__name__} {short_repr(value, 160)}"
 
 
 def _reward_func_binding(body: list[ast.stmt]) -> str | None:
@@ -138,7 +136,38 @@ def reward_file_problem(path: str) -> str | None:
         return "defines no top-level reward_func(queries, prompts, labels)"
     if binding == "async":
         return "reward_func is an async function; it must be a plain one (it runs in a worker thread)"
+    missing = _missing_imports(tree.body, os.path.dirname(os.path.abspath(path)))
+    if missing:
+        return (
+            f"imports {', '.join(missing)}, which this Python ({sys.executable}) cannot find: install it, "
+            "or import it inside reward_func"
+        )
     return None
+
+
+def _missing_imports(body: list[ast.stmt], folder: str) -> list[str]:
+    """The top-level packages that the module's unconditional, absolute imports name and that neither this
+    Python nor the file's folder holds (found without importing them). Imports inside try, if or a function
+    are left alone: they are often optional, with a fallback."""
+    roots: list[str] = []
+    for node in body:
+        if isinstance(node, ast.Import):
+            roots += [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.append(node.module.split(".")[0])
+    missing = []
+    for root in dict.fromkeys(roots):
+        if root in sys.builtin_module_names or root == "__future__":
+            continue
+        if os.path.exists(os.path.join(folder, root + ".py")) or os.path.isdir(os.path.join(folder, root)):
+            continue
+        try:
+            found = importlib.util.find_spec(root) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(root)
+    return missing
 
 
 def reward_url_problem(remote_rm_url: str | list | tuple | None) -> str | None:

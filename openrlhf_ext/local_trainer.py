@@ -287,6 +287,13 @@ class LocalTrainer:
             before = self.evaluate("before")
         elif self.cfg.eval_prompts and (self.out / "eval_before.json").exists():
             before = json.loads((self.out / "eval_before.json").read_text())
+        elif self.cfg.eval_prompts and first == 1:
+            print(
+                f"warning: --local.eval_before false and no {self.out / 'eval_before.json'} to reuse: the "
+                "summary compares nothing (no gain over the starting policy); copy one from a run of the "
+                "same flags, or leave eval_before on",
+                flush=True,
+            )
         history = []
         last_trained = first - 1 if first > 1 else None  # a resumed run trained before its checkpoint
         nonfinite: list[int] = []  # the steps with a non-finite loss since the last trained one

@@ -11,6 +11,8 @@ Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it
   OpenRLHF's sample buffer) and the step is skipped, logged, so that the next call tops it up; OpenRLHF's
   fit loop skips an empty batch on every rank alike (ppo_trainer.py:535-539). `dynamic_filtering_pass_rate`
   is the fraction of generated groups kept (the local trainer's meaning), not OpenRLHF's x100 per sample.
+  Every batch it returns has the same per-sample metric names on each sample (a missing one is 0, warned):
+  OpenRLHF merges `info` name by name and splits the batch by index.
 - `generate_eval_samples`: switches the engines to plain sampling for the evaluation (as the paper validates).
 - `RemoteExperienceMaker.compute_advantages_and_returns`: DAPO overlong filtering. A truncated sample's action
   mask is cleared (and its advantages zeroed), so OpenRLHF's loss (policy, KL and entropy terms, and the
@@ -186,6 +188,24 @@ SYNC_CHECK_ENV = "LATR_SYNC_CHECK_FILE"
 SYNC_CHECK_PROMPT = "Using the numbers [1, 2], make 3."
 
 
+def align_info_keys(experiences: list) -> list[str]:
+    """Gives every sample of a batch the same per-sample metric names, a missing one as 0; returns the names
+    that were missing somewhere. OpenRLHF merges `info` key by key (Experience._merge_item) and later splits
+    the batch by index, so a name that only some samples carry (a reward file's extra_logs that change between
+    calls, or a group whose reward call timed out before any names were known) would misalign or crash it."""
+    names: dict[str, None] = {}
+    for e in experiences:
+        names.update(dict.fromkeys(e.info or {}))
+    missing = [name for name in names if any(name not in (e.info or {}) for e in experiences)]
+    for e in experiences:
+        if e.info is None:
+            e.info = {}
+        for name in missing:
+            if name not in e.info:
+                e.info[name] = torch.zeros(len(e.sequences))
+    return missing
+
+
 def record_engine_greedy(trainer: Any, step: int) -> None:
     import json
     import os
@@ -199,6 +219,16 @@ def record_engine_greedy(trainer: Any, step: int) -> None:
     tokens = ray.get(engines[0].greedy.remote(SYNC_CHECK_PROMPT, 8))
     with open(path, "a") as f:
         f.write(json.dumps({"step": step, "prompt": SYNC_CHECK_PROMPT, "tokens": tokens}) + "\n")
+
+
+def _align_and_warn(samples: list) -> None:
+    missing = align_info_keys(samples)
+    if missing:
+        log.warning(
+            "per-sample metrics missing on some samples of the batch, logged as 0 there: %s (a reward "
+            "file's extra_logs names should be the same on every call)",
+            ", ".join(missing),
+        )
 
 
 def apply() -> None:
@@ -244,7 +274,9 @@ def apply() -> None:
             step = getattr(self, "_latr_global_step", 0) + 1
             batch_vllm_engine_call(self.vllm_engines, "set_training_step", step)
         if not self.args.algo.dynamic_filtering_enable:
-            return original_samples(self, **kwargs)
+            samples, *rest = original_samples(self, **kwargs)
+            _align_and_warn(samples)
+            return (samples, *rest)
         n = self.args.rollout.n_samples_per_prompt
         chunk = self.args.rollout.batch_size * n
         self._latr_target_groups = max(1, (chunk - len(getattr(self, "_sample_buffer", None) or [])) // n)
@@ -266,6 +298,7 @@ def apply() -> None:
             self._sample_buffer = samples + (self._sample_buffer or [])
             counts["skipped_calls"] = counts.get("skipped_calls", 0.0) + 1
             return [], rate, consumed, False
+        _align_and_warn(samples)
         return samples, rate, consumed, exhausted
 
     def generate_eval_samples(self, **kwargs):

@@ -77,6 +77,47 @@ def test_sample_rejects_a_malformed_prompt_file(tiny_model_dir, tmp_path):
     assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr
 
 
+def test_sample_refuses_to_write_over_its_prompts_and_checks_labels_before_loading(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        '{"prompt": "a", "label": "4"}\n{"prompt": "b", "label": {"numbers": "x", "target": 3}}\n'
+    )
+    before = prompts.read_text()
+    # no model is loaded for either: the model path does not even exist
+    proc = run_cli(
+        "sample", "--model", str(tmp_path / "none"), "--prompts", str(prompts), "--output", str(prompts)
+    )
+    assert (
+        proc.returncode == 2
+        and "the same file as --prompts" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+    assert prompts.read_text() == before
+    proc = run_cli(
+        "eval", "--model", str(tmp_path / "none"), "--dataset", str(prompts), "--output", str(prompts)
+    )
+    assert (
+        proc.returncode == 2 and "the same file as --dataset" in proc.stderr and prompts.read_text() == before
+    )
+    proc = run_cli("sample", "--model", str(tmp_path / "none"), "--prompts", str(prompts), "--output", "")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--prompts {prompts}: row 2: label: label.numbers='x'" in proc.stderr
+
+
+def test_sample_warns_when_its_prompts_leave_it_little_to_report(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "What is 1+1?", "label": "2"}\n{"prompt": "Name a colour"}\n')
+    proc = run_cli(
+        "sample", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--num-prompts", "5", "--n", "4",
+        "--eta", "0.1", "--max-new-tokens", "4", "--output", "",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"--num-prompts 5: --prompts {prompts} has only 2 rows" in proc.stderr
+    assert "1 of 2 rows have no 'label' (--label-key); no task reward is reported" in proc.stderr
+    assert "task reward" not in proc.stdout
+    assert "--eta 0.1 x --n 4 rounds to no tree samples per prompt" in proc.stderr
+
+
 def test_latr_flags_layer_file_preset_and_flags(tmp_path):
     parser = argparse.ArgumentParser()
     add_latr_arguments(parser)
@@ -206,7 +247,10 @@ def test_countdown_labels_are_read_from_the_builtin_prompts():
         (["serve", "--max-body-mb", "inf"], ["--max-body-mb", "'inf'", "finite"]),
         (["eval", "--temperature", "inf"], ["--temperature", "'inf'", "finite"]),
         # more top log-probs than the engine returns: was a RuntimeError traceback from the tree phase
-        (["sample", "--latr.max_branch_per_token", "101"], ["--latr.max_branch_per_token 101", "[0, 100]"]),
+        (
+            ["sample", "--latr.max_branch_per_token", "101"],
+            ["--latr.max_branch_per_token 101", "at most 100 top log-probs"],
+        ),
         # as sample refuses it: all-zero metrics otherwise
         (["eval", "--max-new-tokens", "0"], ["--max-new-tokens 0", ">= 1 token"]),
         # an output the run could not write at its end: refused before it starts
@@ -254,6 +298,21 @@ def test_a_prompt_longer_than_the_context_is_one_line(tiny_model_dir, tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("latr-sglang: error: built-in prompt: prompt 1 has"), line
     assert "context length is 8" in line, line
+
+
+def test_eval_names_a_prompt_longer_than_the_context_before_it_samples(tiny_model_dir, tmp_path):
+    rows = tmp_path / "eval.jsonl"
+    rows.write_text(
+        '{"prompt": "1+1?", "label": "2"}\n' + json.dumps({"prompt": "x " * 50, "label": "1"}) + "\n"
+    )
+    proc = run_cli(
+        "eval", "--model", str(tiny_model_dir), "--dataset", str(rows), "--context-length", "40", "--n", "1",
+        "--max-new-tokens", "2", "--no-chat-template",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"latr-sglang: error: --dataset {rows}: prompt 2 has"), line
+    assert "context length is 40" in line, line
 
 
 def test_an_engine_refusal_in_the_tree_phase_stays_a_request_error(tiny_engine):

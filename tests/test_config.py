@@ -116,6 +116,13 @@ def test_load_names_the_file_and_what_is_wrong(tmp_path):
         "list.json": ("[1, 2]", "must hold a mapping"),
         "bad.json": ("{nope", "not valid JSON"),
         "bin.json": (b"\xff\xfe", "not UTF-8"),
+        # a billion-laughs file: 10 levels of 10 aliases, refused while parsing (built, it is 10**10 values)
+        "bomb.yaml": (
+            "exempt_chars:\n  - &a0 [1,1,1,1,1,1,1,1,1,1]\n"
+            + "".join(f"  - &a{i} [{','.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)),
+            "uses YAML aliases",
+        ),
+        "huge.yaml": ("tree_part_interval: 100000000000000000000\n", "must be at most 2147483647 tokens"),
     }
     for name, (text, needle) in cases.items():
         path = tmp_path / name
@@ -135,3 +142,9 @@ def test_a_tree_phase_too_short_for_any_prune_check_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LATRConfig(lookahead_steps=(20, 30), force_return_step=21)
+
+
+def test_a_huge_value_is_named_in_a_bounded_message():
+    with pytest.raises(ConfigError) as e:
+        LATRConfig(exempt_chars=[[list(range(1000))] * 1000] * 1000)
+    assert len(str(e.value)) < 300 and "must be a string" in str(e.value)

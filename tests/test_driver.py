@@ -431,7 +431,15 @@ def test_prompts_spread_over_engines_and_branches_stay_on_theirs(tiny_engine64):
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"n": 0}, "n=0"), ({"n": 2, "eta": 1.5}, "eta"), ({"n": 2, "prompts": [[]]}, "prompt 0")],
+    [
+        ({"n": 0}, "n=0"),
+        ({"n": 2.0}, "n=2.0"),
+        ({"n": 2, "eta": 1.5}, "eta"),
+        ({"n": 2, "eta": True}, "eta=True"),
+        ({"n": 2, "seed": "1"}, "seed='1': must be an integer"),
+        ({"n": 2, "seed": 1.5}, "seed=1.5: must be an integer"),
+        ({"n": 2, "prompts": [[]]}, "prompt 0"),
+    ],
 )
 def test_bad_arguments_are_named(tiny_engine64, kwargs, needle):
     sampler = sampler_for(tiny_engine64, LATRConfig(), 8)
@@ -452,6 +460,20 @@ def test_bad_sampling_and_a_config_changed_after_it_was_built_are_named_before_a
     cfg.tau_abs = 5.0
     with pytest.raises(ValueError, match="tau_abs"):
         asyncio.run(sampler.sample([[5, 6]], 2, eta=1.0))
+    # more fork candidates per position than an engine returns top log-probs: at construction, and after
+    many = LATRConfig(max_branch_per_token=101)
+    with pytest.raises(ValueError, match="max_branch_per_token=101: more candidates than an engine returns"):
+        LATRSampler(Refuses(), many, SamplingParams(max_new_tokens=8), {0}, str)
+    cfg.tau_abs, cfg.max_branch_per_token = 0.25, 101
+    with pytest.raises(ValueError, match="max_branch_per_token=101"):
+        asyncio.run(sampler.sample([[5, 6]], 2, eta=1.0))
+
+
+def test_any_integer_seed_is_a_seed(tiny_engine64):
+    sampler = sampler_for(tiny_engine64, LATRConfig(), 6)
+    runs = [sampler.sample_sync([[5, 6]], 3, eta=0.0, seed=seed) for seed in (2**70, 2**70, -7)]
+    ids = [[t.token_ids for t in run[0].trajectories] for run in runs]
+    assert ids[0] == ids[1] and len(ids[2]) == 3  # seeded: the same seed, the same samples
 
 
 def test_an_engine_failure_raises_instead_of_hanging(tiny_engine64):

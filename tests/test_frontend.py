@@ -123,6 +123,16 @@ class _FakeState:
         return self._text
 
 
+def _mutated(**fields):
+    """A LATRConfig whose fields were assigned after it was built (validation ran at construction only)."""
+    from latr_sglang.config import LATRConfig
+
+    config = LATRConfig()
+    for name, value in fields.items():
+        setattr(config, name, value)
+    return config
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "needle"),
     [
@@ -130,6 +140,7 @@ class _FakeState:
         (dict(n="3"), TypeError, "n='3': must be a positive integer"),
         (dict(n=True), TypeError, "n=True"),
         (dict(n=0), ValueError, "n=0"),
+        (dict(n=100_000), ValueError, "n=100000: at most 1024 forks"),
         (
             dict(n=2, config={"tau_abs": 0.1}),
             TypeError,
@@ -139,6 +150,15 @@ class _FakeState:
         (dict(n=2, tokenizer="gpt2"), TypeError, "tokenizer='gpt2': must be a tokenizer object"),
         (dict(n=2, name=5), TypeError, "name=5"),
         (dict(n=2, max_tokens=8.0), TypeError, "max_tokens=8.0"),
+        (dict(n=2, top_p=0), ValueError, r"latr_fork: top_p=0: must be in \(0, 1\]"),
+        (dict(n=2, top_k=0), ValueError, "latr_fork: top_k=0"),
+        (dict(n=2, temperature=-1), ValueError, "latr_fork: temperature=-1"),
+        (dict(n=2, eta=True), ValueError, "eta=True: must be a number in"),
+        (dict(n=2, eta=1.5), ValueError, "eta=1.5: must be a number in"),
+        (dict(n=2, seed="x"), TypeError, "seed='x': must be an integer"),
+        (dict(n=2, seed=2.5), TypeError, "seed=2.5: must be an integer"),
+        (dict(n=2, config=_mutated(max_branch_per_token=101)), ValueError, "max_branch_per_token=101: more"),
+        (dict(n=2, config=_mutated(tau_abs=5)), ValueError, "tau_abs=5: must be a number in"),
     ],
 )
 def test_latr_fork_misuse_is_one_error_naming_the_argument(kwargs, error, needle):
@@ -178,3 +198,13 @@ def test_the_readme_program_exits_when_it_is_done(tiny_server, tmp_path):
     # one line per fork: origin, parent, birth step, then the text (which may hold newlines of its own)
     heads = re.findall(r"^(tree|fill|stochastic) (None|\d+) (None|\d+) ", proc.stdout, re.M)
     assert len(heads) == 4, proc.stdout
+
+
+def test_a_program_text_that_is_not_valid_unicode_is_named(tiny_engine):
+    from latr_sglang.frontend import latr_fork
+
+    state = _FakeState("http://127.0.0.1:9", text="Question: x\udfff")  # no server is asked anything
+    with pytest.raises(
+        ValueError, match=r"latr_fork: the program's text is not valid Unicode \(lone surrogate"
+    ):
+        latr_fork(state, 2, tokenizer=tiny_engine.tokenizer)

@@ -409,3 +409,14 @@ def test_non_finite_weights_are_refused_naming_the_tensor_and_nothing_is_written
         requests.post(url + "/destroy_weights_update_group", json={"group_name": "nan"}, timeout=10)
     finally:
         tiny_engine.update_weights_sync(before)
+
+
+def test_weight_update_masters_are_checked_and_a_host_name_also_stands_for_its_addresses():
+    from latr_sglang.server.run import resolve_masters
+
+    assert resolve_masters("") == ()
+    assert resolve_masters(" 10.0.0.7 ,*,::1") == ("10.0.0.7", "*", "::1")
+    masters = resolve_masters("localhost")
+    assert masters[0] == "localhost" and "127.0.0.1" in masters  # a trainer may send the name or its IP
+    with pytest.raises(ValueError, match=r"'not a host!!' is not an IP address or a host name that resolves"):
+        resolve_masters("10.0.0.7,not a host!!")

@@ -11,12 +11,18 @@ request of L tokens vs the same L tokens produced as L/K continuation requests o
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
 import torch
 
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    device_argument,
+    model_argument,
+    positive_int,
+)
 from latr_sglang.bench.rollout import bench_device
 from latr_sglang.engines.base import GenerateRequest, SamplingParams
 from latr_sglang.engines.torch_engine import TorchEngine
@@ -106,17 +112,27 @@ def bench_chunked(engine: TorchEngine, prompt: list[int], total: int, chunk: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument(
-        "--models", nargs="+", default=["smollm2", "tiny"], help="'smollm2', 'tiny' or local folders"
+        "--models",
+        nargs="+",
+        type=model_argument,
+        default=["smollm2", "tiny"],
+        help="'smollm2', 'tiny' or local folders",
     )
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--chunk-total", type=int, default=256)
-    ap.add_argument("--chunk", type=int, default=32)
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--new-tokens", type=positive_int, default=64)
+    ap.add_argument("--chunk-total", type=positive_int, default=256)
+    ap.add_argument("--chunk", type=positive_int, default=32)
     ap.add_argument("--json", default=None, help="also write the figures here (JSON, one entry per model)")
-    ap.add_argument("--device", default=bench_device(), help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
+    ap.add_argument(
+        "--device",
+        type=device_argument,
+        default=bench_device(),
+        help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)",
+    )
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
     rows = []
     for name in args.models:
         if name == "tiny":

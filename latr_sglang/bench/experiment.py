@@ -60,11 +60,29 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-def _eval_point(data: dict[str, Any]) -> tuple[dict[str, float], int | None]:
+def _json_object(file: Path) -> dict[str, Any]:
+    """A run's JSON file as a dict, or a ValueError naming the file."""
+    try:
+        data = json.loads(file.read_bytes())
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8
+        raise ValueError(f"{file}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _eval_point(data: dict[str, Any], file: Path) -> tuple[dict[str, float], int | None]:
     n = data.get("n")
-    point = {"pass@1": float(data["pass@1"])}
-    if n is not None and f"pass@{n}" in data:
-        point["pass@n"] = float(data[f"pass@{n}"])
+    try:
+        point = {"pass@1": float(data["pass@1"])}
+        if n is not None and f"pass@{n}" in data:
+            point["pass@n"] = float(data[f"pass@{n}"])
+    except KeyError:
+        raise ValueError(f"{file}: no pass@1 (not an evaluation the trainer wrote?)") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{file}: pass@1{f' / pass@{n}' if n else ''} must be numbers") from None
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"{file}: n={n!r} is not a positive integer")
     return point, n
 
 
@@ -80,7 +98,10 @@ def read_run(path: Path) -> Run:
         rows = list(csv.DictReader(f))
     heldout: dict[int, dict[str, float]] = {}
     for i, row in enumerate(rows):
-        step = int(_float(row.get("train/global_step")) if row.get("train/global_step") else i + 1)
+        step_value = _float(row.get("train/global_step")) if row.get("train/global_step") else i + 1
+        if not math.isfinite(step_value):
+            raise ValueError(f"{metrics}: row {i + 1}: train/global_step {row.get('train/global_step')!r}")
+        step = int(step_value)
         run.steps.append(step)
         tie = _float(row.get("latr/reward_tie_fraction"))
         values = {
@@ -101,7 +122,7 @@ def read_run(path: Path) -> Run:
     run.evals.update(heldout)
     last = max(run.steps) if run.steps else 0
     for file in sorted(path.glob("eval_*.json")):
-        data = json.loads(file.read_text())
+        data = _json_object(file)
         if file.name == "eval_before.json":
             step = 0
         elif file.name == "eval_after.json":
@@ -110,12 +131,15 @@ def read_run(path: Path) -> Run:
             step = int(m["step"])
         else:
             continue
-        run.evals[step], n = _eval_point(data)
+        run.evals[step], n = _eval_point(data, file)
         run.n = n or run.n
     summary = path / "summary.json"
     if summary.exists():
-        data = json.loads(summary.read_text())
-        run.train_s, run.total_s = data.get("train_s"), data.get("total_s")
+        data = _json_object(summary)
+        run.train_s, run.total_s = (
+            value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            for value in (data.get("train_s"), data.get("total_s"))
+        )
         run.finished = (path / "eval_after.json").exists()
     if run.train_s is None:
         run.train_s = sum(v for v in run.series.get("step_s", []) if not math.isnan(v))

@@ -42,7 +42,21 @@ from typing import Any
 import torch
 
 from latr_sglang.algorithm import effective_size, fork_tokens, group_split, leave_tree_phase, should_prune
-from latr_sglang.bench.rollout import bench_device, peak_gpu_mb, peak_rss_mb, write_json
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    device_argument,
+    positive_int,
+    seed_int,
+    unit_float,
+)
+from latr_sglang.bench.rollout import (
+    add_workload_arguments,
+    bench_device,
+    peak_gpu_mb,
+    peak_rss_mb,
+    write_json,
+)
 from latr_sglang.config import LATRConfig
 
 BATCHING = ("reference", "compact")
@@ -424,14 +438,13 @@ def run_arm_in_process(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="'smollm2', 'tiny' or a local folder")
-    ap.add_argument("--num-prompts", type=int, default=32)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--eta", type=float, default=1.0, help="share of each group from the tree (1 = all)")
+    ap = bench_parser(__doc__)
+    add_workload_arguments(ap)
+    ap.add_argument("--eta", type=unit_float, default=1.0, help="share of each group from the tree (1 = all)")
     ap.add_argument("--preset", default="countdown")
-    ap.add_argument("--prompts-per-batch", type=int, default=8, help="prompts decoded together (both arms)")
+    ap.add_argument(
+        "--prompts-per-batch", type=positive_int, default=8, help="prompts decoded together (both arms)"
+    )
     ap.add_argument(
         "--batching",
         choices=BATCHING,
@@ -439,18 +452,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="the reference loop's batch: 'reference' keeps finished rows until all have finished (as the "
         "authors' loop does), 'compact' drops them at once (a stronger baseline)",
     )
-    ap.add_argument("--max-batch-size", type=int, default=64, help="our engine's batch limit")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-batch-size", type=positive_int, default=64, help="our engine's batch limit")
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--arm", choices=["both", "reference", "ours"], default="both")
     ap.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=1,
         help="rounds of both arms, order alternating; the ratio is the median",
     )
     ap.add_argument("--json", default=None, help="write the figures here (JSON)")
-    ap.add_argument("--device", default=None, help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
+    ap.add_argument(
+        "--device", type=device_argument, default=None, help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)"
+    )
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
     if args.device is None:
         args.device = bench_device()
     if args.arm != "both":
@@ -459,8 +475,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_json(args.json, result)
         return result
 
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
     passthrough = _without(_without(list(argv if argv is not None else sys.argv[1:]), "--json"), "--repeats")
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(args.repeats):  # the arms alternate in order, so that a drift in machine speed evens out

@@ -10,12 +10,14 @@ from __future__ import annotations
 import random
 import time
 
+from latr_sglang.argtypes import bench_parser
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
 from latr_sglang.tasks.reward_func import reward_func, score_one
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    bench_parser(__doc__).parse_args(argv)  # no options: --help and unknown flags answer before it runs
     problems = countdown.generate(10_000, seed=0)
     rng = random.Random(0)
     responses = []

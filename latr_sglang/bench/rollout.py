@@ -20,6 +20,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    device_argument,
+    model_argument,
+    non_negative_int,
+    positive_int,
+    seed_int,
+)
 from latr_sglang.bench.sweep import build_config, config_setting
 from latr_sglang.compare import Arm, builtin_countdown_prompts, comparison_table, encode_prompts, run_arm
 from latr_sglang.config import ConfigError
@@ -29,12 +38,20 @@ from latr_sglang.engines.torch_engine import TorchEngine
 from latr_sglang.tiny import make_tiny_model
 
 
+def add_workload_arguments(ap: argparse.ArgumentParser) -> None:
+    """The workload both rollout benchmarks run (this one and bench.reference): model, countdown prompts, n
+    and response length, with the same defaults."""
+    ap.add_argument(
+        "--model", type=model_argument, default="smollm2", help="'smollm2', 'tiny' or a local folder"
+    )
+    ap.add_argument("--num-prompts", type=positive_int, default=32)
+    ap.add_argument("--n", type=positive_int, default=8)
+    ap.add_argument("--max-new-tokens", type=positive_int, default=256)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="'smollm2', 'tiny' or a local folder")
-    ap.add_argument("--num-prompts", type=int, default=32)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap = bench_parser(__doc__)
+    add_workload_arguments(ap)
     ap.add_argument("--preset", default="countdown")
     ap.add_argument(
         "--config",
@@ -44,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--prompts-per-batch",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="prompts in flight at once; 0 (default): all, as OpenRLHF dispatches a rollout batch to an "
         "engine and lets its scheduler fill the batch (the runs before 2026-12-01 PM used 8)",
@@ -57,18 +74,21 @@ def main(argv: list[str] | None = None) -> None:
         "prompts-per-batch prompts per call, each batch waiting for its slowest group (the runs before "
         "2026-12-01)",
     )
-    ap.add_argument("--max-batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-batch-size", type=positive_int, default=64)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=1,
         help="rounds of both arms (round r samples with seed + r, same prompts; the arms' order alternates); "
         "the ratios are of the totals, each round's is printed too",
     )
     ap.add_argument("--json", default=None, help="also write the figures here (JSON: wall_ratio, ...)")
     ap.add_argument(
-        "--device", default=bench_device(), help="torch engine device ($LATR_BENCH_DEVICE or cpu)"
+        "--device",
+        type=device_argument,
+        default=bench_device(),
+        help="torch engine device ($LATR_BENCH_DEVICE or cpu)",
     )
     over = ap.add_mutually_exclusive_group()
     over.add_argument(
@@ -81,11 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         "API, as an SGLang server is driven (tree-phase requests then stream their parts)",
     )
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
     # before anything loads: a bad flag, field or value is named at once
-    if args.prompts_per_batch < 0:
-        raise SystemExit(f"--prompts-per-batch {args.prompts_per_batch}: must be >= 0 (0: all prompts)")
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats {args.repeats}: must be >= 1")
     try:
         cfg = build_config(args.preset, config_setting(args.config) if args.config else {})
     except ConfigError as e:
@@ -109,6 +126,22 @@ def main(argv: list[str] | None = None) -> None:
         eos_ids,
         lambda t: tok.decode([t]),
     )
+    # untimed warm-up of both arms on one prompt: the first requests pay one-off costs (lazy imports, the
+    # allocator, on a GPU its context and kernel loads) that would otherwise fall on whichever arm runs first
+    for eta in (0.0, 1.0):
+        asyncio.run(_flush(engine, close=server is not None))
+        run_arm(
+            "warm-up",
+            sampler,
+            prompts[:1],
+            min(args.n, 2),
+            eta,
+            args.seed,
+            1,
+            None,
+            args.admission,
+            engine if server is not None else None,
+        )
     runs: dict[str, list[Arm]] = {"latr": [], "stochastic": []}
     per_round: list[float] = []
     for r in range(args.repeats):

@@ -25,6 +25,14 @@ import time
 
 import torch
 
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    device_argument,
+    model_argument,
+    positive_int,
+    seed_int,
+)
 from latr_sglang.bench.rollout import bench_device, peak_gpu_mb, peak_rss_mb, write_json
 
 
@@ -55,20 +63,30 @@ def main(argv: list[str] | None = None) -> dict:
     from latr_sglang.tiny import make_tiny_model
     from openrlhf_ext.shared_prefix import PrefixTree, shared_prefix_logprobs, unshared_logprobs
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="'smollm2', 'tiny' or a local folder")
-    ap.add_argument("--groups", type=int, default=4, help="prompts per step")
-    ap.add_argument("--n", type=int, default=8, help="samples per prompt")
+    ap = bench_parser(__doc__)
+    ap.add_argument(
+        "--model", type=model_argument, default="smollm2", help="'smollm2', 'tiny' or a local folder"
+    )
+    ap.add_argument("--groups", type=positive_int, default=4, help="prompts per step")
+    ap.add_argument("--n", type=positive_int, default=8, help="samples per prompt")
     ap.add_argument("--task", default="countdown-fewshot", help="built-in task of the prompts (main job's)")
     ap.add_argument("--responses", choices=("latr", "random"), default="latr", help="see above")
     ap.add_argument("--preset", default="small", help="LATR preset of --responses latr (main job's)")
-    ap.add_argument("--response-tokens", type=int, default=14, help="length (random) / max new tokens (latr)")
+    ap.add_argument(
+        "--response-tokens", type=positive_int, default=14, help="length (random) / max new tokens (latr)"
+    )
     ap.add_argument("--response-prefix", default=" <answer>", help="the assistant's prefill (main job)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=positive_int, default=2)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--json", default=None, help="also write the figures here (JSON)")
-    ap.add_argument("--device", default=bench_device(), help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)")
+    ap.add_argument(
+        "--device",
+        type=device_argument,
+        default=bench_device(),
+        help="cpu or cuda ($LATR_BENCH_DEVICE, else cpu)",
+    )
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
 
     path = make_tiny_model(tempfile.mkdtemp(prefix="latr-tiny-")) if args.model == "tiny" else args.model
     model, tok, _ = load_model_and_tokenizer(path, device=args.device)

@@ -40,6 +40,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    model_argument,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from latr_sglang.config import _PARSERS, PRESETS, ConfigError, LATRConfig
 from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.engines.base import SamplingParams
@@ -407,43 +415,46 @@ def run_sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="'smollm2' (embedded), 'tiny' or a local HF folder")
-    ap.add_argument("--task", default="countdown-fewshot", choices=["countdown-fewshot", "countdown"])
-    ap.add_argument("--num-prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=8, help="trajectories per prompt")
+    ap = bench_parser(__doc__)
     ap.add_argument(
-        "--max-new-tokens", type=int, default=None, help="default: countdown-fewshot 14, countdown 128"
+        "--model",
+        type=model_argument,
+        default="smollm2",
+        help="'smollm2' (embedded), 'tiny' or a local HF folder",
     )
-    ap.add_argument("--temperature", type=float, default=1.0, help="training sampling temperature")
+    ap.add_argument("--task", default="countdown-fewshot", choices=["countdown-fewshot", "countdown"])
+    ap.add_argument("--num-prompts", type=positive_int, default=16)
+    ap.add_argument("--n", type=positive_int, default=8, help="trajectories per prompt")
+    ap.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=None,
+        help="default: countdown-fewshot 14, countdown 128",
+    )
+    ap.add_argument("--temperature", type=positive_float, default=1.0, help="training sampling temperature")
     ap.add_argument(
         "--base", default="countdown", help=f"preset the settings start from ({', '.join(PRESETS)})"
     )
     ap.add_argument("--grid", action="append", default=None, help="FIELD=V1|V2|... (repeatable; product)")
     ap.add_argument("--config", action="append", default=[], help="FIELD=V,FIELD=V: one setting (repeatable)")
-    ap.add_argument("--stochastic-every", type=int, default=4, help="a stochastic run after every k settings")
     ap.add_argument(
-        "--prompts-per-batch", type=int, default=4, help="prompts sampled together (the main job: 4)"
+        "--stochastic-every", type=positive_int, default=4, help="a stochastic run after every k settings"
     )
-    ap.add_argument("--max-batch-size", type=int, default=64, help="engine batch size")
+    ap.add_argument(
+        "--prompts-per-batch", type=positive_int, default=4, help="prompts sampled together (the main job: 4)"
+    )
+    ap.add_argument("--max-batch-size", type=positive_int, default=64, help="engine batch size")
     ap.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch threads (default: torch's; on a shared, loaded CPU 1 is several times faster)",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--json", default=None, help="write the summary and every arm's numbers here")
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
 
-    for name, value in (
-        ("--num-prompts", args.num_prompts),
-        ("--n", args.n),
-        ("--stochastic-every", args.stochastic_every),
-        ("--prompts-per-batch", args.prompts_per_batch),
-    ):
-        if value < 1:
-            ap.error(f"{name}={value}: must be >= 1")
     try:
         grid = args.grid if args.grid is not None else ([] if args.config else list(DEFAULT_GRID))
         overrides = grid_settings(grid) + [config_setting(c) for c in args.config]

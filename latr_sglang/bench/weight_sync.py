@@ -12,7 +12,6 @@ against per-tensor broadcasts, since our server does not receive that format yet
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import socket
 import tempfile
@@ -21,6 +20,13 @@ import time
 
 import torch
 
+from latr_sglang.argtypes import (
+    bench_parser,
+    check_output_flags,
+    model_argument,
+    positive_float,
+    positive_int,
+)
 from latr_sglang.bench.rollout import peak_rss_mb, write_json
 
 
@@ -37,12 +43,15 @@ def main(argv: list[str] | None = None) -> dict:
     from latr_sglang.server import ServerThread
     from latr_sglang.tiny import make_tiny_model
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="'smollm2', 'tiny' or a local folder")
-    ap.add_argument("--bucket-mb", type=float, default=256.0)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap = bench_parser(__doc__)
+    ap.add_argument(
+        "--model", type=model_argument, default="smollm2", help="'smollm2', 'tiny' or a local folder"
+    )
+    ap.add_argument("--bucket-mb", type=positive_float, default=256.0)
+    ap.add_argument("--repeats", type=positive_int, default=2)
     ap.add_argument("--json", default=None, help="also write the figures here (JSON)")
     args = ap.parse_args(argv)
+    check_output_flags(ap, json=args.json)
     path = make_tiny_model(tempfile.mkdtemp(prefix="latr-tiny-")) if args.model == "tiny" else args.model
     engine = TorchEngine.from_pretrained(path)
     named = [(k, v.detach().clone()) for k, v in engine.hf_model.state_dict().items()]

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+# the most top log-probs a request may ask for per position (the tree phase asks for max_branch_per_token)
+MAX_TOP_LOGPROBS = 100
+
 
 class RequestError(ValueError):
     """A request the engine refuses; the message names the offending field and value."""
@@ -114,8 +117,10 @@ class GenerateRequest:
         for t in self.sampling.stop_token_ids:
             if t >= vocab_size:
                 raise RequestError(f"sampling_params.stop_token_ids contains {t}, outside the vocabulary")
-        if not isinstance(self.top_logprobs_num, int) or not 0 <= self.top_logprobs_num <= 100:
-            raise RequestError(f"top_logprobs_num={self.top_logprobs_num!r}: must be an integer in [0, 100]")
+        if not isinstance(self.top_logprobs_num, int) or not 0 <= self.top_logprobs_num <= MAX_TOP_LOGPROBS:
+            raise RequestError(
+                f"top_logprobs_num={self.top_logprobs_num!r}: must be an integer in [0, {MAX_TOP_LOGPROBS}]"
+            )
         if not isinstance(self.logprob_start_len, int) or self.logprob_start_len < -1:
             raise RequestError(f"logprob_start_len={self.logprob_start_len!r}: must be -1 or >= 0")
         if self.logprob_start_len >= len(ids):

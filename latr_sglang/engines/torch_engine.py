@@ -130,6 +130,12 @@ class TorchEngine:
         seed: int = 0,
         model_path: str | None = None,
     ) -> None:
+        for name, value in (("max_batch_size", max_batch_size), ("max_prefill_tokens", max_prefill_tokens)):
+            # 0 would admit nothing: every request would wait forever
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TorchEngine {name}={value!r}: must be an integer >= 1")
+        if context_length is not None and (not isinstance(context_length, int) or context_length < 2):
+            raise ValueError(f"TorchEngine context_length={context_length!r}: must be an integer >= 2")
         self.model = RaggedCausalLM(hf_model)
         self.hf_model = hf_model
         self.tokenizer = tokenizer

@@ -31,11 +31,40 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve_masters(text: str) -> tuple[str, ...]:
+    """--weight-update-masters as the server compares them: '*', IP addresses, and each hostname with the
+    addresses it resolves to now (a trainer's master_address may name the host or its IP). An entry that is
+    neither an address nor a name that resolves is a ValueError naming it."""
+    import ipaddress
+
+    masters: list[str] = []
+    for entry in (m.strip() for m in text.split(",")):
+        if not entry:
+            continue
+        masters.append(entry)
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_address(entry)
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(entry, None, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise ValueError(
+                f"--weight-update-masters: {entry!r} is not an IP address or a host name that resolves "
+                f"({getattr(e, 'strerror', None) or e})"
+            ) from None
+        masters += [info[4][0] for info in infos]
+    return tuple(dict.fromkeys(masters))
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig(
         api_key=args.api_key,
         enable_weight_updates=args.enable_weight_updates,
-        weight_update_masters=tuple(m.strip() for m in args.weight_update_masters.split(",") if m.strip()),
+        weight_update_masters=resolve_masters(args.weight_update_masters),
         weight_update_timeout_s=args.weight_update_timeout,
         max_body_mb=args.max_body_mb,
         max_n=args.max_n,

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
+from latr_sglang.messages import short_repr
+
 MAX_ANSWER_CHARS = 200  # a countdown equation over <= 6 numbers is far shorter
 # Generation draws random expressions until one reaches an integer target in 1..max_target: the share that
 # does falls with each number (1/8 at 3, 1/60 at 6, 1/2000 at 12), so 2000 problems of 6 numbers take ~5 s
@@ -130,19 +132,6 @@ def generate(
 _INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
 
 
-def short_repr(value: object, limit: int = 80) -> str:
-    """repr(value) cut to `limit` characters, for error messages: a value from a file may be megabytes (a
-    200k-element list), an integer too long to print at all, or nested too deeply to repr."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError, MemoryError):  # a 10^6-digit int, a deeply nested list
-        return f"<a {type(value).__name__} too large to show>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_short = short_repr  # the name other modules used
-
-
 def as_integer(value: object) -> int | None:
     """An int, or a form that can only mean one: an integral float (65.0) or the digits of one ("65"); None
     for anything else (3.7, true, "x": int() would truncate 3.7 to 3 and make a different problem). JSON
@@ -174,6 +163,9 @@ def label_values(label: dict) -> tuple[list[int], int]:
     if not isinstance(numbers, list | tuple) or not numbers:
         raise ValueError(f"label.numbers={short_repr(numbers)}: must be a non-empty list of integers")
     values = [_label_integer(v, f"numbers[{i}]") for i, v in enumerate(numbers)]
+    for i, value in enumerate(values):
+        if value < 0:  # an equation writes -3 as minus 3: a negative number could never count as used
+            raise ValueError(f"label.numbers[{i}]={value}: countdown numbers are integers >= 0")
     return values, _label_integer(label["target"], "target")
 
 

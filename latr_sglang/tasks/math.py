@@ -277,6 +277,8 @@ def score(response: str, gold: str, budget: CPUBudget | None = None) -> tuple[fl
             return 0.0, info
         info["answered"] = 1.0
         norm_predicted, norm_gold = normalize(predicted), normalize(gold)
+        if not norm_gold:  # "$" or "units": nothing left to compare, and "" would equal any such answer
+            return 0.0, info
         if norm_predicted == norm_gold:
             info["correct"] = 1.0
             return 1.0, info

@@ -7,6 +7,7 @@ the same way wherever it is sampled, trained on or scored.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,13 @@ def encode_prompts(
     """Prompt ids (in the chat template when `chat`), followed by the ids of `response_prefix`: text the
     assistant's turn starts with (a prefill)."""
     prefix = list(tokenizer(response_prefix, add_special_tokens=False).input_ids) if response_prefix else []
+    if chat and not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        warnings.warn(
+            f"the tokenizer of {name} has no chat template: prompts are encoded as raw text (to ask for "
+            "that: latr-sglang --no-chat-template; latr-train without --data.apply_chat_template)",
+            stacklevel=2,
+        )
     if chat and getattr(tokenizer, "chat_template", None):
         return [
             list(
@@ -141,6 +149,26 @@ def task_problems(
         problems = generate(count, seed=seed, min_numbers=min_numbers, max_numbers=max_numbers)
         return [(p.prompt("chat" if chat else "raw"), p.label()) for p in problems]
     raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
+
+
+def builtin_distinct_problems(
+    task: str, max_number: int, countdown_numbers: tuple[int, int], limit: int
+) -> int | None:
+    """How many distinct problems (numbers as a multiset, and target) a built-in task can draw, when that is
+    at most `limit` (what a caller holding problems out can ask for), else None (more than that).
+    Counted without generating any: countdown-fewshot's pairs in 1..max_number and their targets a + b,
+    a - b > 0, a * b; countdown's single numbers (1..100, the number is its own target)."""
+    if task == "countdown-fewshot":
+        if max_number * (max_number + 1) // 2 > limit:  # each pair is >= 1 problem
+            return None
+        count = 0
+        for a in range(1, max_number + 1):
+            for b in range(a, max_number + 1):
+                count += len({a + b, a * b} | ({b - a} if b > a else set()))
+        return count if count <= limit else None
+    if task == "countdown" and countdown_numbers[1] == 1:
+        return 100 if limit >= 100 else None
+    return None  # countdown with 2+ numbers: over 5000 number pairs, each makes a target in 1..100
 
 
 def split_problems(

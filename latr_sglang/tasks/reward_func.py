@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from latr_sglang.messages import short_repr
 from latr_sglang.tasks import countdown
 from latr_sglang.tasks import math as math_task
 from latr_sglang.tasks.verify_pool import WorkersCannotStart
@@ -107,12 +108,12 @@ def parse_label(label: Any) -> tuple[str, Any]:
         except (ValueError, RecursionError) as e:
             reason = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
             raise ValueError(
-                f"label={countdown.short_repr(label)}: starts like a JSON countdown problem but is not valid "
+                f"label={short_repr(label)}: starts like a JSON countdown problem but is not valid "
                 f"JSON ({reason}); expected {_LABEL_SHAPE}"
             ) from None
         if not isinstance(parsed, dict) or ("numbers" not in parsed and "target" not in parsed):
             raise ValueError(
-                f"label={countdown.short_repr(label)}: a JSON object without 'numbers' and 'target' (keys "
+                f"label={short_repr(label)}: a JSON object without 'numbers' and 'target' (keys "
                 f"are lower case); expected {_LABEL_SHAPE}"
             )
         return "countdown", countdown.label_values(parsed)
@@ -126,7 +127,7 @@ def parse_label(label: Any) -> tuple[str, Any]:
     if isinstance(label, dict):
         if "numbers" in label or "target" in label:
             return "countdown", countdown.label_values(label)
-        raise ValueError(f"label={countdown.short_repr(label)}: expected {_LABEL_SHAPE}")
+        raise ValueError(f"label={short_repr(label)}: expected {_LABEL_SHAPE}")
     if isinstance(label, str):
         if not label.strip():
             raise ValueError(f"label={label!r}: an empty math answer")
@@ -135,13 +136,11 @@ def parse_label(label: Any) -> tuple[str, Any]:
         try:
             return "math", str(label)
         except ValueError:  # more digits than Python converts (4300)
-            raise ValueError(
-                f"label={countdown.short_repr(label)}: an integer too long for an answer"
-            ) from None
+            raise ValueError(f"label={short_repr(label)}: an integer too long for an answer") from None
     if isinstance(label, float) and math.isfinite(label):
         return "math", repr(label)
     # None and the like: str(None) would make "None" the gold answer
-    raise ValueError(f"label={countdown.short_repr(label)}: expected {_LABEL_SHAPE}")
+    raise ValueError(f"label={short_repr(label)}: expected {_LABEL_SHAPE}")
 
 
 def check_label(label: Any) -> Any:
@@ -151,6 +150,13 @@ def check_label(label: Any) -> Any:
     if task == "countdown":
         numbers, target = payload
         return {"numbers": numbers, "target": target}
+    from latr_sglang.tasks.math import normalize
+
+    if not normalize(payload):
+        raise ValueError(
+            f"label={short_repr(label)}: nothing is left of this math answer once normalized "
+            "($, units, spaces removed): no response could match it"
+        )
     return payload
 
 

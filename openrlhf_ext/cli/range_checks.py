@@ -55,18 +55,6 @@ def model_context_length(model: str | None) -> int | None:
     return None
 
 
-def _engine_top_logprobs_problem(m: int) -> str | None:
-    """The engines' own rule for how many top log-probs one request may ask for (LATR asks for m per
-    position), applied to m; the message is theirs."""
-    from latr_sglang.engines.base import GenerateRequest, RequestError
-
-    try:
-        GenerateRequest((0,), top_logprobs_num=m).validate(vocab_size=1, context_length=1 << 30)
-    except RequestError as e:
-        return str(e)
-    return None
-
-
 def range_problems(inv: Any) -> list[str]:
     """Every out-of-range number in the invocation, as one line each naming the flag and the value."""
     problems: list[str] = []
@@ -211,13 +199,12 @@ def range_problems(inv: Any) -> list[str]:
         problems.extend(_training_rank_problems(get))
     # LATR: m top log-probs per position are asked of the engine
     if inv.latr is not None:
-        m = inv.latr.max_branch_per_token
-        why = _engine_top_logprobs_problem(m)
-        if why is not None:
-            problems.append(
-                f"--latr.max_branch_per_token {m}: more candidates than the rollout engines return per "
-                f"position ({why})"
-            )
+        from latr_sglang.driver import check_fork_candidates
+
+        try:  # the driver's own rule, before Ray or a model starts
+            check_fork_candidates(inv.latr)
+        except ValueError as e:
+            problems.append(f"--latr.max_branch_per_token {inv.latr.max_branch_per_token}: {e}")
     return problems
 
 

@@ -479,6 +479,11 @@ def local_config(inv: Invocation):
             kwargs[name] = bool(value)
         else:
             kwargs[name] = value
+    if kwargs.get("prompts"):
+        # OpenRLHF's meaning, as in ray mode: a file's prompts are wrapped in the chat template only when
+        # --data.apply_chat_template is given (a built-in task keeps its own: the paper's countdown prompt is
+        # a chat turn, countdown-fewshot's is raw)
+        kwargs["apply_chat_template"] = bool(given.get("data.apply_chat_template"))
     if given.get("algo.dynamic_filtering_enable"):
         kwargs["dynamic_filtering_rule"] = inv.dapo.dynamic_filtering_rule
         kwargs["dynamic_filtering_metric"] = inv.dapo.dynamic_filtering_metric

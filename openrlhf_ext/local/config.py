@@ -12,30 +12,12 @@ from typing import Any, Literal
 import torch
 
 from latr_sglang.config import help_text
-from latr_sglang.tasks.prompts import TASKS
+from latr_sglang.tasks.prompts import TASKS, builtin_distinct_problems
 
 RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
 # the most held-out problems a built-in task generates for eval_prompts (8 draws per prompt are made up front;
 # a larger evaluation reads a file: eval_dataset)
 MAX_BUILTIN_EVAL_PROMPTS = 4096
-
-
-def builtin_distinct_problems(task: str, max_number: int, countdown_numbers: tuple[int, int]) -> int | None:
-    """How many distinct problems (numbers as a multiset, and target) a built-in task can draw, when that is
-    small enough to matter for eval_prompts (at most MAX_BUILTIN_EVAL_PROMPTS), else None (more than that).
-    Counted without generating any: countdown-fewshot's pairs in 1..max_number and their targets a + b,
-    a - b > 0, a * b; countdown's single numbers (1..100, the number is its own target)."""
-    if task == "countdown-fewshot":
-        if max_number * (max_number + 1) // 2 > MAX_BUILTIN_EVAL_PROMPTS:  # each pair is >= 1 problem
-            return None
-        count = 0
-        for a in range(1, max_number + 1):
-            for b in range(a, max_number + 1):
-                count += len({a + b, a * b} | ({b - a} if b > a else set()))
-        return count
-    if task == "countdown" and countdown_numbers[1] == 1:
-        return 100
-    return None  # countdown with 2+ numbers: over 5000 number pairs, each makes a target in 1..100
 
 
 @dataclass
@@ -274,7 +256,9 @@ class LocalTrainConfig:
                 f"a built-in task holds out at most {MAX_BUILTIN_EVAL_PROMPTS} problems "
                 "(--local.eval_prompts; a larger evaluation: --eval.dataset FILE)",
             )
-        distinct = builtin_distinct_problems(self.task, self.max_number, self.countdown_numbers)
+        distinct = builtin_distinct_problems(
+            self.task, self.max_number, self.countdown_numbers, MAX_BUILTIN_EVAL_PROMPTS
+        )
         if distinct is not None and self.eval_prompts >= distinct:
             fewshot = self.task == "countdown-fewshot"
             shape = f"max_number {self.max_number}" if fewshot else "one number per problem"

@@ -6,8 +6,12 @@ import json
 import pytest
 
 from latr_sglang.bench import engine as engine_bench
+from latr_sglang.bench import reference as reference_bench
+from latr_sglang.bench import rewards as rewards_bench
 from latr_sglang.bench import rollout as rollout_bench
 from latr_sglang.bench import shared_prefix as shared_bench
+from latr_sglang.bench import sweep as sweep_bench
+from latr_sglang.bench import weight_sync as weight_sync_bench
 
 
 @pytest.mark.parametrize("repeats", [1, 3])
@@ -41,12 +45,6 @@ def test_rollout_takes_config_overrides(tmp_path):
             rollout_bench.main([*args, "--config", bad])
 
 
-@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--prompts-per-batch", "-1"]])
-def test_rollout_names_a_bad_flag_before_loading(bad):
-    with pytest.raises(SystemExit, match=bad[0]):
-        rollout_bench.main(["--model", "tiny", *bad])
-
-
 def test_engine_json_has_one_entry_per_model(tmp_path):
     out = tmp_path / "engine.json"
     args = ["--models", "tiny", "--batch", "2", "--new-tokens", "3", "--chunk-total", "4", "--chunk", "2"]
@@ -71,3 +69,29 @@ def test_shared_prefix_json(tmp_path, responses):
     )
     ref = data["reference_forward_s"]
     assert data["reference_speedup"] == pytest.approx(min(ref["unshared"]) / min(ref["tree"]))
+
+
+@pytest.mark.parametrize(
+    ("bench", "args", "needle"),
+    [
+        (rollout_bench, ["--num-prompts", "0"], "argument --num-prompts: 0 must be at least 1"),
+        (rollout_bench, ["--repeats", "0"], "argument --repeats: 0 must be at least 1"),
+        (rollout_bench, ["--prompts-per-batch", "-1"], "argument --prompts-per-batch: -1 must be >= 0"),
+        (rollout_bench, ["--max-batch-size", "0"], "argument --max-batch-size: 0 must be at least 1"),
+        (rollout_bench, ["--model", "/nonexistent"], "no such folder; nothing is downloaded"),
+        (rollout_bench, ["--json", "/nonexistent/x.json"], "--json /nonexistent/x.json: folder"),
+        (rollout_bench, ["--seed", str(2**70)], "a seed is an integer"),
+        (engine_bench, ["--batch", "0"], "argument --batch: 0 must be at least 1"),
+        (engine_bench, ["--device", "gpu"], "expected cpu, cuda or cuda:N"),
+        (shared_bench, ["--groups", "0"], "argument --groups: 0 must be at least 1"),
+        (reference_bench, ["--eta", "2"], "must be a number in [0, 1]"),
+        (weight_sync_bench, ["--bucket-mb", "0"], "must be a finite number > 0"),
+        (sweep_bench, ["--threads", "0"], "argument --threads: 0 must be at least 1"),
+        (rewards_bench, ["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_benchmark_names_a_bad_flag_in_one_line_before_it_loads_anything(bench, args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", "tiny", *args] if bench not in (engine_bench, rewards_bench) else args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

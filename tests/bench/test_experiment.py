@@ -87,6 +87,21 @@ def test_unreadable_roots_fail_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         experiment.main([str(tmp_path), "--target-pass1", "2"])
     assert "--target-pass1 2" in capsys.readouterr().err
+    (tmp_path / "latr-seed1" / "metrics.csv").write_text(
+        "train/global_step,latr/reward_tie_fraction\n1,0.5\n"
+    )
+    for content, needle in (
+        ("[1, 2]", "expected a JSON object, got list"),
+        ("{nope", "not valid JSON"),
+        ('{"n": 8}', "no pass@1"),
+        ('{"pass@1": "high"}', "pass@1 must be numbers"),
+        ('{"pass@1": 0.5, "n": -2}', "n=-2 is not a positive integer"),
+    ):
+        (tmp_path / "latr-seed1" / "eval_after.json").write_text(content)
+        with pytest.raises(SystemExit):
+            experiment.main([str(tmp_path)])
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'latr-seed1' / 'eval_after.json'}: {needle}" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

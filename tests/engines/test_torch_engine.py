@@ -338,3 +338,18 @@ def test_output_in_parts_refuses_a_bad_request_by_name(tiny_engine, prompt_ids):
     for bad in (0, -3, 2.5, "4", True):
         with pytest.raises(RequestError, match=f"part_ends contains {bad!r}"):
             _in_parts(tiny_engine, GenerateRequest(prompt_ids[0], GREEDY), [2, bad])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size=0"),
+        ({"max_batch_size": True}, "max_batch_size=True"),
+        ({"max_prefill_tokens": -1}, "max_prefill_tokens=-1"),
+        ({"context_length": 1}, "context_length=1"),
+    ],
+)
+def test_sizes_that_would_admit_nothing_are_refused_at_construction(tiny_engine, kwargs, needle):
+    # a batch of 0 rows would leave every request waiting forever
+    with pytest.raises(ValueError, match=needle):
+        TorchEngine(tiny_engine.hf_model, tiny_engine.tokenizer, **kwargs)

@@ -507,7 +507,17 @@ def test_loading_a_reward_file_names_it_on_every_failure(tmp_path):
     cases = {
         "importerr.py": (
             "import nonexistent_module_xyz\ndef reward_func(q, p, l):\n    return {}\n",
+            "imports nonexistent_module_xyz, which this Python",
+        ),
+        # a missing module that only a conditional import names is found when the file runs
+        "condimport.py": (
+            "try:\n    import nonexistent_module_xyz\nexcept KeyError:\n    pass\n"
+            "def reward_func(q, p, l):\n    return {}\n",
             "loading it raised ModuleNotFoundError: No module named 'nonexistent_module_xyz'",
+        ),
+        "raises.py": (
+            "raise RuntimeError('no GPU')\ndef reward_func(q, p, l):\n    return {}\n",
+            "RuntimeError: no GPU",
         ),
         "notcallable.py": ("reward_func = 5\n", "reward_func is int 5, not a function"),
         "syntax.py": ("def reward_func(q, p, l)\n    return {}\n", "SyntaxError at line 1"),
@@ -520,3 +530,18 @@ def test_loading_a_reward_file_names_it_on_every_failure(tmp_path):
         with pytest.raises(ValueError) as exc:
             load_reward_func([str(path)])
         assert str(exc.value).startswith(f"--reward.remote_url {path}: ") and named in str(exc.value), name
+
+
+def test_a_reward_file_may_import_installed_packages_its_siblings_and_optional_ones(tmp_path):
+    from openrlhf_ext.engine_actor import reward_file_problem
+
+    (tmp_path / "helper_xyz.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "pkg_xyz").mkdir()
+    path = tmp_path / "reward.py"
+    path.write_text(
+        "from __future__ import annotations\nimport math, json.decoder\nimport sys\nimport numpy as np\n"
+        "import helper_xyz\nfrom pkg_xyz import thing\nfrom . import nothing_relative\n"
+        "try:\n    import optional_missing_xyz\nexcept ImportError:\n    optional_missing_xyz = None\n"
+        "def reward_func(q, p, l):\n    import lazily_missing_xyz\n    return {}\n"
+    )
+    assert reward_file_problem(str(path)) is None

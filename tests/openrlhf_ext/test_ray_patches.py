@@ -165,3 +165,57 @@ def test_groups_come_back_in_dispatch_order_not_finish_order():
         assert [e.prompt for e in experiences][::2] == ["p0", "p2", "p3", "p4"]
     finally:
         ray.shutdown()
+
+
+def _experience(prompt: str, info: dict[str, float]):
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    return Experience(
+        sequences=torch.tensor([[1, 2, 3]]),
+        attention_mask=torch.ones(1, 3, dtype=torch.long),
+        action_mask=torch.ones(1, 2, dtype=torch.bool),
+        rewards=torch.tensor([0.5]),
+        prompts=[prompt],
+        labels=["1"],
+        info={key: torch.tensor([value]) for key, value in info.items()},
+    )
+
+
+def test_a_batch_whose_samples_carry_different_metric_names_is_aligned_before_openrlhf_merges_it(caplog):
+    """A reward file's extra_logs that change between calls (or a group whose reward call timed out before any
+    names were known) leave some samples without a name; OpenRLHF merges info name by name and splits the
+    batch by index, so the names must be the same on every sample: a missing one is 0, with a warning."""
+    vllm_shim.ray_worker_setup()  # OpenRLHF's samples generator imports vllm
+    from openrlhf.trainer.ppo_utils import samples_generator
+    from openrlhf.trainer.ppo_utils.experience import Experience, split_experience_batch
+
+    from openrlhf_ext import ray_patches
+
+    ray_patches.apply()
+    made = [
+        _experience("timed out", {"latr/reward_timeout": 1.0}),
+        _experience("timed out", {"latr/reward_timeout": 1.0}),
+        _experience("scored", {"latr/reward_timeout": 0.0, "format": 1.0}),
+        _experience("scored", {"latr/reward_timeout": 0.0, "format": 0.0}),
+    ]
+    # OpenRLHF's own merge of such a batch: the name only two samples carry has two values for four samples
+    merged = Experience.concat_experiences([_experience(e.prompts[0], {}) for e in made[:2]] + made[2:], 0)
+    assert merged.info["format"].shape[0] == 2 != len(merged.sequences)
+
+    generator = samples_generator.SamplesGenerator.__new__(samples_generator.SamplesGenerator)
+    generator.args = types.SimpleNamespace(
+        rollout=types.SimpleNamespace(batch_size=2, n_samples_per_prompt=2, vllm_generate_batch_size=None),
+        vllm=types.SimpleNamespace(enable_sleep=False),
+        algo=types.SimpleNamespace(dynamic_filtering_enable=False),
+        latr_ext={"rollout": {"backend": "vllm"}, "dapo": {}},
+    )
+    generator._dataloader_iter, generator._sample_buffer = iter([]), []
+    generator._generate_vllm = lambda **kwargs: (list(made), 2, True)  # the engines' samples of one step
+    with caplog.at_level("WARNING", logger="latr.ray_patches"):
+        samples = generator.generate_samples()[0]
+    assert "format" in caplog.text and "latr/reward_timeout" not in caplog.text.split("logged as 0 there:")[1]
+    batch = Experience.concat_experiences(samples, 0)
+    assert batch.info["format"].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert batch.info["latr/reward_timeout"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    split = split_experience_batch(batch)
+    assert [e.info["format"].item() for e in split] == [0.0, 0.0, 1.0, 0.0]

@@ -47,6 +47,8 @@ def test_normalize(a, b):
         ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", 1.0),
         ("Answer: 2\\sqrt{2}", "\\sqrt{8}", 1.0),
         ("nothing", "27", 0.0),
+        ("Answer: units", "$", 0.0),  # both normalize to nothing: not equal answers
+        ("Answer: 5 units", "5", 1.0),
     ],
 )
 def test_score(response, gold, correct):

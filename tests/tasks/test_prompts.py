@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from latr_sglang.tasks.prompts import iter_jsonl, load_prompts, read_jsonl, unicode_error
+from latr_sglang.tasks.prompts import (
+    builtin_distinct_problems,
+    iter_jsonl,
+    load_prompts,
+    read_jsonl,
+    task_problems,
+    unicode_error,
+)
 
 
 def write(tmp_path, text: str | bytes):
@@ -60,3 +67,31 @@ def test_good_rows_load_with_their_line_numbers(tmp_path):
     assert load_prompts(raw) == ["a\u2028b\x85c"]  # JSONL lines end at \n only
     assert unicode_error("fine \U0001f600") is None
     assert unicode_error("x\udfff") == "not valid Unicode (lone surrogate at 1)"
+
+
+def test_the_distinct_problem_count_matches_the_generators():
+    def count(task, max_number, countdown_numbers):
+        return builtin_distinct_problems(task, max_number, countdown_numbers, limit=4096)
+
+    def distinct(task, **options):
+        return len({(tuple(sorted(json.loads(lab)["numbers"])), json.loads(lab)["target"])
+                    for _, lab in task_problems(task, 20_000, 3, **options)})  # fmt: skip
+
+    for m in (2, 5, 12):
+        assert count("countdown-fewshot", m, (3, 4)) == distinct("countdown-fewshot", max_number=m)
+    assert count("countdown", 12, (1, 1)) == distinct("countdown", min_numbers=1, max_numbers=1)
+    assert count("countdown", 12, (2, 3)) is None
+    assert count("countdown-fewshot", 10**12, (3, 4)) is None  # counted without a loop
+    assert count("countdown-fewshot", 60, (3, 4)) is None  # counted, but over the limit
+
+
+def test_asking_for_the_chat_template_of_a_tokenizer_without_one_warns_and_encodes_raw(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from latr_sglang.tasks.prompts import encode_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    with pytest.warns(UserWarning, match="has no chat template: prompts are encoded as raw text"):
+        ids = encode_prompts(tok, ["What is 1+1?"], chat=True)
+    assert ids == [list(tok("What is 1+1?").input_ids)]

@@ -3,7 +3,9 @@
 import concurrent.futures
 import importlib.util
 import json
+import re
 
+import pytest
 import torch
 
 import latr_sglang.tasks.reward_func as reward_module
@@ -234,3 +236,16 @@ def test_bad_labels_are_named_in_a_short_message():
             assert len(str(e)) < 300 and str(e).startswith("label"), str(e)[:400]
         else:
             raise AssertionError("accepted")
+
+
+def test_labels_no_response_could_match_are_refused_when_the_data_is_checked():
+    from latr_sglang.tasks.reward_func import check_label
+
+    for label, needle in (
+        ("$", "nothing is left of this math answer once normalized"),
+        ("  units ", "nothing is left"),
+        ({"numbers": [-3, 5], "target": 2}, "label.numbers[0]=-3: countdown numbers are integers >= 0"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            check_label(label)
+    assert check_label({"numbers": [0, 5], "target": 5}) == {"numbers": [0, 5], "target": 5}

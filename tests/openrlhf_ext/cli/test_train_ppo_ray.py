@@ -111,6 +111,19 @@ def test_local_mode_filters_overlong_samples_as_the_local_trainer_does(flags, fi
     assert local_config(parse(["--trainer.mode", "local", *flags])).filter_overlong is filters
 
 
+def test_local_mode_wraps_a_prompt_files_prompts_in_the_chat_template_only_when_asked(tmp_path):
+    """As in ray mode (OpenRLHF's store_true flag): a file's prompts are raw unless --data.apply_chat_template
+    is given; the built-in tasks keep their own (the paper's countdown prompt is a chat turn)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "p", "label": "1"}\n')
+    local = ["--trainer.mode", "local"]
+    assert local_config(parse([*local, "--data.prompt_dataset", str(rows)])).chat is False
+    wrapped = local_config(parse([*local, "--data.prompt_dataset", str(rows), "--data.apply_chat_template"]))
+    assert wrapped.chat is True
+    assert local_config(parse([*local, "--local.task", "countdown"])).chat is True
+    assert local_config(parse(local)).chat is False  # countdown-fewshot: a raw few-shot prompt
+
+
 CONFLICTS = [
     (["--rollout.backend", "vllm", "--rollout.sampler", "latr"], ["--rollout.sampler latr"]),
     (["--rollout.backend", "vllm", "--latr.tau_abs", "0.1"], ["--latr.tau_abs", "--rollout.backend vllm"]),
@@ -356,6 +369,11 @@ REWARD_FILES = [
     ("def outer():\n    def reward_func(q, p, l):\n        pass\n", "defines no top-level reward_func"),
     ("async def reward_func(q, p, l):\n    return {}\n", "reward_func is an async function"),
     (b"x = 1\x00\n", "not Python source"),
+    (
+        "import os\nimport nonexistent_module_xyz.sub\nfrom also_missing_xyz import f\n"
+        "def reward_func(q, p, l):\n    return {}\n",
+        "imports nonexistent_module_xyz, also_missing_xyz, which this Python",
+    ),
 ]
 
 

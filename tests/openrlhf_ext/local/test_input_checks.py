@@ -271,25 +271,6 @@ def test_eval_prompts_beyond_the_task_are_refused_before_any_problem_is_generate
     LocalTrainConfig(eval_prompts=10**6, eval_dataset="countdown")  # a file's size is its own limit
 
 
-def test_the_distinct_problem_count_matches_the_generators():
-    from latr_sglang.tasks.prompts import task_problems
-    from openrlhf_ext.local.config import builtin_distinct_problems
-
-    def distinct(task, **options):
-        return len({(tuple(sorted(json.loads(lab)["numbers"])), json.loads(lab)["target"])
-                    for _, lab in task_problems(task, 20_000, 3, **options)})  # fmt: skip
-
-    for m in (2, 5, 12):
-        assert builtin_distinct_problems("countdown-fewshot", m, (3, 4)) == distinct(
-            "countdown-fewshot", max_number=m
-        )
-    assert builtin_distinct_problems("countdown", 12, (1, 1)) == distinct(
-        "countdown", min_numbers=1, max_numbers=1
-    )
-    assert builtin_distinct_problems("countdown", 12, (2, 3)) is None
-    assert builtin_distinct_problems("countdown-fewshot", 10**12, (3, 4)) is None  # counted without a loop
-
-
 # ---- L5: a resume into another model, and the force hint's syntax ------------------------------------------
 def test_resume_into_a_model_of_another_shape_is_one_line_and_the_hint_has_the_flags_value(tmp_path):
     from openrlhf_ext.checkpointing import CheckpointError, CheckpointStore
