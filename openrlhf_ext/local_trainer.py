@@ -38,7 +38,8 @@ from latr_sglang.engines.base import SamplingParams
 from latr_sglang.tasks.prompts import encode_prompts, newline_token_ids
 from openrlhf_ext.checkpointing import CheckpointError, CheckpointStore
 from openrlhf_ext.local.checkpoint import load_trainer_state, prepare_output_dir, save_trainer_state
-from openrlhf_ext.local.config import LocalTrainConfig, RewardFn
+from openrlhf_ext.local.config import LocalTrainConfig
+from openrlhf_ext.local.custom_reward import CustomReward, RewardFn
 from openrlhf_ext.local.data import (
     EVAL_SEED_OFFSET,
     PromptStream,
@@ -84,10 +85,20 @@ class LocalTrainer:
     summary) and openrlhf_ext.run_log (metrics.csv + TensorBoard)."""
 
     def __init__(
-        self, cfg: LocalTrainConfig, latr: LATRConfig | None = None, reward_fn: RewardFn | None = None
+        self,
+        cfg: LocalTrainConfig,
+        latr: LATRConfig | None = None,
+        reward_fn: RewardFn | None = None,
+        reward_timeout_s: float = 0.0,
     ):
+        """`reward_fn(prompt, response, label) -> (reward, accuracy)` replaces the task's verifier (None: the
+        verifier). It is checked and a response it raises on scores 0 (openrlhf_ext.local.custom_reward);
+        `reward_timeout_s` > 0 runs it in worker processes under that many CPU seconds per response (it must
+        then be picklable), 0 calls it in this process, unbounded."""
         self.cfg = cfg
         self.latr = latr or LATRConfig.preset("countdown")
+        default = reward_fn is None or reward_fn is default_reward
+        custom_reward = None if default else CustomReward(reward_fn, reward_timeout_s)
         # what needs no model first, before the training stack is even imported: the output directory, the
         # problems and the eval set (a bad value fails in seconds)
         self.out = prepare_output_dir(cfg.output_dir, resume=cfg.resume)
@@ -123,7 +134,7 @@ class LocalTrainer:
         sampler = LATRSampler(
             self.engine, self.latr, self.sampling_params(), self.engine.eos_ids, lambda t: tok.decode([t])
         )
-        self.rollouts = GroupRollout(cfg, sampler, self.tokenizer, reward_fn)
+        self.rollouts = GroupRollout(cfg, sampler, self.tokenizer, custom_reward)
         self.updater = PolicyUpdate(
             cfg, self.actor, self.reference, self.tokenizer, self.rollouts.encode, self.device
         )
@@ -432,6 +443,7 @@ class LocalTrainer:
 
     def close(self) -> None:
         self.engine.close_sync()
+        self.rollouts.close()
         if self.metrics_log is not None:
             self.metrics_log.close()
         if self.wandb is not None:

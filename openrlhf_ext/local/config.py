@@ -7,14 +7,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from latr_sglang.config import help_text
 from latr_sglang.tasks.prompts import TASKS, builtin_distinct_problems
 
-RewardFn = Callable[[str, str, Any], tuple[float, float]]  # (prompt, response, label) -> (reward, accuracy)
 # the most held-out problems a built-in task generates for eval_prompts (8 draws per prompt are made up front;
 # a larger evaluation reads a file: eval_dataset)
 MAX_BUILTIN_EVAL_PROMPTS = 4096

@@ -16,7 +16,8 @@ from latr_sglang.driver import GroupResult, LATRSampler
 from latr_sglang.metrics import rollout_metrics
 from latr_sglang.tasks.prompts import encode_prompts
 from openrlhf_ext.dapo import keep_group, soft_overlong_penalty
-from openrlhf_ext.local.config import LocalTrainConfig, RewardFn
+from openrlhf_ext.local.config import LocalTrainConfig
+from openrlhf_ext.local.custom_reward import CustomReward, RewardCounts, RewardFn
 from openrlhf_ext.local.data import PromptStream, default_reward, default_rewards
 
 
@@ -29,14 +30,23 @@ class ScoredGroup(NamedTuple):
 
 class GroupRollout:
     def __init__(
-        self, cfg: LocalTrainConfig, sampler: LATRSampler, tokenizer: Any, reward_fn: RewardFn | None = None
+        self,
+        cfg: LocalTrainConfig,
+        sampler: LATRSampler,
+        tokenizer: Any,
+        reward_fn: RewardFn | CustomReward | None = None,
+        reward_timeout_s: float = 0.0,
     ):
         self.cfg = cfg
         self.sampler = sampler
         self.tokenizer = tokenizer
         # None (or default_reward): the task's verifier, one batch per sampling round (default_rewards); a
-        # custom reward function is called once per sample
-        self.reward_fn = None if reward_fn is default_reward else reward_fn
+        # custom reward function is called once per sample, checked (openrlhf_ext.local.custom_reward)
+        if reward_fn is None or reward_fn is default_reward or isinstance(reward_fn, CustomReward):
+            self.custom_reward = reward_fn if isinstance(reward_fn, CustomReward) else None
+        else:
+            self.custom_reward = CustomReward(reward_fn, reward_timeout_s)
+        self.reward_counts = RewardCounts()  # this step's custom-reward errors and timeouts
 
     def encode(self, text: str) -> list[int]:
         """A prompt's ids as the engine sees them: chat template or raw, then the response prefix."""
@@ -54,11 +64,13 @@ class GroupRollout:
             for (prompt, label), group in zip(problems, groups)
             for t in group.trajectories
         ]
-        if self.reward_fn is None:
+        if self.custom_reward is None:
             prompts, responses, labels = zip(*rows) if rows else ((), (), ())
             scored = default_rewards(prompts, responses, labels)
         else:
-            scored = [self.reward_fn(*row) for row in rows]
+            scored, counts = self.custom_reward.score(rows)
+            self.reward_counts.errors += counts.errors
+            self.reward_counts.timeouts += counts.timeouts
         out, at = [], 0
         for (prompt, _), group in zip(problems, groups):
             n = len(group.trajectories)
@@ -86,6 +98,7 @@ class GroupRollout:
         kept: list[ScoredGroup] = []
         seen: list[ScoredGroup] = []
         rounds = 0
+        self.reward_counts = RewardCounts()
         max_rounds = cfg.max_sampling_rounds if cfg.algo == "dapo" else 1
         while len(kept) < cfg.prompts_per_step and rounds < max_rounds:
             batch = prompts.take(cfg.prompts_per_step)
@@ -128,4 +141,16 @@ class GroupRollout:
             "dynamic_filtering_pass_rate": len(kept) / max(len(seen), 1) if dapo else 1.0,
             "rollout/sampling_rounds": float(rounds),
             **rollout_metrics([g.group for g in seen], rewards=accuracy.tolist()),
+            **(
+                {
+                    "rollout/reward_errors": float(self.reward_counts.errors),
+                    "rollout/reward_timeouts": float(self.reward_counts.timeouts),
+                }
+                if self.custom_reward is not None
+                else {}
+            ),
         }
+
+    def close(self) -> None:
+        if self.custom_reward is not None:
+            self.custom_reward.close()

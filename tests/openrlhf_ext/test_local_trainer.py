@@ -300,7 +300,16 @@ def test_a_non_finite_loss_skips_the_step_and_never_reaches_the_weights(tmp_path
     from openrlhf_ext.local_trainer import NothingTrained
 
     cfg, latr = make(tmp_path, tiny_model_dir, algo="grpo", sampler="stochastic", steps=1)
-    trainer = LocalTrainer(cfg, latr, reward_fn=lambda p, r, label: (float("nan"), 0.0))
+    trainer = LocalTrainer(cfg, latr, reward_fn=varied_reward)
+    score_groups = trainer.rollouts.score_groups
+
+    def nan_rewards(problems, groups):  # a reward_fn's NaN is refused; this one reaches the update
+        return [
+            g._replace(rewards=torch.full_like(g.rewards, float("nan")))
+            for g in score_groups(problems, groups)
+        ]
+
+    trainer.rollouts.score_groups = nan_rewards
     try:
         before = {k: v.clone() for k, v in trainer.actor.model.state_dict().items()}
         with pytest.raises(NothingTrained, match="not finite"):
@@ -401,3 +410,23 @@ def test_a_run_that_diverges_exits_nonzero_names_the_cause_and_saves_no_policy(
     rows = read_metrics(tmp_path / "run/metrics.csv")
     assert [r["skipped_step"] for r in rows] == ["0.0", "1.0", "1.0"]  # step 4 never ran
     assert not (tmp_path / "run" / "policy").exists()
+
+
+def test_a_custom_reward_that_raises_on_some_responses_trains_and_counts_them(tmp_path, tiny_model_dir):
+    calls = []
+
+    def fragile_reward(prompt, response, label):
+        calls.append(response)
+        if len(calls) % 3 == 0:
+            raise KeyError("the user's parser")
+        return varied_reward(prompt, response, label)
+
+    cfg, latr = make(tmp_path, tiny_model_dir, algo="grpo", sampler="stochastic", steps=1)
+    trainer = LocalTrainer(cfg, latr, reward_fn=fragile_reward)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    (row,) = read_metrics(tmp_path / "run/metrics.csv")
+    assert float(row["rollout/reward_errors"]) == len(calls) // 3 > 0
+    assert float(row["rollout/reward_timeouts"]) == 0.0
