@@ -30,6 +30,25 @@ RAW_WRAPPER = "User: {prompt}\nAssistant:"
 _LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
+def _check_hub_reachable(source: str, timeout_s: float = 5.0) -> None:
+    """One quick request before `datasets` is asked (offline, it retries for about half a minute first)."""
+    import os
+
+    import requests
+
+    advice = "download the parquet elsewhere and pass its path"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise DataError(f"--source {source}: not a local file, and HF_HUB_OFFLINE is set; {advice}")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        requests.head(f"{endpoint}/api/datasets/{source}", timeout=timeout_s)
+    except requests.RequestException as e:
+        raise DataError(
+            f"--source {source}: not a local file, and the hub ({endpoint}) cannot be reached from here "
+            f"({type(e).__name__}); {advice}"
+        ) from None
+
+
 def rows_from(source: str) -> list[tuple[str, dict]]:
     """(location, row): "FILE:LINE" for JSONL, "FILE: row N" for parquet, "SOURCE: row N" from the hub."""
     path = Path(source).expanduser()
@@ -51,13 +70,15 @@ def rows_from(source: str) -> list[tuple[str, dict]]:
         (".", "/", "~")
     ):  # meant as a file, not a hub name
         raise DataError(f"--source {source}: no such file")
+    _check_hub_reachable(source)
     try:
         from datasets import load_dataset
 
         return [(f"{source}: row {i + 1}", row) for i, row in enumerate(load_dataset(source, split="train"))]
     except Exception as e:  # no hub from this machine: say what to do instead
-        raise SystemExit(
-            f"{source!r} is not a local file and could not be loaded from the hub ({e}); "
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"--source {source}: not a local file, and it could not be loaded from the hub ({first[:200]}); "
             "download the parquet elsewhere and pass its path"
         ) from None
 

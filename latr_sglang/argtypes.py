@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -173,8 +174,13 @@ def device_argument(text: str) -> str:
 
 
 def bench_parser(description: str | None) -> OneLineErrorParser:
-    """A benchmark's parser: its module docstring as the description, errors in one line."""
-    return OneLineErrorParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A benchmark's parser: its module docstring as the description, errors in one line, and the command as
+    it was typed (`python -m latr_sglang.bench.engine`, not `engine.py`) in its usage line."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None and spec.name.startswith("latr_sglang.") else None
+    return OneLineErrorParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def check_output_flags(parser: argparse.ArgumentParser, **paths: str | None) -> None:

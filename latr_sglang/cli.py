@@ -30,6 +30,7 @@ from latr_sglang.argtypes import (
     readable_file,
     same_file,
     seed_int,
+    unit_float,
     writable_output,
 )
 from latr_sglang.config import add_latr_arguments
@@ -88,6 +89,14 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _api_key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="with --server: the key of a server started with --api-key (sent as Authorization: Bearer)",
+    )
+
+
 def _make_engine(args: argparse.Namespace):
     from latr_sglang.engines.torch_engine import TorchEngine
 
@@ -115,15 +124,22 @@ def _make_engine(args: argparse.Namespace):
 
 def _engine_and_tokenizer(args: argparse.Namespace):
     """An SGLang server's engine (--server URL) or a local torch engine; with its tokenizer and EOS ids."""
+    if args.api_key is not None and not args.server:
+        raise UsageError("--api-key is the key of an SGLang server: give it with --server URL")
     if args.server:
         from latr_sglang.engines.sglang_http import SGLangHTTPEngine
         from latr_sglang.frontend import ServerError, server_eos_ids, tokenizer_for_server
 
+        key = args.api_key
         try:
-            tokenizer = tokenizer_for_server(args.server)
+            tokenizer = tokenizer_for_server(args.server, key)
         except ServerError as e:
             raise UsageError(f"--server {e}") from None
-        return SGLangHTTPEngine(args.server), tokenizer, server_eos_ids(args.server, tokenizer)
+        return (
+            SGLangHTTPEngine(args.server, api_key=key),
+            tokenizer,
+            server_eos_ids(args.server, tokenizer, key),
+        )
     engine = _make_engine(args)
     return engine, engine.tokenizer, engine.eos_ids
 
@@ -143,6 +159,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise SystemExit(f"--run needs the training package (openrlhf_ext): {e}") from None
         run = run_settings(args.run)
+    model_note = ""
+    if args.model is None:  # the run's trained policy, else the model it starts from
+        if run is not None and run.policy is not None:
+            args.model, model_note = run.policy, "the run's trained policy"
+        elif run is not None:
+            args.model = run.base_model
+            model_note = "the run's base model: the run has saved no policy/ yet"
+        else:
+            args.model = "smollm2"
     chat = not args.no_chat_template if (args.no_chat_template or run is None) else run.chat
     prefix = (
         args.response_prefix if args.response_prefix is not None else (run.response_prefix if run else "")
@@ -166,8 +191,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     )
     if run is not None:
+        model = args.server or args.model
         print(
-            f"prompts as in training run {run.description}; n {n}, max new tokens {max_new_tokens}, "
+            f"model {model}{f' ({model_note})' if model_note and not args.server else ''}; prompts as in "
+            f"training run {run.description}; n {n}, max new tokens {max_new_tokens}, "
             f"temperature {temperature}",
             file=sys.stderr,
         )
@@ -464,8 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--no-chat-template", action="store_true", help="send prompts as raw text")
     sample.add_argument("--n", type=positive_int, default=8, help="trajectories per prompt")
-    sample.add_argument("--eta", type=float, default=1.0, help="share of the n from the tree (mix ratio)")
-    sample.add_argument("--max-new-tokens", type=int, default=256, help="longest response, in tokens")
+    _api_key_arg(sample)
+    sample.add_argument(
+        "--eta", type=unit_float, default=1.0, help="share of the n from the tree (mix ratio, in [0, 1])"
+    )
+    sample.add_argument(
+        "--max-new-tokens", type=positive_int, default=256, help="longest response, in tokens"
+    )
     sample.add_argument("--temperature", type=float, default=1.0, help="completion-phase sampling")
     sample.add_argument("--top-p", type=float, default=1.0, help="completion-phase nucleus sampling")
     sample.add_argument("--top-k", type=int, default=-1, help="completion-phase top-k (-1: all)")
@@ -480,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = sub.add_parser("eval", help="evaluate a policy: pass@k, mean@k, lengths, distinct answers")
     _engine_args(evaluation)
     evaluation.add_argument("--server", default=None, help="an SGLang server URL instead of a local engine")
+    _api_key_arg(evaluation)
+    # no default here: with --run, the run's own trained policy is evaluated unless --model says otherwise
+    evaluation.set_defaults(model=None)
+    evaluation._option_string_actions["--model"].help = (
+        "local HF folder, or 'smollm2' (the embedded default); with --run: that run's trained policy "
+        "(RUN/policy) unless given"
+    )
     evaluation.add_argument(
         "--dataset",
         default=None,
@@ -502,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=positive_int,
         default=None,
         help="longest response in tokens (default 1024, or --run's)",
     )
@@ -521,7 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(func=cmd_eval)
 
     reporting = sub.add_parser("report", help="training logs of runs -> one CSV and PNG plots")
-    reporting.add_argument("run_dirs", nargs="+", help="run directories (metrics.csv or TensorBoard events)")
+    reporting.add_argument(
+        "run_dirs",
+        nargs="+",
+        help="run directories (metrics.csv or TensorBoard events); a folder of runs stands for each of them",
+    )
     reporting.add_argument("--output", default="outputs/report", help="folder for the CSV and PNGs")
     reporting.set_defaults(func=cmd_report)
 
@@ -548,6 +591,14 @@ def _closest_flags(parser: argparse.ArgumentParser, command: str | None, unknown
             parts.append(repr(arg))
             continue
         name = arg.split("=", 1)[0]
+        if name == "--log-level":
+            parts.append(f"{name} (it goes before the subcommand: {PROG} --log-level LEVEL {command} ...)")
+            continue
+        # a prefix of flags is an abbreviation (refused: allow_abbrev is off): name what it abbreviates
+        prefixed = sorted(f for f in flags if f.startswith(name) and f != name)
+        if prefixed:
+            parts.append(f"{name} (did you mean {' or '.join(prefixed[:3])}?)")
+            continue
         match = difflib.get_close_matches(name, flags, n=1, cutoff=0.6) or [
             by_tail[t] for t in difflib.get_close_matches(name.lstrip("-"), list(by_tail), n=1, cutoff=0.75)
         ]

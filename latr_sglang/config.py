@@ -399,23 +399,42 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ---- command-line flags generated from the dataclass ----------------------------------------------------
 def _parse_schedule(text: str) -> dict[int, float]:
-    """'0:1,10:0.75' or a JSON object."""
+    """'0:1,10:0.75' or a JSON object (the values are then checked by LATRConfig.validate)."""
+    expected = f"expected STEP:VALUE pairs like '0:1,10:0.75' (or a JSON object), got {short_repr(text)}"
     text = text.strip()
-    if text.startswith("{"):
-        return {_int_key(k): v for k, v in json.loads(text).items()}
-    out: dict[int, float] = {}
-    for part in text.split(","):
-        key, _, value = part.partition(":")
-        out[_int_key(key.strip())] = float(value)
-    return out
+    try:
+        if text.startswith("{"):
+            loaded = json.loads(text)
+            if not isinstance(loaded, dict):
+                raise ValueError
+            return {_int_key(k): v for k, v in loaded.items()}
+        out: dict[int, float] = {}
+        for part in text.split(","):
+            key, colon, value = part.partition(":")
+            if not colon:
+                raise ValueError
+            out[_int_key(key.strip())] = float(value)
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(expected) from None
 
 
 def _parse_optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off", "null") else float(text)
+    if text.lower() in ("none", "off", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {short_repr(text)}") from None
 
 
 def _parse_int_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.replace(",", " ").split())
+    try:
+        return tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like '8,16,32', got {short_repr(text)}"
+        ) from None
 
 
 def _parse_bool(text: str) -> bool:
@@ -523,4 +542,7 @@ def latr_config_from_args(args: Any, prefix: str = "latr.", default_preset: str 
         # hold (flags are argparse-checked): say which file
         if path and (e.field is None or (e.field in from_file and e.field not in overrides)):
             raise ConfigError(f"--{prefix}config {path}: {e}", field=e.field) from None
+        if e.field in overrides:  # name the flag that was typed, not the dataclass field
+            text = str(e).replace(f"LATRConfig.{e.field}=", f"--{prefix}{e.field} ", 1)
+            raise ConfigError(text, field=e.field) from None
         raise

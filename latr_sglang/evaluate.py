@@ -218,6 +218,8 @@ class RunSettings:
     max_new_tokens: int = 1024
     temperature: float = 1.0
     n: int = 8
+    base_model: str = "smollm2"  # the model the run started from
+    policy: str | None = None  # the run's trained policy folder (RUN/policy), once the run has saved it
 
 
 def check_config_types(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> None:

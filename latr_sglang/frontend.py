@@ -33,7 +33,12 @@ class ServerError(ConnectionError):
     here. The message is one line that starts with the URL."""
 
 
-def server_model_info(base_url: str, timeout: float = 30.0) -> dict[str, Any]:
+def _auth(api_key: str | None) -> dict[str, str]:
+    """SGLang's --api-key check: a bearer token on every request."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def server_model_info(base_url: str, timeout: float = 30.0, api_key: str | None = None) -> dict[str, Any]:
     """The server's /get_model_info, or a ServerError saying in one line why it cannot be had."""
     import requests
 
@@ -41,7 +46,7 @@ def server_model_info(base_url: str, timeout: float = 30.0) -> dict[str, Any]:
     if not re.match(r"https?://", url):
         raise ServerError(f"{base_url}: not an http(s):// URL")
     try:
-        resp = requests.get(url + "/get_model_info", timeout=timeout)
+        resp = requests.get(url + "/get_model_info", timeout=timeout, headers=_auth(api_key))
     except requests.ConnectionError:
         raise ServerError(
             f"{url}: cannot connect (is a server running there? start one with `latr-sglang serve`)"
@@ -54,6 +59,11 @@ def server_model_info(base_url: str, timeout: float = 30.0) -> dict[str, Any]:
         info = resp.json()
     except ValueError:
         info = None
+    if resp.status_code == 401:
+        raise ServerError(
+            f"{url}: /get_model_info answered HTTP 401: the server "
+            + ("refused this API key" if api_key else "needs an API key (--api-key, or api_key=...)")
+        )
     if resp.status_code != 200 or not isinstance(info, dict) or "model_path" not in info:
         raise ServerError(
             f"{url}: /get_model_info answered HTTP {resp.status_code} without a model_path: "
@@ -63,12 +73,12 @@ def server_model_info(base_url: str, timeout: float = 30.0) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def tokenizer_for_server(base_url: str):
+def tokenizer_for_server(base_url: str, api_key: str | None = None):
     """The tokenizer of the model a server serves, loaded from the path the server reports (the server and
     this process must see the same files: a shared disk or the same machine)."""
     from transformers import AutoTokenizer
 
-    info = server_model_info(base_url)
+    info = server_model_info(base_url, api_key=api_key)
     path = info.get("tokenizer_path") or info["model_path"]
     try:
         return AutoTokenizer.from_pretrained(path)
@@ -80,13 +90,13 @@ def tokenizer_for_server(base_url: str):
         ) from None
 
 
-def server_eos_ids(base_url: str, tokenizer: Any) -> set[int]:
+def server_eos_ids(base_url: str, tokenizer: Any, api_key: str | None = None) -> set[int]:
     """End-of-sequence ids of the served model, as SGLang stops on them: the tokenizer's and its generation
     config's (chat models end a turn with a token that is not always the tokenizer's eos_token)."""
     from latr_sglang.engines.sglang_http import model_eos_ids
 
     try:
-        path = server_model_info(base_url).get("model_path")
+        path = server_model_info(base_url, api_key=api_key).get("model_path")
     except ServerError:
         path = None
     if not path:
@@ -94,13 +104,15 @@ def server_eos_ids(base_url: str, tokenizer: Any) -> set[int]:
     return set(model_eos_ids(path, tokenizer))
 
 
-def server_context_length(base_url: str, timeout: float = 30.0) -> int | None:
+def server_context_length(base_url: str, timeout: float = 30.0, api_key: str | None = None) -> int | None:
     """The context length the server reports in /get_server_info, or None where it reports none (then the
     server's own check is the only one)."""
     import requests
 
     try:
-        resp = requests.get(base_url.rstrip("/") + "/get_server_info", timeout=timeout)
+        resp = requests.get(
+            base_url.rstrip("/") + "/get_server_info", timeout=timeout, headers=_auth(api_key)
+        )
         value = resp.json().get("context_length") if resp.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):
         return None
@@ -212,7 +224,8 @@ def latr_fork(
     url = base_url or getattr(executor.backend, "base_url", None)
     if url is None:
         raise TypeError("latr_fork needs a RuntimeEndpoint backend (or base_url=...) to reach the server")
-    tokenizer = tokenizer or tokenizer_for_server(url)
+    api_key = getattr(executor.backend, "api_key", None)  # RuntimeEndpoint(url, api_key=...)
+    tokenizer = tokenizer or tokenizer_for_server(url, api_key)
     text = s.text()
     bad_text = unicode_error(text)
     if bad_text:  # the tokenizer's own error for it is a TypeError about its input types
@@ -222,7 +235,7 @@ def latr_fork(
     prompt_ids = list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
     if not prompt_ids:
         raise ValueError("latr_fork: the program state is empty; add a prompt before forking")
-    context = server_context_length(url)
+    context = server_context_length(url, api_key=api_key)
     if context is not None and len(prompt_ids) + max_tokens > context:
         # refused here: the driver would report a remainder (max_tokens minus the tree phase) the caller never
         # passed
@@ -231,10 +244,10 @@ def latr_fork(
             f"latr_fork: max_tokens={max_tokens}: more than the server can generate after this "
             f"{len(prompt_ids)}-token prompt (context length {context}: at most {room})"
         )
-    eos = server_eos_ids(url, tokenizer)
+    eos = server_eos_ids(url, tokenizer, api_key)
 
     async def sample() -> GroupResult:
-        engine = SGLangHTTPEngine(url)
+        engine = SGLangHTTPEngine(url, api_key=api_key)
         try:
             sampler = LATRSampler(
                 engine, config or LATRConfig(), sampling, eos, lambda t: tokenizer.decode([t])

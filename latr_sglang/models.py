@@ -79,9 +79,16 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
         return embedded_model_dir()
     path = Path(model).expanduser()
     if not (path / "config.json").exists():
+        if str(model).lower() in {alias.lower() for alias in DEFAULT_MODEL_ALIASES}:  # 'SmolLM2'
+            return embedded_model_dir()
+        hint = (
+            " ('tiny' is a random test model only the benchmarks build: --model tiny there)"
+            if str(model) == "tiny"
+            else ""
+        )
         raise FileNotFoundError(
             f"model {str(model)!r} is not a local Hugging Face folder (no config.json there) and not the "
-            f"embedded default ({DEFAULT_MODEL!r}); models are never downloaded from a hub"
+            f"embedded default ({DEFAULT_MODEL!r}); models are never downloaded from a hub{hint}"
         )
     check_model_dir(path)
     return path

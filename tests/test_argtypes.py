@@ -57,3 +57,16 @@ def test_a_benchmark_model_is_tiny_the_embedded_one_or_a_loadable_folder(tmp_pat
         model_argument("/nonexistent/model")
     with pytest.raises(argparse.ArgumentTypeError, match=r"config\.json"):
         model_argument(str(tmp_path))
+
+
+def test_a_benchmarks_usage_names_the_command_as_typed():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "latr_sglang.bench.rewards", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m latr_sglang.bench.rewards ")

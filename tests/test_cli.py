@@ -61,7 +61,7 @@ def test_sample_writes_trajectories_and_prints_the_comparison(tiny_model_dir, tm
         (["--latr.tau_abs", "2"], "tau_abs"),
         (["--latr.lookahead_steps", "30,20"], "lookahead_steps"),
         (["--prompts", "/nonexistent/prompts.jsonl"], "prompts.jsonl"),
-        (["--max-new-tokens", "-4"], "max_new_tokens"),
+        (["--max-new-tokens", "-4"], "--max-new-tokens"),
     ],
 )
 def test_sample_bad_input_is_named_without_a_traceback(tiny_model_dir, args, needle):
@@ -252,7 +252,7 @@ def test_countdown_labels_are_read_from_the_builtin_prompts():
             ["--latr.max_branch_per_token 101", "at most 100 top log-probs"],
         ),
         # as sample refuses it: all-zero metrics otherwise
-        (["eval", "--max-new-tokens", "0"], ["--max-new-tokens 0", ">= 1 token"]),
+        (["eval", "--max-new-tokens", "0"], ["--max-new-tokens", "0 must be at least 1"]),
         # an output the run could not write at its end: refused before it starts
         (
             ["sample", "--output", "/nonexistent-dir/t.jsonl"],
@@ -346,3 +346,66 @@ def test_a_context_length_past_the_trained_one_warns(tiny_model_dir, capsys):
         engine.close_sync()
     err = capsys.readouterr().err
     assert f"--context-length {trained * 2} is beyond the model's max_position_embeddings {trained}" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["sample", "--eta", "2"], ["--eta", "'2'", "[0, 1]"]),
+        (["sample", "--max-new-tokens", "0"], ["--max-new-tokens", "at least 1"]),
+        (["sample", "--max-new-tokens", "-1"], ["--max-new-tokens", "at least 1"]),
+        (["eval", "--api-key", "k"], ["--api-key", "--server"]),
+        (["sample", "--num", "3"], ["--num (did you mean --num-prompts?)"]),  # an abbreviation
+        (["sample", "--log-level", "debug"], ["--log-level", "before the subcommand"]),
+        (["sample", "--latr.tau_abs", "2"], ["--latr.tau_abs 2.0: must be"]),  # the flag, not the field
+        (["sample", "--latr.lookahead_steps", "abc"], ["--latr.lookahead_steps", "integers", "'abc'"]),
+        (["sample", "--latr.mix_ratio_schedule", "0:1,10:x"], ["--latr.mix_ratio_schedule", "STEP:VALUE"]),
+    ],
+)
+def test_sampling_flags_are_checked_when_parsed_before_any_model_loads(args, needles):
+    line = _one_line_error(run_cli(*args, timeout=120))
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_eval_against_a_server_with_an_api_key_sends_it(tiny_engine):
+    from latr_sglang.server import ServerThread
+
+    server = ServerThread(tiny_engine, api_key="sekret").start()
+    try:
+        common = ["eval", "--server", server.url, "--limit", "1", "--n", "1", "--max-new-tokens", "2"]
+        line = _one_line_error(run_cli(*common, timeout=120))
+        assert "HTTP 401" in line and "needs an API key (--api-key" in line
+        assert "refused this API key" in _one_line_error(run_cli(*common, "--api-key", "wrong", timeout=120))
+        proc = run_cli(*common, "--api-key", "sekret", timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["n"] == 1
+    finally:
+        server.stop()
+
+
+def test_eval_of_a_run_evaluates_its_trained_policy_unless_told(tiny_model_dir, tmp_path):
+    import dataclasses
+    import shutil
+
+    from openrlhf_ext.local.config import LocalTrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = LocalTrainConfig(model=str(tiny_model_dir), eval_prompts=2, output_dir=str(run))
+    (run / "config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg), "latr": {}}, default=str))
+    common = ["eval", "--run", str(run), "--limit", "1", "--n", "1", "--max-new-tokens", "2"]
+
+    def evaluated(*extra):
+        proc = run_cli(*common, *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        header = next(line for line in proc.stderr.splitlines() if line.startswith("model "))
+        return json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])["model"], header
+
+    model, header = evaluated()  # no policy saved yet: the run's base model, said so
+    assert model == str(tiny_model_dir) and "the run has saved no policy/ yet" in header
+    shutil.copytree(tiny_model_dir, run / "policy")
+    model, header = evaluated()
+    assert model == str(run / "policy") and "(the run's trained policy)" in header
+    model, header = evaluated("--model", str(tiny_model_dir))  # --model given: that one
+    assert model == str(tiny_model_dir) and "trained policy" not in header

@@ -208,3 +208,29 @@ def test_a_program_text_that_is_not_valid_unicode_is_named(tiny_engine):
         ValueError, match=r"latr_fork: the program's text is not valid Unicode \(lone surrogate"
     ):
         latr_fork(state, 2, tokenizer=tiny_engine.tokenizer)
+
+
+@needs_sglang
+def test_latr_fork_uses_the_backends_api_key(tiny_engine):
+    """A RuntimeEndpoint(url, api_key=...) program: latr_fork's own requests (model info, context length,
+    /generate) carry the same key; without it the server refuses them."""
+    from latr_sglang.config import LATRConfig
+    from latr_sglang.frontend import latr_fork, tokenizer_for_server
+    from latr_sglang.server import ServerThread
+
+    server = ServerThread(tiny_engine, api_key="sekret").start()
+    try:
+        backend = sgl.RuntimeEndpoint(server.url, api_key="sekret")
+        cfg = LATRConfig(tau_abs=0.05, tau_rel=0.9, lookahead_steps=(2, 4), chunk_size=4)
+
+        @sgl.function
+        def program(s):
+            s += "Question: What is 3 + 4\n"
+            s["texts"] = [f.text() for f in latr_fork(s, 2, cfg, max_tokens=6, seed=1)]
+
+        state = program.run(backend=backend)
+        assert len(state["texts"]) == 2
+        with pytest.raises(ConnectionError, match="needs an API key"):
+            tokenizer_for_server(server.url)
+    finally:
+        server.stop()

@@ -66,3 +66,12 @@ def test_the_tiny_test_model_passes(tiny_model_dir):
 def test_not_a_folder_is_still_named_as_before(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no config.json there.*never downloaded"):
         resolve_model_path(str(tmp_path / "nope"))
+
+
+def test_the_default_models_names_match_in_any_case(tmp_path, monkeypatch):
+    from latr_sglang import models
+
+    monkeypatch.setattr(models, "embedded_model_dir", lambda: tmp_path / "embedded")
+    assert resolve_model_path("SmolLM2") == resolve_model_path("smollm2") == tmp_path / "embedded"
+    with pytest.raises(FileNotFoundError, match="only the benchmarks build"):
+        resolve_model_path("tiny")

@@ -1,6 +1,6 @@
 """Weight sync into a serving engine over gloo on this CPU: one HTTP call per tensor vs buckets, side by side.
 
-    python -m latr_sglang.bench.weight_sync                     # SmolLM2-135M (272 tensors, 540 MB fp32)
+    python -m latr_sglang.bench.weight_sync    # SmolLM2-135M (273 tensors with the tied lm_head, 621 MB fp32)
     python -m latr_sglang.bench.weight_sync --model tiny --json /tmp/ws.json
 
 A torch engine served by `latr-sglang serve`'s app (real HTTP on 127.0.0.1) joins a gloo group with this

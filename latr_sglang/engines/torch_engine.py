@@ -10,6 +10,7 @@ cache. Control operations (weight updates, cache flushes) run between steps.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import queue
 import random
@@ -36,6 +37,17 @@ from latr_sglang.engines.prefix_cache import PrefixCache
 from latr_sglang.engines.ragged_model import RaggedCausalLM, RaggedItem
 
 logger = logging.getLogger(__name__)
+
+# Engines not closed yet. At interpreter exit their threads are stopped first: a daemon engine thread still in
+# a torch call (it frees its KV pool right after the last request) while the interpreter tears torch down
+# aborts the process ("terminate called without an active exception").
+_open_engines: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_open_engines):
+        engine.close_sync()
 
 
 @dataclass
@@ -168,6 +180,7 @@ class TorchEngine:
         }
         self._thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
         self._thread.start()
+        _open_engines.add(self)
 
     @classmethod
     def from_pretrained(
@@ -384,6 +397,7 @@ class TorchEngine:
         if self._closed:
             return
         self._closed = True
+        _open_engines.discard(self)
         self._inbox.put(("close",))
         self._thread.join(timeout=30)
 

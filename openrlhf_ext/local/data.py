@@ -127,4 +127,8 @@ def run_settings(run_dir: str | Path) -> RunSettings:
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         n=cfg.eval_n,
+        base_model=cfg.model,
+        policy=str(Path(run_dir) / "policy")
+        if (Path(run_dir) / "policy" / "config.json").is_file()
+        else None,
     )

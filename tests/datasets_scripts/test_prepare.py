@@ -262,3 +262,19 @@ def test_generated_solutions_score_through_the_prompt_format(tmp_path):
             >= 0.1
         )
     assert CORRECT == 1.0
+
+
+def test_a_hub_name_offline_is_refused_at_once_not_after_the_hubs_retries(tmp_path, monkeypatch):
+    import time
+
+    args = ("prepare_math.py", "train", "--source", "org/some-set", "--out", str(tmp_path))
+    start = time.monotonic()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE is set" in refused(*args).stderr
+    # an unreachable endpoint: one quick request, then the same advice
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    line = refused(*args).stderr.strip().splitlines()[-1]
+    for needle in ("--source org/some-set", "cannot be reached from here", "pass its path"):
+        assert needle in line, line
+    assert time.monotonic() - start < 60

@@ -353,3 +353,34 @@ def test_sizes_that_would_admit_nothing_are_refused_at_construction(tiny_engine,
     # a batch of 0 rows would leave every request waiting forever
     with pytest.raises(ValueError, match=needle):
         TorchEngine(tiny_engine.hf_model, tiny_engine.tokenizer, **kwargs)
+
+
+def test_an_engine_left_open_is_closed_at_exit_before_the_interpreter_tears_down(tiny_model_dir):
+    """A script that never calls close_sync: its engine thread is stopped by an atexit hook (which runs before
+    daemon threads are abandoned in a torch call), not left running while torch is torn down."""
+    import subprocess
+    import sys
+
+    script = f"""
+import atexit
+checks = []
+atexit.register(lambda: print("engine thread alive at exit:", checks[0]._thread.is_alive(), flush=True))
+from latr_sglang.engines.base import GenerateRequest, SamplingParams
+from latr_sglang.engines.torch_engine import TorchEngine
+engine = TorchEngine.from_pretrained({str(tiny_model_dir)!r})
+checks.append(engine)
+engine.generate_sync([GenerateRequest([1, 2, 3], SamplingParams(max_new_tokens=4, ignore_eos=True))])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # atexit hooks run last-registered first: ours (registered on import) ran before the check
+    assert "engine thread alive at exit: False" in done.stdout
+
+
+def test_closing_an_engine_takes_it_off_the_exit_list(tiny_model_dir):
+    from latr_sglang.engines import torch_engine
+
+    engine = TorchEngine.from_pretrained(str(tiny_model_dir))
+    assert engine in torch_engine._open_engines
+    engine.close_sync()
+    assert engine not in torch_engine._open_engines and not engine._thread.is_alive()
