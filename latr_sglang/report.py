@@ -7,6 +7,10 @@ when the run logged one, response length, LATR tree and diversity metrics, optim
 evaluation. Steps the trainer skipped (no informative group) are shaded; lines that give a number its
 meaning (the countdown reward of a well-formed wrong answer, the tie level of a group) are drawn dashed.
 `summary.md` beside the PNGs is one page: each run's settings, its steps, the before/after table, examples.
+
+A folder that is not itself a run but holds runs below it (`runs/` of `runs/a/metrics.csv` and
+`runs/b/tensorboard/...`) stands for those runs: `report` reports each as a run of its own, side by side, and
+says so; their logs are never merged into one run named after the folder (see find_runs).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +171,92 @@ def _run_name(path: Path, config: dict[str, Any]) -> str:
     return path.name
 
 
+# Folders that hold a run's TensorBoard logs: the local trainer writes RUN/tensorboard/events.*, the scripts
+# point OpenRLHF's --logger.tensorboard_dir at RUN/tensorboard, under which it writes RUN/tensorboard/NAME/
+TENSORBOARD_FOLDERS = ("tensorboard", "tb")
+EVENTS = "events.out.tfevents."
+
+
+def _tensorboard_run(events: Path, top: Path) -> Path:
+    """The run folder a folder of event files belongs to, at or below `top` (the folder the user named)."""
+    if events.name in TENSORBOARD_FOLDERS:
+        run = events.parent
+    elif events.parent.name in TENSORBOARD_FOLDERS:
+        run = events.parent.parent
+    else:
+        run = events
+    if run == top or top in run.parents:
+        return run
+    # `top` is a run's tensorboard folder (or lies in one): each folder of event files in it is a run, as
+    # TensorBoard shows them; the folder of event files itself when it is `top`
+    return events
+
+
+def find_runs(path: str | Path) -> dict[Path, list[Path]]:
+    """The runs at or below `path`, in path order: run folder -> its folders of TensorBoard event files
+    (none listed for a local run: its metrics.csv is what is read).
+
+    A folder with a metrics.csv is a local run (what lies below it is its own: tensorboard/, checkpoints/);
+    elsewhere event files belong to the run folder above their tensorboard/ (or tb/) folder, else each folder
+    of them is a run. Several event folders of one run (a resumed Ray run, whose default wandb run name has a
+    new time stamp) are one run. So `{path: [...]}` when `path` is a run, several entries (or one below it)
+    when it is a folder of runs, {} when it holds no logs at all."""
+    path = Path(path)
+    if (path / "metrics.csv").exists():
+        return {path: []}
+    runs: dict[Path, list[Path]] = {}
+    for folder, subfolders, files in os.walk(path):
+        here = Path(folder)
+        if here != path and "metrics.csv" in files:
+            runs[here] = []
+            subfolders.clear()  # its tensorboard/ and checkpoints are part of it
+            continue
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        if any(name.startswith(EVENTS) for name in files):
+            runs.setdefault(_tensorboard_run(here, path), []).append(here)
+    return dict(sorted(runs.items()))
+
+
+def _names(runs: list[Path], top: Path, most: int = 6) -> str:
+    """'2 runs (a, b)': how many runs `top` holds and their folders below it."""
+    names = [run.relative_to(top).as_posix() for run in runs]
+    more = f", and {len(names) - most} more" if len(names) > most else ""
+    return f"{len(names)} run{'s' if len(names) != 1 else ''} ({', '.join(names[:most])}{more})"
+
+
+def expand_runs(run_dirs: list[str | Path]) -> list[Path]:
+    """The run folders of `run_dirs`: a folder of runs (not a run itself) stands for the runs in it, each
+    reported as a run of its own (a note says which); a run named twice is reported once."""
+    expanded: list[Path] = []
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        runs = list(find_runs(path)) if path.is_dir() else []
+        if runs and runs != [path]:
+            each = "each reported as a run of its own" if len(runs) > 1 else "reported as that run"
+            print(f"{path} is not a run but holds {_names(runs, path)}: {each}")
+            expanded += runs
+        else:
+            expanded.append(path)  # a run, or a folder load_run names as holding none
+    seen: set[Path] = set()
+    unique = []
+    for path in expanded:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
 def load_run(path: str | Path) -> Run:
+    """The run in the folder `path`; a ValueError when `path` is a folder of runs (expand_runs lists them)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
+    runs = find_runs(path)
+    if runs and path not in runs:
+        raise ValueError(
+            f"{path} is not a run but holds {_names(list(runs), path)}: pass them as separate run directories"
+        )
     config = _read_config(path)
     run = Run(_run_name(path, config), path, config=config)
     metrics_csv = path / "metrics.csv"
@@ -201,7 +288,7 @@ def load_run(path: str | Path) -> Run:
         if not run.series:  # the file is there: saying "no metrics.csv" would send the reader elsewhere
             raise ValueError(f"{metrics_csv}: no row with a numeric train/global_step and a numeric metric")
     else:
-        _load_tensorboard(path, run)
+        _load_tensorboard(runs.get(path, []), run)
     if not run.series:
         raise ValueError(f"{path}: no metrics.csv and no TensorBoard scalars found")
     for tag in ("before", "after"):
@@ -219,18 +306,25 @@ def load_run(path: str | Path) -> Run:
     return run
 
 
-def _load_tensorboard(path: Path, run: Run) -> None:
-    event_dirs = sorted({p.parent for p in path.rglob("events.out.tfevents.*")})
+def _load_tensorboard(event_dirs: list[Path], run: Run) -> None:
+    """The scalars of a run's folders of event files, one value per step: the latest written (a resumed run
+    logs the steps after its checkpoint again, in the same folder or in a new one)."""
     if not event_dirs:
         return
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    latest: dict[str, dict[int, tuple[float, float]]] = {}  # tag -> step -> (wall time, value)
     for directory in event_dirs:
         acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
-            points = {int(e.step): float(e.value) for e in acc.Scalars(tag)}  # last value per step wins
-            run.series.setdefault(tag, []).extend(sorted(points.items()))
+            points = latest.setdefault(tag, {})
+            for e in acc.Scalars(tag):
+                step = int(e.step)
+                if step not in points or e.wall_time >= points[step][0]:
+                    points[step] = (float(e.wall_time), float(e.value))
+    for tag, points in latest.items():
+        run.series[tag] = [(step, value) for step, (_, value) in sorted(points.items())]
 
 
 def write_combined_csv(runs: list[Run], path: Path) -> int:
@@ -321,6 +415,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     many = len(runs) > 1
@@ -362,6 +457,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
                 ax.set_ylim(-0.03 * max(top, 0.1), max(top * 1.15, 0.1))
             ax.set_title(label, fontsize=10)
             ax.set_xlabel("training step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at 1.2
             ax.grid(alpha=0.3)
             handles, _ = ax.get_legend_handles_labels()
             if handles and (many or ax is axes[0][0] or reference_lines(metric, runs)):
@@ -479,6 +575,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def task_prefix(train: dict[str, Any]) -> str:
+    """The response prefix a local run without --local.response_prefix used: its task's default, derived as
+    openrlhf_ext.local.config.LocalTrainConfig.prefix derives it (' <answer>' for the built-in
+    countdown-fewshot task, else none; tests/test_report.py checks the two agree)."""
+    builtin = train.get("prompts") is None
+    return " <answer>" if builtin and train.get("task", "countdown-fewshot") == "countdown-fewshot" else ""
+
+
+def _setting(key: str, value: Any, train: dict[str, Any]) -> str:
+    """A settings table cell: the value, or for a prefix left unset the one the run used."""
+    if key == "response_prefix":  # quoted: its leading space is part of it
+        if value is None:
+            prefix = task_prefix(train)
+            return f"`{prefix!r}` (task default{'' if prefix else ': none'})"
+        return f"`{value!r}`"
+    return f"`{_fmt(value)}`"
+
+
 def summary_markdown(runs: list[Run], images: list[Path]) -> str:
     """One page: per run its settings, steps trained and skipped, last values, the before/after table."""
     lines = ["# Training report", ""]
@@ -491,7 +605,7 @@ def summary_markdown(runs: list[Run], images: list[Path]) -> str:
             settings += [(f"latr.{k}", latr[k]) for k in SUMMARY_LATR if k in latr]
         if settings:
             lines += ["| setting | value |", "|---|---|"]
-            lines += [f"| {k} | `{_fmt(v)}` |" for k, v in settings]
+            lines += [f"| {k} | {_setting(k, v, train)} |" for k, v in settings]
             lines += ["", "Every setting: `config.json` in the run directory.", ""]
         steps, skipped = run.steps, run.skipped_steps
         if steps:
@@ -558,7 +672,9 @@ def summary_markdown(runs: list[Run], images: list[Path]) -> str:
 
 
 def report(run_dirs: list[str], output: str | Path) -> tuple[Path, list[Path]]:
-    runs = [load_run(d) for d in run_dirs]
+    """The runs of `run_dirs` -> the combined CSV, PNGs and summary.md (a folder of runs stands for each run
+    in it: expand_runs)."""
+    runs = [load_run(d) for d in expand_runs(run_dirs)]
     names = [run.name for run in runs]
     for run in runs:  # two runs named alike (a/final, b/final) must stay apart in legends
         if names.count(run.name) > 1:

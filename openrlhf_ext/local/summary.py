@@ -1,5 +1,6 @@
-"""The end-of-run summary: held-out pass@1 before vs after training with 95% confidence intervals, pass@k,
-example correct answers and the time taken (printed, and written as summary.json)."""
+"""The end-of-run summary: held-out pass@1 before vs after training with 95% confidence intervals (pass@1's in
+[0, 1]: proportion_ci; the paired gain's in [-1, 1]: gain_ci), pass@k, example correct answers and the time
+taken (printed, and written as summary.json)."""
 
 from __future__ import annotations
 
@@ -25,18 +26,46 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def proportion_ci(fractions: Sequence[float], n: int) -> tuple[float, float, float]:
+    """(mean, low, high): a 95% interval for pass@1, the mean over problems of each problem's fraction of
+    `n` samples correct; it lies in [0, 1].
+
+    A Wilson score interval with the effective sample size of clustered data (Korn & Graubard 1998): the
+    problems are the independent units (a problem's n samples are not: an easy problem is solved by most of
+    them), so the interval's width comes from the spread of the per-problem fractions, as the normal
+    interval's does: effective size p(1-p) / (var over problems / problems). It is capped at the
+    problems x n samples drawn (a design effect below 1 is not credited), so all-wrong or all-right results
+    get an interval of that many independent samples, not [0, 0] or [1, 1]. Away from 0 and 1 it is about
+    the normal interval mean +- 1.96 s / sqrt(problems) (mean_ci, used before: it went below 0 near 0)."""
+    if not fractions:
+        raise ValueError("proportion_ci needs at least one problem")
+    problems = len(fractions)
+    p = statistics.fmean(fractions)
+    p = min(max(p, 0.0), 1.0)  # float sums of fractions in [0, 1]
+    drawn = problems * n
+    variance = statistics.variance(fractions) / problems if problems > 1 else 0.0
+    size = min(drawn, p * (1 - p) / variance) if variance > 0 else drawn
+    z2 = Z95 * Z95
+    center = (p + z2 / (2 * size)) / (1 + z2 / size)
+    half = Z95 / (1 + z2 / size) * math.sqrt(p * (1 - p) / size + z2 / (4 * size * size))
+    return p, max(0.0, center - half), min(1.0, center + half)
+
+
 def pass1_ci(result: dict[str, Any]) -> tuple[float, float, float]:
-    """pass@1 of an evaluation result and its 95% interval over problems."""
+    """pass@1 of an evaluation result and its 95% interval over problems, in [0, 1] (proportion_ci)."""
     n = result["n"]
-    return mean_ci([c / n for c in result["correct_per_prompt"]])
+    return proportion_ci([c / n for c in result["correct_per_prompt"]], n)
 
 
 def gain_ci(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, float, float]:
-    """after - before pass@1 on the same problems, paired per problem, with its 95% interval."""
+    """after - before pass@1 on the same problems, paired per problem, with its 95% interval: the normal
+    interval of the per-problem differences (mean_ci), cut to [-1, 1], where a difference of two
+    proportions lies (on a few problems the normal interval can reach past it)."""
     b, a = before["correct_per_prompt"], after["correct_per_prompt"]
     if len(a) != len(b):
         raise ValueError(f"before and after were evaluated on different problem counts ({len(b)}, {len(a)})")
-    return mean_ci([ca / after["n"] - cb / before["n"] for ca, cb in zip(a, b)])
+    gain, low, high = mean_ci([ca / after["n"] - cb / before["n"] for ca, cb in zip(a, b)])
+    return gain, max(low, -1.0), min(high, 1.0)
 
 
 def _problem(label: Any) -> str:
