@@ -17,9 +17,12 @@ This module is the orchestration; each part has its own module under openrlhf_ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from latr_sglang.engines.base import SamplingParams
 from latr_sglang.tasks.prompts import encode_prompts, newline_token_ids
 from openrlhf_ext.checkpointing import CheckpointError, CheckpointStore
 from openrlhf_ext.local.checkpoint import load_trainer_state, prepare_output_dir, save_trainer_state
-from openrlhf_ext.local.config import LocalTrainConfig
+from openrlhf_ext.local.config import NO_VALUE, LocalTrainConfig
 from openrlhf_ext.local.custom_reward import CustomReward, RewardFn
 from openrlhf_ext.local.data import (
     EVAL_SEED_OFFSET,
@@ -108,6 +111,9 @@ class LocalTrainer:
         from openrlhf_ext.cpu_compat import install
 
         install()
+        if torch.device(cfg.device).type == "cpu" and "deepspeed" not in sys.modules:
+            # the device is chosen: DeepSpeed (imported by openrlhf.models) need not guess it and warn
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         from openrlhf.models import Actor
 
         from latr_sglang.engines.torch_engine import TorchEngine
@@ -152,8 +158,6 @@ class LocalTrainer:
         self.metrics_log = None
         self.wandb = None
         if cfg.use_wandb:
-            import os
-
             import wandb
 
             os.environ.setdefault("WANDB_MODE", "offline")
@@ -450,11 +454,19 @@ class LocalTrainer:
             self.wandb.finish()
 
 
-def main(argv: list[str] | None = None) -> int:
-    import sys
+PROG = (
+    "python -m openrlhf_ext.local_trainer"  # its messages' prefix; `latr-train --trainer.mode local` its own
+)
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+
+def main(argv: list[str] | None = None) -> int:
+    from latr_sglang.argtypes import OneLineErrorParser
+    from openrlhf_ext.local.config import LocalConfigError
+
+    parser = OneLineErrorParser(
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataclass_arguments(parser.add_argument_group("training"), LocalTrainConfig)
     add_latr_arguments(parser)
@@ -462,39 +474,107 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = LocalTrainConfig(**dataclass_overrides(args, LocalTrainConfig))
         latr = latr_config_from_args(args, default_preset="countdown")
-    except ValueError as e:
-        print(f"local_trainer: error: {e}", file=sys.stderr)
+    except LocalConfigError as e:  # named as this command line's flags: --steps 0
+        print(f"{PROG}: error: {e.message(_flag_name)}", file=sys.stderr)
         return 2
-    return train(cfg, latr)
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return train(cfg, latr, prog=PROG)
 
 
-def train(cfg: LocalTrainConfig, latr: LATRConfig) -> int:
-    """Runs a whole local training job (the local_trainer CLI and `latr-train --trainer.mode local`)."""
-    import sys
+def _flag_name(field: str, value: Any = NO_VALUE) -> str:
+    """A LocalTrainConfig field as this module's command line spells it: `--steps 0`."""
+    if value is NO_VALUE:
+        return f"--{field}"
+    if isinstance(value, tuple | list):
+        return f"--{field} " + ",".join(map(str, value))
+    return f"--{field} {str(value).lower() if isinstance(value, bool) else value}"
+
+
+def train(cfg: LocalTrainConfig, latr: LATRConfig, prog: str | None = None) -> int:
+    """Runs a whole local training job (the local_trainer CLI and `latr-train --trainer.mode local`) and
+    returns its exit status: 0 done, 2 bad input, 3 nothing trained, 4 diverged, 130 interrupted. Each
+    failure is one line on stderr, `{prog}: error: ...`; Ctrl-C ends the run with one line saying the step it
+    stopped at and, when a checkpoint was saved, that --ckpt.load_enable continues from it."""
+    lead = f"{prog}: " if prog else ""
+
+    def fail(message: object, code: int) -> int:
+        print(f"{lead}error: {message}", file=sys.stderr)
+        return code
 
     try:
         trainer = LocalTrainer(cfg, latr)
     except (ValueError, FileNotFoundError) as e:  # a bad prompts file, eval set or model path, named
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 2)
+    except KeyboardInterrupt:
+        print(f"{lead}interrupted before training started (loading the model and data)", file=sys.stderr)
+        return 130
+    progress = _StepProgress(trainer)
     try:
         trainer.fit()
+    except KeyboardInterrupt:
+        _end_progress_bars()
+        print(f"{lead}{progress.interrupted_message()}", file=sys.stderr, flush=True)
+        return 130
     except NothingTrained as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return fail(e, 3)
     except NonFiniteWeights as e:
-        print(f"error: {e}; aborted, nothing saved from this step on", file=sys.stderr)
-        return 4
+        return fail(f"{e}; aborted, nothing saved from this step on", 4)
     except Diverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+        return fail(e, 4)
     except CheckpointError as e:  # no intact checkpoint, or a resume with a different config
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 2)
     finally:
-        trainer.close()
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while the engine stops: it is stopping
+            trainer.close()
     print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")
     return 0
+
+
+def _end_progress_bars() -> None:
+    """Closes fit()'s progress bar where Ctrl-C left it, so that what follows starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+class _StepProgress:
+    """The steps a trainer's fit() started and finished (it wraps the trainer's train_step), for the line a
+    Ctrl-C ends the run with."""
+
+    def __init__(self, trainer: LocalTrainer) -> None:
+        self.trainer = trainer
+        self.started: int | None = None
+        self.finished: int | None = None
+        step_fn = trainer.train_step
+
+        def train_step(step: int) -> dict[str, float]:
+            self.started = step
+            metrics = step_fn(step)
+            self.finished = step
+            return metrics
+
+        trainer.train_step = train_step  # type: ignore[method-assign]
+
+    def interrupted_message(self) -> str:
+        if self.started is None:
+            where = "before the first step"
+        elif self.started != self.finished:
+            where = f"at step {self.started}"
+        else:
+            where = f"after step {self.finished}"
+        store = getattr(self.trainer, "checkpoints", None)
+        latest = store.latest_name() if store is not None else None
+        if latest is None:
+            saves = "" if self.trainer.cfg.save_steps else " (--ckpt.save_steps N saves one every N steps)"
+            return f"interrupted {where}; no checkpoint was saved{saves}"
+        step = latest.removeprefix("step_")
+        return (
+            f"interrupted {where}; --ckpt.load_enable continues from the checkpoint of step {step} "
+            f"({store.root / latest}), with the same flags"
+        )
 
 
 if __name__ == "__main__":

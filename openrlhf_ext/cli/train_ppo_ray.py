@@ -17,11 +17,14 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from latr_sglang.argtypes import OneLineErrorParser
 from latr_sglang.config import (
     ConfigError,
     LATRConfig,
@@ -92,6 +95,19 @@ LOCAL_ONLY_FIELDS = (
     "grad_clip",
     "device",
 )
+# LocalTrainConfig field -> the flag that sets it (of two OpenRLHF flags for one field, the first in
+# LOCAL_FLAGS), to name a field the command line did not give
+LOCAL_FIELD_FLAGS: dict[str, str] = {
+    **{name: flag for flag, name in reversed(LOCAL_FLAGS.items()) if name and name != "algo"},
+    "eps_clip_high": "actor.eps_clip_low_high",
+    "sampler": "rollout.sampler",
+    "steps": "trainer.max_steps",
+    "device": "trainer.device",
+    **{f.name: f"dapo.{f.name}" for f in dataclasses.fields(DAPOOptions)},
+    **{name: f"local.{name}" for name in LOCAL_ONLY_FIELDS if name != "device"},
+}
+# LocalTrainConfig fields that only choose the built-in task's problems: a prompts file replaces them
+BUILTIN_TASK_FIELDS = ("task", "max_number", "countdown_numbers")
 
 
 @dataclass
@@ -103,7 +119,7 @@ class Invocation:
     dapo: DAPOOptions
     trainer: TrainerOptions
     latr: LATRConfig | None  # None: no LATR (vllm backend or stochastic sampler)
-    openrlhf: argparse.Namespace  # hierarchized; finalized by OpenRLHF's validation in ray mode
+    openrlhf: argparse.Namespace  # ray mode: hierarchized, finalized by OpenRLHF's validation; local: flat
     given: dict[str, Any]  # OpenRLHF flags set away from their defaults
     extension_given: set[str]  # our flags given on the command line (dests)
     local_overrides: dict[str, Any]  # --local.<field> values given
@@ -127,6 +143,8 @@ class Invocation:
 def build_parser() -> argparse.ArgumentParser:
     parser = openrlhf_parser()
     parser.prog = PROG
+    # a bad value is one line and a hint, not argparse's ~200 lines of usage first (as latr-sglang's parsers)
+    parser.error = types.MethodType(OneLineErrorParser.error, parser)  # type: ignore[method-assign]
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     titles = {
@@ -163,8 +181,7 @@ def parse(argv: list[str] | None = None) -> Invocation:
     if extras:  # one line naming each unknown flag and the closest known one (not argparse's whole usage)
         from openrlhf_ext.cli.range_checks import unknown_flags_message
 
-        message = unknown_flags_message(list(parser._option_string_actions), extras)
-        parser.exit(2, f"{PROG}: error: {message}\n")
+        parser.error(unknown_flags_message(list(parser._option_string_actions), extras))
     ours = _extension_dests(parser)
     values = vars(namespace)
     extension = {k: values.pop(k) for k in list(values) if k in ours}
@@ -195,13 +212,16 @@ def parse(argv: list[str] | None = None) -> Invocation:
     latr = None
     if rollout.backend != "vllm" and rollout.sampler == "latr":
         latr = latr_config_from_args(ext_ns, default_preset="countdown")
+    openrlhf = argparse.Namespace(**values)
+    if trainer.mode == "ray":  # (local mode reads `given` and `explicit`; this imports transformers, ~2 s)
+        openrlhf = hierarchize(openrlhf)
     inv = Invocation(
         rollout=rollout,
         sglang=sglang,
         dapo=dapo,
         trainer=trainer,
         latr=latr,
-        openrlhf=hierarchize(argparse.Namespace(**values)),
+        openrlhf=openrlhf,
         given=given,
         extension_given=extension_given,
         local_overrides={k.removeprefix("local."): v for k, v in extension.items() if k.startswith("local.")},
@@ -244,7 +264,10 @@ def conflicts(inv: Invocation) -> list[str]:
         return sorted(f"--{k}" for k in ours if k.startswith(prefix))
 
     backend, sampler, mode = inv.rollout.backend, inv.rollout.sampler, inv.trainer.mode
-    if backend == "vllm":
+    # local mode with another backend: that is the conflict (reported below); what the backend would then
+    # refuse (--latr.* with vllm, ...) follows from it and goes away with it
+    wrong_local_backend = mode == "local" and backend != "torch"
+    if backend == "vllm" and not wrong_local_backend:
         if "rollout.sampler" in ours and sampler == "latr":
             problems.append(
                 "--rollout.sampler latr needs --rollout.backend sglang or torch "
@@ -255,7 +278,8 @@ def conflicts(inv: Invocation) -> list[str]:
                 problems.append(f"{', '.join(named(prefix))} given with --rollout.backend vllm")
     if backend == "torch" and named("sglang."):
         problems.append(f"{', '.join(named('sglang.'))} given with --rollout.backend torch")
-    if sampler == "stochastic" and named("latr."):
+    # (with --rollout.backend vllm the sampler is stochastic by implication: the line above names --latr.*)
+    if sampler == "stochastic" and backend != "vllm" and named("latr."):
         problems.append(f"{', '.join(named('latr.'))} given with --rollout.sampler stochastic")
     dynamic = bool(given.get("algo.dynamic_filtering_enable"))
     for flag in ("dapo.dynamic_filtering_rule", "dapo.dynamic_filtering_metric", "dapo.max_sampling_rounds"):
@@ -268,10 +292,10 @@ def conflicts(inv: Invocation) -> list[str]:
         )
     if inv.dapo.max_sampling_rounds < 1:
         problems.append(f"--dapo.max_sampling_rounds={inv.dapo.max_sampling_rounds}: must be >= 1")
-    if backend == "vllm" and any(k.startswith("dapo.") for k in ours):
+    if backend == "vllm" and not wrong_local_backend and any(k.startswith("dapo.") for k in ours):
         problems.append(f"{', '.join(named('dapo.'))} need --rollout.backend sglang or torch")
     if mode == "local":
-        if backend != "torch":
+        if wrong_local_backend:
             problems.append(
                 f"--trainer.mode local runs the in-process torch engine, not --rollout.backend {backend}"
             )
@@ -286,9 +310,15 @@ def conflicts(inv: Invocation) -> list[str]:
         estimator = given.get("algo.advantage.estimator")
         if estimator is not None and estimator not in LOCAL_ESTIMATORS:
             problems.append(f"--algo.advantage.estimator {estimator}: local mode implements group_norm")
-        prompts = given.get("data.prompt_dataset")
-        if prompts is not None and not os.path.isfile(prompts):
-            problems.append(f"--data.prompt_dataset {prompts}: local mode reads a local JSONL file")
+        prompts = {**given, **inv.explicit}.get("data.prompt_dataset")
+        if prompts is not None:
+            problems += local_prompts_problems(prompts)
+            task_flags = [f"--local.{k}" for k in BUILTIN_TASK_FIELDS if f"local.{k}" in ours]
+            if task_flags:
+                problems.append(
+                    f"{', '.join(task_flags)} given with --data.prompt_dataset: they choose the built-in "
+                    "task's problems, which a prompts file replaces"
+                )
         if "trainer.reward_timeout_s" in ours:
             problems.append(
                 "--trainer.reward_timeout_s bounds ray mode's --reward.remote_url reward_func calls; "
@@ -392,6 +422,23 @@ def conflicts(inv: Invocation) -> list[str]:
     return problems
 
 
+def local_prompts_problems(prompts: str) -> list[str]:
+    """--data.prompt_dataset in local mode: one local JSONL file of prompt/label rows (not a hub dataset or a
+    list, as in ray mode), which must exist."""
+    flag = f"--data.prompt_dataset {prompts}"
+    path = Path(prompts).expanduser()
+    if path.is_file():
+        return []
+    if path.is_dir():
+        return [f"{flag}: is a directory; local mode reads one JSONL file of prompt/label rows"]
+    if "," in prompts:
+        return [f"{flag}: no such file (local mode reads one JSONL file, not a comma-separated list)"]
+    return [
+        f"{flag}: no such file (local mode reads a local JSONL file of prompt/label rows; it does not fetch "
+        "Hugging Face hub datasets)"
+    ]
+
+
 # Dataset names OpenRLHF's blending_datasets reads as local files (it loads them with `datasets`' builders)
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".py")
 
@@ -448,9 +495,14 @@ def reward_url_problems(value: str | None, backend: str) -> list[str]:
 
 # ---- local mode -------------------------------------------------------------------------------------------
 def local_config(inv: Invocation):
-    from openrlhf_ext.local.config import LocalTrainConfig
+    """The LocalTrainConfig the flags give; a ConfigError naming the flag (`--trainer.max_steps 0: must be a
+    positive integer`) for a value it refuses."""
+    from openrlhf_ext.local.config import LocalConfigError, LocalTrainConfig
 
     kwargs: dict[str, Any] = {"sampler": inv.rollout.sampler}
+    sources: dict[str, tuple[str, Any]] = {}  # field -> (the flag that set it, its value as given)
+    if "rollout.sampler" in inv.extension_given:
+        sources["sampler"] = ("rollout.sampler", inv.rollout.sampler)
     # Every OpenRLHF flag on the command line, also one equal to OpenRLHF's default: local mode has its own
     # defaults, and a flag written out must win over them.
     given = {**inv.given, **inv.explicit}
@@ -461,12 +513,15 @@ def local_config(inv: Invocation):
         name = LOCAL_FLAGS.get(flag)
         if not name or name == "algo":
             continue
+        sources[name] = (flag, value)
         if name == "eps_clip_low_high":
             if value is None:
                 continue
             kwargs["eps_clip_low"], kwargs["eps_clip_high"] = (float(x) for x in value)
+            sources["eps_clip_low"] = sources["eps_clip_high"] = (flag, value)
         elif name == "eps_clip_low":
             kwargs["eps_clip_low"] = kwargs["eps_clip_high"] = float(value)
+            sources["eps_clip_high"] = (flag, value)
         elif name == "use_wandb":
             kwargs["use_wandb"] = bool(value)
         elif name == "save_steps":
@@ -490,22 +545,69 @@ def local_config(inv: Invocation):
         kwargs["max_sampling_rounds"] = inv.dapo.max_sampling_rounds
     if "dapo.overlong_filtering" in inv.extension_given:  # else the local trainer's: DAPO yes, GRPO no
         kwargs["overlong_filtering"] = inv.dapo.overlong_filtering
+    for name in (f.name for f in dataclasses.fields(DAPOOptions)):  # (each is a LocalTrainConfig field)
+        if name in kwargs and f"dapo.{name}" in inv.extension_given:
+            sources[name] = (f"dapo.{name}", kwargs[name])
     if inv.trainer.max_steps is not None:
         kwargs["steps"] = inv.trainer.max_steps
+        sources["steps"] = ("trainer.max_steps", inv.trainer.max_steps)
     if inv.trainer.device is not None:  # --trainer.device, one flag for both modes (--local.device: alias)
         kwargs["device"] = inv.trainer.device
+        sources["device"] = ("trainer.device", inv.trainer.device)
     kwargs.update(inv.local_overrides)
+    sources.update({k: (f"local.{k}", v) for k, v in inv.local_overrides.items()})
     try:
         return LocalTrainConfig(**kwargs)
+    except LocalConfigError as e:  # named as the command line gave it, not as the dataclass field
+        raise ConfigError(e.message(_flag_namer(sources))) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
+
+
+# the dests of latr-train's own flags (typed as add_dataclass_arguments parses them: `true`, `3,2`)
+_OUR_DESTS = {
+    f"{prefix}{f.name}" for prefix, cls in EXTENSION_GROUPS.items() for f in dataclasses.fields(cls)
+}
+
+
+def _flag_namer(sources: dict[str, tuple[str, Any]]):
+    """name(field[, value]) for LocalConfigError.message: the flag that set the field, with its value as it is
+    typed (`--trainer.max_steps 0`, `--local.countdown_numbers 3,2`, `--actor.eps_clip_low_high 0.2 0.28`); a
+    field no flag gave is named by the flag that would set it, one no flag sets as LocalTrainConfig's."""
+    from openrlhf_ext.local.config import NO_VALUE, python_name
+
+    def name(field: str, value: Any = NO_VALUE) -> str:
+        if field in sources:
+            flag, typed = sources[field]
+            return f"--{flag}" if value is NO_VALUE else f"--{flag}{_typed_value(flag, typed)}"
+        flag = LOCAL_FIELD_FLAGS.get(field)
+        if flag is None:
+            return f"LocalTrainConfig.{python_name(field, value)}"
+        return f"--{flag}" if value is NO_VALUE else f"--{flag}{_typed_value(flag, value)}"
+
+    return name
+
+
+def _typed_value(flag: str, value: Any) -> str:
+    """` VALUE` as one would type it after --flag (nothing after an OpenRLHF switch)."""
+    ours = flag in _OUR_DESTS or flag.startswith(("local.", "latr."))
+    if isinstance(value, bool):
+        return f" {str(value).lower()}" if ours else ""
+    if value is None:
+        return " none"
+    if isinstance(value, list | tuple):
+        return " " + (",".join if ours else " ".join)(shlex.quote(str(v)) for v in value)
+    return f" {shlex.quote(str(value))}"
 
 
 def resolved(inv: Invocation) -> dict[str, Any]:
     """The configuration --dry-run prints."""
     out: dict[str, Any] = {"trainer": dataclasses.asdict(inv.trainer), **inv.ext()}
     if inv.trainer.mode == "local":
-        out["local"] = dataclasses.asdict(inv.local or local_config(inv))
+        cfg = inv.local or local_config(inv)
+        out["local"] = dataclasses.asdict(cfg)
+        if cfg.builtin_task is None:  # a prompts file: no built-in task is used (the field keeps its default)
+            out["local"]["task"] = None
     else:
         out["openrlhf"] = _namespace_dict(inv.openrlhf)
     out["openrlhf_flags_given"] = {k: _normalize(v) for k, v in sorted(inv.given.items())}
@@ -520,10 +622,61 @@ def _namespace_dict(ns: Any) -> Any:
     return ns
 
 
+def local_input_problems(cfg: Any) -> list[str]:
+    """What local mode reads and writes first, checked by --dry-run and before the training stack (DeepSpeed,
+    the models) is imported: the model folder (never downloaded) and the output directory (not created here:
+    a dry run leaves no trace)."""
+    problems = []
+    model = model_problem(cfg.model)
+    if model:
+        problems.append(f"--actor.model_name_or_path {cfg.model}: {model}")
+    problems += output_dir_problems(cfg.output_dir, cfg.resume)
+    return problems
+
+
+def model_problem(model: str) -> str | None:
+    """Why `model` is neither a loadable local Hugging Face folder nor the embedded default, or None. The
+    folder is checked as latr_sglang.models loads it (config.json, weights, tokenizer files); the embedded
+    default is not converted here."""
+    from latr_sglang.models import DEFAULT_MODEL_ALIASES, resolve_model_path
+
+    aliases = {alias.lower() for alias in DEFAULT_MODEL_ALIASES}
+    folder = Path(model).expanduser() / "config.json"
+    if model in DEFAULT_MODEL_ALIASES or (model.lower() in aliases and not folder.exists()):
+        return None
+    try:
+        resolve_model_path(model)
+    except (OSError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def output_dir_problems(output_dir: str, resume: bool) -> list[str]:
+    """--ckpt.output_dir as the local trainer will prepare it (openrlhf_ext.local.checkpoint): an existing
+    folder is checked by that same function (which changes nothing there), a new one's nearest existing
+    parent must be a writable folder."""
+    from openrlhf_ext.local.checkpoint import prepare_output_dir
+
+    out = Path(output_dir).expanduser()
+    if out.exists():
+        try:
+            prepare_output_dir(output_dir, resume=resume)
+        except ValueError as e:
+            return [str(e)]
+        return []
+    parent = next((p for p in out.parents if p.exists()), None)
+    flag = f"--ckpt.output_dir {output_dir}"
+    if parent is not None and not parent.is_dir():
+        return [f"{flag}: {parent} is a file, not a directory"]
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        return [f"{flag}: cannot create it ({parent} is not writable)"]
+    return []
+
+
 def run_local(inv: Invocation) -> int:
     from openrlhf_ext.local_trainer import train
 
-    return train(inv.local, inv.latr or LATRConfig.preset("countdown"))
+    return train(inv.local, inv.latr or LATRConfig.preset("countdown"), prog=PROG)
 
 
 def run_ray(inv: Invocation) -> int:
@@ -582,18 +735,39 @@ def run_ray(inv: Invocation) -> int:
     return 0
 
 
+def interrupted_message(inv: Invocation | None) -> str:
+    """The line Ctrl-C ends latr-train with outside the local trainer (which says its own step): before the
+    run, or in ray mode, with the checkpoints --ckpt.load_enable resumes when OpenRLHF wrote some."""
+    args = inv.openrlhf if inv is not None and inv.trainer.mode == "ray" else None
+    ckpt = getattr(args, "ckpt", None)
+    path = getattr(ckpt, "path", None)
+    if path and getattr(ckpt, "save_steps", -1) > 0 and os.path.isdir(path) and os.listdir(path):
+        return f"{PROG}: interrupted; --ckpt.load_enable resumes from the checkpoints in {path}"
+    return f"{PROG}: interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """latr-train. Exit status: 0 done, 2 a usage error (one line, `latr-train: error: ...`), 130 interrupted
+    (Ctrl-C: one line, no traceback); local mode also 3 (nothing trained) and 4 (diverged)."""
+    inv = None
     try:
-        inv = parse(argv)
-        if inv.trainer.mode == "local":
-            inv.local = local_config(inv)
-        if inv.dry_run:
-            print(json.dumps(resolved(inv), indent=2, default=str))
-            return 0
-    except (ConfigError, ValueError, OpenRLHFMissing) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return run_local(inv) if inv.trainer.mode == "local" else run_ray(inv)
+        try:
+            inv = parse(argv)
+            if inv.trainer.mode == "local":
+                inv.local = local_config(inv)
+                problems = local_input_problems(inv.local)
+                if problems:
+                    raise ConfigError("; ".join(problems))
+            if inv.dry_run:
+                print(json.dumps(resolved(inv), indent=2, default=str))
+                return 0
+        except (ConfigError, ValueError, OpenRLHFMissing) as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        return run_local(inv) if inv.trainer.mode == "local" else run_ray(inv)
+    except KeyboardInterrupt:  # the local trainer says where its run stopped; this is before it, or Ray
+        print(interrupted_message(inv), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

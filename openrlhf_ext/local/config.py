@@ -7,9 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import Any, Literal
 
 from latr_sglang.config import help_text
 from latr_sglang.tasks.prompts import TASKS, builtin_distinct_problems
@@ -17,6 +15,33 @@ from latr_sglang.tasks.prompts import TASKS, builtin_distinct_problems
 # the most held-out problems a built-in task generates for eval_prompts (8 draws per prompt are made up front;
 # a larger evaluation reads a file: eval_dataset)
 MAX_BUILTIN_EVAL_PROMPTS = 4096
+
+NO_VALUE: Any = object()
+# how a message names a field: name(field) alone, name(field, value) with its value
+FieldNamer = Callable[..., str]
+# why a value is refused: text, or text that names other fields (rendered with the caller's FieldNamer)
+Why = str | Callable[[FieldNamer], str]
+
+
+def python_name(field: str, value: Any = NO_VALUE) -> str:
+    """A field as the Python API spells it: `max_new_tokens`, `eval_dataset='nope'`."""
+    return field if value is NO_VALUE else f"{field}={value!r}"
+
+
+class LocalConfigError(ValueError):
+    """A LocalTrainConfig field that cannot take its value. str() names fields as the Python API spells them
+    (`LocalTrainConfig.steps=0: must be a positive integer`); `message(name)` as a command line does, with
+    `name(field[, value])` naming a field (latr-train: the flag given, `--trainer.max_steps 0: ...`)."""
+
+    def __init__(self, field: str, value: Any, why: Why) -> None:
+        self.field, self.value, self._why = field, value, why
+        super().__init__(f"LocalTrainConfig.{python_name(field, value)}: {self.why(python_name)}")
+
+    def why(self, name: FieldNamer = python_name) -> str:
+        return self._why if isinstance(self._why, str) else self._why(name)
+
+    def message(self, name: FieldNamer) -> str:
+        return f"{name(self.field, self.value)}: {self.why(name)}"
 
 
 @dataclass
@@ -175,15 +200,20 @@ class LocalTrainConfig:
     )
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"LocalTrainConfig.{name}={getattr(self, name)!r}: {why}")
+        def bad(name: str, why: Why) -> LocalConfigError:
+            return LocalConfigError(name, getattr(self, name), why)
 
         if self.algo not in ("grpo", "dapo"):
             raise bad("algo", "must be 'grpo' or 'dapo'")
         if self.sampler not in ("latr", "stochastic"):
             raise bad("sampler", "must be 'latr' or 'stochastic'")
         if self.task not in TASKS:
-            raise bad("task", f"expected one of {', '.join(TASKS)}")
+            raise bad(
+                "task",
+                lambda n: (
+                    f"expected one of {', '.join(TASKS)} (other problems: a JSONL file as {n('prompts')})"
+                ),
+            )
         if self.reward not in ("shaped", "accuracy"):
             raise bad("reward", "must be 'shaped' or 'accuracy'")
         if not isinstance(self.max_number, int) or self.max_number < 2:
@@ -193,7 +223,12 @@ class LocalTrainConfig:
         if not isinstance(self.overlong_buffer_len, int) or self.overlong_buffer_len < 0:
             raise bad("overlong_buffer_len", "must be an integer >= 0")
         if self.overlong_buffer_len > self.max_new_tokens:
-            raise bad("overlong_buffer_len", f"must be <= max_new_tokens ({self.max_new_tokens})")
+            raise bad(
+                "overlong_buffer_len",
+                lambda n: (
+                    f"must be <= {n('max_new_tokens', self.max_new_tokens)} (the penalty's window ends there)"
+                ),
+            )
         if not math.isfinite(self.overlong_penalty_factor) or self.overlong_penalty_factor < 0:
             raise bad("overlong_penalty_factor", "must be a finite number >= 0")
         for name in (
@@ -218,15 +253,18 @@ class LocalTrainConfig:
         low_n, high_n = self.countdown_numbers
         if not 1 <= low_n <= high_n:
             raise bad("countdown_numbers", "needs 1 <= min <= max")
-        if self.eval_prompts < 0 or self.eval_n < 1:
-            raise bad("eval_prompts" if self.eval_prompts < 0 else "eval_n", "must be >= 0 (eval_n >= 1)")
+        if not isinstance(self.eval_prompts, int) or self.eval_prompts < 0:
+            raise bad("eval_prompts", "must be an integer >= 0 (0: no evaluation)")
+        if not isinstance(self.eval_n, int) or self.eval_n < 1:
+            raise bad("eval_n", "must be a positive integer")
         if self.eval_prompts and self.prompts is None and self.eval_dataset is None:
             self._check_builtin_eval_prompts(bad)
         if self.input_key == self.label_key:
             raise bad(
                 "label_key",
-                f"the same key as input_key={self.input_key!r} (--data.input_key, --data.label_key): the "
-                "prompt would be its own label",
+                lambda n: (
+                    f"the same key as {n('input_key', self.input_key)}: the prompt would be its own label"
+                ),
             )
         if self.eval_dataset is not None:
             from latr_sglang.evaluate import DATASETS
@@ -234,7 +272,15 @@ class LocalTrainConfig:
             if self.eval_dataset not in DATASETS and not Path(self.eval_dataset).is_file():
                 raise bad("eval_dataset", f"neither a bundled set ({', '.join(DATASETS)}) nor a file")
         if self.eval_prompts and self.prompts is not None and self.eval_dataset is None:
-            raise bad("eval_dataset", "evaluating a custom prompts file needs a held-out eval_dataset")
+            raise bad(
+                "eval_prompts",
+                lambda n: (
+                    f"evaluating on a prompts file ({n('prompts', self.prompts)}) needs a held-out eval "
+                    f"set: {n('eval_dataset')}"
+                ),
+            )
+        import torch  # here, not at import: latr-train builds its --local.* flags from this module
+
         try:
             device = torch.device(self.device)
         except RuntimeError:
@@ -246,14 +292,16 @@ class LocalTrainConfig:
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise bad("temperature", "must be a positive number")
 
-    def _check_builtin_eval_prompts(self, bad: Callable[[str, str], ValueError]) -> None:
+    def _check_builtin_eval_prompts(self, bad: Callable[[str, Why], ValueError]) -> None:
         """eval_prompts held-out problems of a built-in task: refused before any is generated when the task
         has too few distinct problems (some must stay for training), or past MAX_BUILTIN_EVAL_PROMPTS."""
         if self.eval_prompts > MAX_BUILTIN_EVAL_PROMPTS:
             raise bad(
                 "eval_prompts",
-                f"a built-in task holds out at most {MAX_BUILTIN_EVAL_PROMPTS} problems "
-                "(--local.eval_prompts; a larger evaluation: --eval.dataset FILE)",
+                lambda n: (
+                    f"a built-in task holds out at most {MAX_BUILTIN_EVAL_PROMPTS} problems (a larger "
+                    f"evaluation reads a file: {n('eval_dataset')})"
+                ),
             )
         distinct = builtin_distinct_problems(
             self.task, self.max_number, self.countdown_numbers, MAX_BUILTIN_EVAL_PROMPTS
@@ -263,8 +311,10 @@ class LocalTrainConfig:
             shape = f"max_number {self.max_number}" if fewshot else "one number per problem"
             raise bad(
                 "eval_prompts",
-                f"the built-in task {self.task} ({shape}) has only {distinct} distinct problems, and "
-                f"training needs some of them: --local.eval_prompts must be below {distinct}",
+                lambda n: (
+                    f"the built-in task {self.task} ({shape}) has only {distinct} distinct problems, "
+                    f"and training needs some of them: {n('eval_prompts')} must be below {distinct}"
+                ),
             )
 
     @property

@@ -167,11 +167,11 @@ LOCAL_CONFLICTS = [
     (["--rollout.backend", "sglang"], ["--rollout.backend sglang"]),
     (["--algo.advantage.estimator", "rloo"], ["rloo"]),
     (["--data.prompt_dataset", "some/hub-dataset"], ["some/hub-dataset"]),
-    (["--local.countdown_numbers", "3,2"], ["countdown_numbers=(3, 2)"]),
+    (["--local.countdown_numbers", "3,2"], ["--local.countdown_numbers 3,2: needs 1 <= min <= max"]),
     (["--actor.adam.lr", "-1"], ["--actor.adam.lr -1.0"]),
     (["--trainer.reward_timeout_s", "5"], ["--trainer.reward_timeout_s", "built-in reward"]),
-    (["--local.device", "tpu"], ["device='tpu'"]),
-    (["--eval.dataset", "nope"], ["eval_dataset='nope'"]),
+    (["--local.device", "tpu"], ["--local.device tpu: "]),
+    (["--eval.dataset", "nope"], ["--eval.dataset nope: neither a bundled set"]),
 ]
 
 
