@@ -80,7 +80,10 @@ class DAPOOptions:
     )
     overlong_filtering: bool = field(
         default=False,
-        metadata=help_text("mask truncated samples out of the loss (DAPO); they still count in group stats"),
+        metadata=help_text(
+            "mask truncated samples out of the loss (DAPO); they still count in group stats. Ray mode: off "
+            "unless given (the DAPO scripts give it); local mode: on for DAPO unless given false"
+        ),
     )
 
 
