@@ -432,7 +432,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not args.server:
             engine.close_sync()
     table, _ = comparison_table(arms)
-    print(f"\n{len(prompts)} prompts x n={args.n}, {args.max_new_tokens} new tokens max, LATR eta={args.eta}")
+    count = f"{len(prompts)} prompt{'s' if len(prompts) != 1 else ''}"
+    print(f"\n{count} x n={args.n}, {args.max_new_tokens} new tokens max, LATR eta={args.eta}")
     print(table)
     if labels is not None:
         print(f"\ntask reward ({'countdown' if isinstance(labels[0], dict) else 'labels from --prompts'}):")
