@@ -24,18 +24,13 @@ from typing import Any
 from latr_sglang.config import LATRConfig
 from latr_sglang.driver import GroupResult, LATRSampler, check_fork_candidates
 from latr_sglang.engines.base import RequestError, SamplingParams
-from latr_sglang.engines.sglang_http import SGLangHTTPEngine
+from latr_sglang.engines.sglang_http import SGLangHTTPEngine, auth_headers
 from latr_sglang.tasks.prompts import unicode_error
 
 
 class ServerError(ConnectionError):
     """The server cannot be used: unreachable, not speaking SGLang's API, or its tokenizer is not readable
     here. The message is one line that starts with the URL."""
-
-
-def _auth(api_key: str | None) -> dict[str, str]:
-    """SGLang's --api-key check: a bearer token on every request."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def server_model_info(base_url: str, timeout: float = 30.0, api_key: str | None = None) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def server_model_info(base_url: str, timeout: float = 30.0, api_key: str | None 
     if not re.match(r"https?://", url):
         raise ServerError(f"{base_url}: not an http(s):// URL")
     try:
-        resp = requests.get(url + "/get_model_info", timeout=timeout, headers=_auth(api_key))
+        resp = requests.get(url + "/get_model_info", timeout=timeout, headers=auth_headers(api_key))
     except requests.ConnectionError:
         raise ServerError(
             f"{url}: cannot connect (is a server running there? start one with `latr-sglang serve`)"
@@ -111,7 +106,7 @@ def server_context_length(base_url: str, timeout: float = 30.0, api_key: str | N
 
     try:
         resp = requests.get(
-            base_url.rstrip("/") + "/get_server_info", timeout=timeout, headers=_auth(api_key)
+            base_url.rstrip("/") + "/get_server_info", timeout=timeout, headers=auth_headers(api_key)
         )
         value = resp.json().get("context_length") if resp.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):

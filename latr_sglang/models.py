@@ -74,13 +74,20 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def resolve_model_path(model: str | os.PathLike | None) -> Path:
+def names_default_model(model: str | os.PathLike | None) -> bool:
+    """Whether `model` means the embedded default: one of its names exactly, or in another case ('SmolLM2')
+    where no folder of that name holds a model."""
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
+        return True
+    lowered = {alias.lower() for alias in DEFAULT_MODEL_ALIASES}
+    return str(model).lower() in lowered and not (Path(model).expanduser() / "config.json").exists()
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    if names_default_model(model):
         return embedded_model_dir()
     path = Path(model).expanduser()
     if not (path / "config.json").exists():
-        if str(model).lower() in {alias.lower() for alias in DEFAULT_MODEL_ALIASES}:  # 'SmolLM2'
-            return embedded_model_dir()
         hint = (
             " ('tiny' is a random test model only the benchmarks build: --model tiny there)"
             if str(model) == "tiny"

@@ -42,7 +42,7 @@ from latr_sglang.tasks.prompts import encode_prompts, newline_token_ids
 from openrlhf_ext.checkpointing import CheckpointError, CheckpointStore
 from openrlhf_ext.local.checkpoint import load_trainer_state, prepare_output_dir, save_trainer_state
 from openrlhf_ext.local.config import NO_VALUE, LocalTrainConfig
-from openrlhf_ext.local.custom_reward import CustomReward, RewardFn
+from openrlhf_ext.local.custom_reward import RewardFn
 from openrlhf_ext.local.data import (
     EVAL_SEED_OFFSET,
     PromptStream,
@@ -50,7 +50,7 @@ from openrlhf_ext.local.data import (
     load_problems,
     load_prompts,
 )
-from openrlhf_ext.local.rollout import GroupRollout, ScoredGroup
+from openrlhf_ext.local.rollout import GroupRollout, ScoredGroup, custom_reward_for
 from openrlhf_ext.local.summary import diverged_message, nothing_trained_message, summarize, write_summary
 from openrlhf_ext.local.update import NonFiniteWeights, PolicyUpdate
 from openrlhf_ext.run_log import step_line
@@ -100,8 +100,7 @@ class LocalTrainer:
         then be picklable), 0 calls it in this process, unbounded."""
         self.cfg = cfg
         self.latr = latr or LATRConfig.preset("countdown")
-        default = reward_fn is None or reward_fn is default_reward
-        custom_reward = None if default else CustomReward(reward_fn, reward_timeout_s)
+        custom_reward = custom_reward_for(reward_fn, reward_timeout_s)  # checked before the models load
         # what needs no model first, before the training stack is even imported: the output directory, the
         # problems and the eval set (a bad value fails in seconds)
         self.out = prepare_output_dir(cfg.output_dir, resume=cfg.resume)

@@ -88,6 +88,11 @@ async def _sse_events(content: Any, url: str) -> AsyncIterator[dict[str, Any]]:
                 yield event
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """What a server started with --api-key checks on every request (SGLang's bearer token)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class SGLangHTTPEngine:
     def __init__(
         self,
@@ -99,7 +104,7 @@ class SGLangHTTPEngine:
         retries: int = 2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = auth_headers(api_key)
         self.max_connections = max_connections
         self.timeout_s = timeout_s
         self.retries = retries

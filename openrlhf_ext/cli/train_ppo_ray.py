@@ -638,11 +638,9 @@ def model_problem(model: str) -> str | None:
     """Why `model` is neither a loadable local Hugging Face folder nor the embedded default, or None. The
     folder is checked as latr_sglang.models loads it (config.json, weights, tokenizer files); the embedded
     default is not converted here."""
-    from latr_sglang.models import DEFAULT_MODEL_ALIASES, resolve_model_path
+    from latr_sglang.models import names_default_model, resolve_model_path
 
-    aliases = {alias.lower() for alias in DEFAULT_MODEL_ALIASES}
-    folder = Path(model).expanduser() / "config.json"
-    if model in DEFAULT_MODEL_ALIASES or (model.lower() in aliases and not folder.exists()):
+    if names_default_model(model):
         return None
     try:
         resolve_model_path(model)

@@ -28,6 +28,16 @@ class ScoredGroup(NamedTuple):
     accuracy: torch.Tensor  # [n] 1/0 correctness by the verifier
 
 
+def custom_reward_for(
+    reward_fn: RewardFn | CustomReward | None, timeout_s: float = 0.0
+) -> CustomReward | None:
+    """None for the task's verifier (no reward_fn, or default_reward), scored one batch per sampling round
+    (default_rewards); else a user's function, called once per sample and checked (custom_reward)."""
+    if reward_fn is None or reward_fn is default_reward:
+        return None
+    return reward_fn if isinstance(reward_fn, CustomReward) else CustomReward(reward_fn, timeout_s)
+
+
 class GroupRollout:
     def __init__(
         self,
@@ -40,12 +50,7 @@ class GroupRollout:
         self.cfg = cfg
         self.sampler = sampler
         self.tokenizer = tokenizer
-        # None (or default_reward): the task's verifier, one batch per sampling round (default_rewards); a
-        # custom reward function is called once per sample, checked (openrlhf_ext.local.custom_reward)
-        if reward_fn is None or reward_fn is default_reward or isinstance(reward_fn, CustomReward):
-            self.custom_reward = reward_fn if isinstance(reward_fn, CustomReward) else None
-        else:
-            self.custom_reward = CustomReward(reward_fn, reward_timeout_s)
+        self.custom_reward = custom_reward_for(reward_fn, reward_timeout_s)
         self.reward_counts = RewardCounts()  # this step's custom-reward errors and timeouts
 
     def encode(self, text: str) -> list[int]:
