@@ -156,6 +156,9 @@ class LocalTrainer:
         # checkpoint's step), opened once the starting step is known
         self.metrics_log = None
         self.wandb = None
+        # The step fit() is in and the last it finished, for the line a Ctrl-C ends the run with.
+        self.step_started: int | None = None
+        self.step_finished: int | None = None
         if cfg.use_wandb:
             import wandb
 
@@ -320,7 +323,9 @@ class LocalTrainer:
             total=self.cfg.steps,
         )
         for step in bar:
+            self.step_started = step
             m = self.train_step(step)
+            self.step_finished = step
             history.append(m)
             bar.set_postfix(
                 reward=f"{m['rollout/reward_mean']:.3f}",
@@ -509,12 +514,11 @@ def train(cfg: LocalTrainConfig, latr: LATRConfig, prog: str | None = None) -> i
     except KeyboardInterrupt:
         print(f"{lead}interrupted before training started (loading the model and data)", file=sys.stderr)
         return 130
-    progress = _StepProgress(trainer)
     try:
         trainer.fit()
     except KeyboardInterrupt:
         _end_progress_bars()
-        print(f"{lead}{progress.interrupted_message()}", file=sys.stderr, flush=True)
+        print(f"{lead}{interrupted_message(trainer)}", file=sys.stderr, flush=True)
         return 130
     except NothingTrained as e:
         return fail(e, 3)
@@ -539,41 +543,25 @@ def _end_progress_bars() -> None:
         bar.close()
 
 
-class _StepProgress:
-    """The steps a trainer's fit() started and finished (it wraps the trainer's train_step), for the line a
-    Ctrl-C ends the run with."""
-
-    def __init__(self, trainer: LocalTrainer) -> None:
-        self.trainer = trainer
-        self.started: int | None = None
-        self.finished: int | None = None
-        step_fn = trainer.train_step
-
-        def train_step(step: int) -> dict[str, float]:
-            self.started = step
-            metrics = step_fn(step)
-            self.finished = step
-            return metrics
-
-        trainer.train_step = train_step  # type: ignore[method-assign]
-
-    def interrupted_message(self) -> str:
-        if self.started is None:
-            where = "before the first step"
-        elif self.started != self.finished:
-            where = f"at step {self.started}"
-        else:
-            where = f"after step {self.finished}"
-        store = getattr(self.trainer, "checkpoints", None)
-        latest = store.latest_name() if store is not None else None
-        if latest is None:
-            saves = "" if self.trainer.cfg.save_steps else " (--ckpt.save_steps N saves one every N steps)"
-            return f"interrupted {where}; no checkpoint was saved{saves}"
-        step = latest.removeprefix("step_")
-        return (
-            f"interrupted {where}; --ckpt.load_enable continues from the checkpoint of step {step} "
-            f"({store.root / latest}), with the same flags"
-        )
+def interrupted_message(trainer: LocalTrainer) -> str:
+    """Where a Ctrl-C stopped fit(), and the checkpoint --ckpt.load_enable would continue from."""
+    started, finished = trainer.step_started, trainer.step_finished
+    if started is None:
+        where = "before the first step"
+    elif started != finished:
+        where = f"at step {started}"
+    else:
+        where = f"after step {finished}"
+    store = trainer.checkpoints
+    latest = store.latest_name()
+    if latest is None:
+        saves = "" if trainer.cfg.save_steps else " (--ckpt.save_steps N saves one every N steps)"
+        return f"interrupted {where}; no checkpoint was saved{saves}"
+    step = latest.removeprefix("step_")
+    return (
+        f"interrupted {where}; --ckpt.load_enable continues from the checkpoint of step {step} "
+        f"({store.root / latest}), with the same flags"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,8 @@ def test_ctrl_c_during_a_local_run_is_one_line_naming_the_step_and_the_checkpoin
     assert len(ours) == 1 and err.rstrip().endswith(ours[0]), err[-3000:]
     line = ours[0]
     assert line.startswith("latr-train: interrupted "), line
+    where = re.match(r"latr-train: interrupted (at|after) step (\d+);", line)
+    assert where and int(where[2]) >= 3, line  # the step fit() was in, or had just finished
     assert "; --ckpt.load_enable continues from the checkpoint of step " in line, line
     saved = int(line.split("checkpoint of step ")[1].split()[0])
     assert saved >= 2 and f"({out / 'checkpoints' / f'step_{saved}'})" in line

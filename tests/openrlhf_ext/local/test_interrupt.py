@@ -22,11 +22,15 @@ def train(cfg):
 
 
 class FakeTrainer:
-    """Steps 1.. `interrupt_at`, which raises KeyboardInterrupt as Ctrl-C does; checkpoints after `saved`."""
+    """Steps 1.. `interrupt_at`, which raises KeyboardInterrupt as Ctrl-C does; checkpoints after `saved`.
+    Its fit() keeps step_started and step_finished as LocalTrainer.fit() does (SIGINT to a real run:
+    tests/openrlhf_ext/cli/test_cli_messages.py)."""
 
     interrupt_at: int | None = 3
     saved: int | None = 2
     closed = False
+    step_started: int | None = None
+    step_finished: int | None = None
 
     def __init__(self, cfg, latr):
         self.cfg = cfg
@@ -41,7 +45,9 @@ class FakeTrainer:
 
     def fit(self):
         for step in range(1, self.cfg.steps + 1):
+            self.step_started = step
             self.train_step(step)
+            self.step_finished = step
         raise KeyboardInterrupt  # after the last step (the final evaluation, say)
 
     def close(self):
