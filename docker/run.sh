@@ -4,9 +4,10 @@
 #
 #   docker/run.sh scripts/dapo-latr-countdown.sh [extra latr-train flags]
 #
-# Environment: IMAGE (latr-sglang:gpu), GPUS (all), DATA_DIR (./data), RUNS_DIR (./runs),
-# HF_CACHE (~/.cache/huggingface), MODEL, NUM_GPUS, WANDB_API_KEY / WANDB_PROJECT (passed through, never baked
-# in), DRY_RUN=1 (print the docker command, run nothing).
+# Environment: IMAGE (latr-sglang:gpu), GPUS (all), DATA_DIR (the checkout's data/), RUNS_DIR (the checkout's
+# runs/), HF_CACHE (~/.cache/huggingface), MODEL, NUM_GPUS, WANDB_API_KEY / WANDB_PROJECT / WANDB_MODE (passed
+# through, never baked in; the image logs wandb offline, and a WANDB_API_KEY without WANDB_MODE logs online),
+# DRY_RUN=1 (print the docker command, run nothing).
 #
 # Multi-node: on the head node run `ROLE=head docker/run.sh scripts/...`; on each worker node run
 # `ROLE=worker HEAD_ADDRESS=<head-ip>:6379 docker/run.sh`, which joins the head's Ray cluster and waits.
@@ -26,8 +27,15 @@ docker_args=(
   --ulimit memlock=-1 --ulimit stack=67108864
   -v "${DATA_DIR}:/workspace/data" -v "${RUNS_DIR}:/workspace/runs" -v "${HF_CACHE}:/home/latr/.cache/huggingface"
   -e DATA_DIR=/workspace/data -e OUTPUT_DIR=/workspace/runs
-  -e MODEL -e NUM_GPUS -e NUM_NODES -e WANDB_API_KEY -e WANDB_PROJECT -e WANDB_MODE -e HF_TOKEN
+  -e MODEL -e NUM_GPUS -e NUM_NODES -e WANDB_API_KEY -e WANDB_PROJECT -e HF_TOKEN
 )
+# The image sets WANDB_MODE=offline (nothing leaves the machine unasked); a key given means: log to wandb.
+if [[ -n "${WANDB_MODE:-}" ]]; then
+  docker_args+=(-e WANDB_MODE)
+elif [[ -n "${WANDB_API_KEY:-}" ]]; then
+  docker_args+=(-e WANDB_MODE=online)
+  echo "docker/run.sh: WANDB_API_KEY is set, so wandb logs online (WANDB_MODE=offline keeps it local)" >&2
+fi
 
 if [[ "${ROLE}" == worker ]]; then
   : "${HEAD_ADDRESS:?ROLE=worker needs HEAD_ADDRESS=<head-ip>:6379}"

@@ -3,11 +3,11 @@
     python -m openrlhf_ext.local_trainer --algo dapo --sampler latr --steps 20 --latr.preset countdown
 
 Each step: sample groups with the LATR driver on our in-process torch engine, score them with the task reward,
-keep the informative groups (DAPO: accuracy not all equal, over-sampling up to a bound), compute
-group-normalized advantages, and update OpenRLHF's `Actor` with its `PolicyLoss` (clip-higher for DAPO,
-token-level loss) and, for GRPO, the k3 KL to the initial policy. The new weights are pushed into the engine
-through the engine contract's update_weights before the next rollout. Metrics use OpenRLHF's names, plus
-`latr/*`.
+keep the informative groups (DAPO: accuracy not all equal, over-sampling up to a bound), compute group-
+normalized advantages, and update OpenRLHF's `Actor` with its `PolicyLoss` (clip-higher for DAPO, token-level
+loss) and the k3 KL to the initial policy (GRPO and DAPO; kl_coef 0 turns it off). The new weights are pushed
+into the engine through the engine contract's update_weights before the next rollout. Metrics use OpenRLHF's
+names, plus `latr/*`.
 
 This module is the orchestration; each part has its own module under openrlhf_ext/local/: `config`
 (LocalTrainConfig), `data` (problems, reward, data order), `rollout` (sampling, scoring, dynamic sampling),

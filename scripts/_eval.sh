@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Shared body of eval-{dataset}.sh: evaluate CHECKPOINT (a HF folder, or 'smollm2') on DATASET with the
+# Shared body of eval-{dataset}.sh: evaluate CHECKPOINT (a HF folder, or 'smollm2': the embedded model) on
+# DATASET with the
 # reference's validation sampling (n = 8, T = 0.6, top-p 0.95, top-k 20): pass@1, unbiased pass@k, mean@k,
 # response length, distinct answers. Writes RESULTS_DIR/<run>-<dataset>.json and a .log next to it, where
 # <run> names the training run (runs/dapo-latr-countdown/final -> dapo-latr-countdown-final; RUN_NAME=...
 # overrides), so that two runs' final/ folders do not overwrite each other.
 # Prompts: as the run was trained when the checkpoint sits in a local training run's folder (config.json
 # beside it: chat template, response prefix, newline stop, and for countdown the run's own held-out
-# problems; EVAL_SET=bundled uses the bundled set instead); otherwise raw prompts as scripts/_train.sh writes
-# them (CHAT_TEMPLATE=1 for the chat template, as with _train.sh).
+# problems; EVAL_SET=bundled uses the bundled set instead); otherwise raw prompts as datasets/prepare_*.py write
+# them and scripts/_train.sh trains on them (CHAT_TEMPLATE=1 for the chat template, as with _train.sh).
 # Engine: SERVER=http://host:port (a running SGLang server), else an SGLang server launched here when a GPU
 # and sglang's runtime are present, else the torch engine on the CPU.
 set -euo pipefail
@@ -38,7 +39,10 @@ if [[ -n "${SERVER:-}" ]]; then
   engine=(--server "${SERVER}")
 elif command -v nvidia-smi >/dev/null 2>&1 && python -c "import sglang.srt.entrypoints.http_server" 2>/dev/null; then
   PORT="${PORT:-30123}"
-  python -m sglang.launch_server --model-path "${CHECKPOINT}" --host 127.0.0.1 --port "${PORT}" \
+  # 'smollm2' is the embedded model's converted folder for SGLang; folders and hub ids go to SGLang as given
+  model_path="$(python -c 'import sys; from latr_sglang import models as m
+print(m.embedded_model_dir() if m.names_default_model(sys.argv[1]) else sys.argv[1])' "${CHECKPOINT}")"
+  python -m sglang.launch_server --model-path "${model_path}" --host 127.0.0.1 --port "${PORT}" \
     >"${OUT%.json}.server.log" 2>&1 &
   SERVER_PID=$!
   trap 'kill ${SERVER_PID} 2>/dev/null || true' EXIT

@@ -3,8 +3,13 @@
 # (docs/ALGORITHM.md: Qwen2.5-3B base, 8 GPUs, 500 steps) as `latr-train` flags. Callers set ALGO (grpo|dapo),
 # SAMPLER (latr|stochastic) and DATASET (countdown|math); everything below can be overridden from the
 # environment, and extra arguments are passed to latr-train last (so they win).
+# LATR takes the dataset's preset (the released thresholds, ages and schedule) with this project's rule
+# defaults (`rel_rule paper`, `exempt_rule chars`, `fill_after_finished_root sample`; docs/ALGORITHM.md says
+# why). LATR_RULES=reference uses the released code's rules instead (its inverted relative fork test, its
+# exemption rule and its fills), which is how the published runs forked.
 #
 #   MODEL=Qwen/Qwen2.5-3B NUM_GPUS=8 OUTPUT_DIR=runs WANDB_PROJECT=latr scripts/dapo-latr-countdown.sh
+#   LATR_RULES=reference scripts/dapo-latr-countdown.sh   # the released code's fork, exemption and fill rules
 #   DRY_RUN=1 scripts/grpo-latr-math.sh          # print the resolved configuration only
 set -euo pipefail
 
@@ -82,6 +87,15 @@ args=(
 )
 if [[ -n "${WANDB_API_KEY:-}" ]]; then args+=(--logger.wandb.key "${WANDB_API_KEY}"); fi
 if [[ "${SAMPLER}" == latr ]]; then args+=(--latr.preset "${DATASET}"); fi
+case "${LATR_RULES:-ours}" in
+  ours) ;;
+  reference)  # the released code's choices where our defaults differ (docs/ALGORITHM.md; exit_scope batch
+              # cannot take effect in ray mode, where each engine call is one prompt)
+    if [[ "${SAMPLER}" == latr ]]; then
+      args+=(--latr.rel_rule released --latr.exempt_rule reference --latr.fill_after_finished_root copy)
+    fi ;;
+  *) echo "$(basename "$0"): LATR_RULES=${LATR_RULES}: expected ours or reference" >&2; exit 2 ;;
+esac
 case "${ALGO}" in
   grpo) args+=(--actor.eps_clip_low_high 0.2 0.2) ;;
   dapo) args+=(--actor.eps_clip_low_high 0.2 0.28

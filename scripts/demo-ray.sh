@@ -6,10 +6,15 @@
 # distributed path, smaller than `make demo`: a dataset of PROMPTS prompts, PROMPTS_PER_STEP prompts x 8 per step;
 # OpenRLHF trains through the dataset once, so the step count is what the prompts make after DAPO's dynamic
 # sampling has dropped tied groups and drawn replacements. Prints OpenRLHF's per-step metrics and a summary.
-# Measured on 2 idle cores (BENCHMARKS.md): 211 s and 268 s in two runs, 8 steps of 2 x 8 at 20.6 and 26.9 s
-# per step, ~45 s start-up.
+# Settings of its own, where the main job's differ: KL loss 0, dynamic sampling on the shaped reward, no
+# learning-rate warm-up, no overlong filtering (ray mode's default), no stop at the newline (OpenRLHF's
+# engines stop at EOS only, so responses run to 14 tokens and the reward reads the first answer line; the
+# prompts end with the main job's prefill, which demo_ray_reward.py scores with the response).
+# Measured on 2 idle cores (BENCHMARKS.md): 211-268 s in four runs, 7-9 steps of 2 x 8 at 20.6-26.9 s per
+# step, ~45 s start-up.
 #
 #   scripts/demo-ray.sh [extra latr-train flags]      # OUT=outputs/demo-ray PROMPTS=18 PROMPTS_PER_STEP=2
+# OUT is deleted and made anew on every run.
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO_DIR}/.venv/bin}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the CPU machine cannot measure, in one command on one GPU (< 8 minutes): the torch engine on CUDA vs
+# What the CPU machine cannot measure, in one command on one GPU (BUDGET_S: 480 s): the torch engine on CUDA vs
 # Hugging Face generate, LATR vs stochastic rollouts, the reference per-token loop vs our driver, one
 # shared-prefix update vs the unshared one (time and peak GPU memory), and, where the SGLang runtime is
 # installed, a launched SGLang server driven by our HTTP engine. Writes $OUT/gpu-check.json and
@@ -7,12 +7,19 @@
 #
 #   scripts/gpu-check.sh                 # OUT=outputs/gpu-check MODEL=<embedded SmolLM2> DEVICE=cuda
 #   DRY_RUN=1 scripts/gpu-check.sh       # CPU dry path: the same steps on a tiny model, seconds each
+#
+# Each step runs under a limit of its own (150 s on a GPU), and the whole run under BUDGET_S: a step starts
+# only with 30 s of the budget left and gets at most what is left, so the run ends within the budget (plus
+# the table) whatever hangs; a step that did not run says so in the table.
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-${REPO_DIR}/.venv/bin/python}"
 [[ -x "${PY}" ]] || PY="$(command -v python)"
 OUT="${OUT:-${REPO_DIR}/outputs/gpu-check}"
 DRY_RUN="${DRY_RUN:-0}"
+if [[ "${DRY_RUN}" == 1 ]]; then BUDGET_S="${BUDGET_S:-1200}"; else BUDGET_S="${BUDGET_S:-480}"; fi
+if [[ ! "${BUDGET_S}" =~ ^[1-9][0-9]*$ ]]; then echo "gpu-check: BUDGET_S=${BUDGET_S}: expected seconds" >&2; exit 2; fi
+deadline=$(( $(date +%s) + BUDGET_S ))
 mkdir -p "${OUT}"
 cd "${REPO_DIR}"
 
@@ -30,18 +37,25 @@ else
   rollout_args=(--model "${MODEL}" --num-prompts 64 --n 8 --max-new-tokens 512 --prompts-per-batch 32)
   reference_args=(--model "${MODEL}" --num-prompts 32 --n 8 --max-new-tokens 256 --prompts-per-batch 32)
   shared_args=(--model "${MODEL}" --groups 32 --n 8 --response-tokens 256 --task countdown --repeats 3)
-  limit=150  # seconds per step; five steps stay under 8 minutes with loading
+  limit=150  # seconds per step at most; BUDGET_S bounds them all
 fi
 export LATR_BENCH_DEVICE="${DEVICE}"
 echo "gpu-check: device ${DEVICE}, model ${MODEL}, output ${OUT}"
 
 step() {  # step NAME MODULE ARGS...: runs one benchmark with a time limit, its JSON into $OUT/NAME.json
   local name="$1" module="$2"; shift 2
-  echo "== ${name}: python -m ${module} $*"
-  if timeout "${limit}" "${PY}" -m "${module}" "$@" --json "${OUT}/${name}.json" >"${OUT}/${name}.log" 2>&1; then
+  local left=$(( deadline - $(date +%s) ))
+  if (( left < 30 )); then
+    echo "== ${name}: not run (${left} s of BUDGET_S=${BUDGET_S} left)"
+    echo "{\"skipped\": \"out of time: ${left} s of BUDGET_S=${BUDGET_S} left\"}" >"${OUT}/${name}.json"
+    return
+  fi
+  local this_limit=$(( left < limit ? left : limit ))
+  echo "== ${name}: python -m ${module} $* (limit ${this_limit} s)"
+  if timeout "${this_limit}" "${PY}" -m "${module}" "$@" --json "${OUT}/${name}.json" >"${OUT}/${name}.log" 2>&1; then
     tail -n 12 "${OUT}/${name}.log"
   else
-    echo "   ${name} failed or ran past ${limit} s (log: ${OUT}/${name}.log)"; tail -n 5 "${OUT}/${name}.log" || true
+    echo "   ${name} failed or ran past ${this_limit} s (log: ${OUT}/${name}.log)"; tail -n 5 "${OUT}/${name}.log" || true
     echo "{\"failed\": true, \"log\": \"${OUT}/${name}.log\"}" >"${OUT}/${name}.json"
   fi
 }
@@ -94,6 +108,9 @@ lines += [f"| {name} | {fmt(v)} |" for name, v in rows]
 failed = [k for k, v in parts.items() if isinstance(v, dict) and v.get("failed")]
 if failed:
     lines += ["", f"failed: {', '.join(failed)} (logs in {out})"]
+late = [k for k, v in parts.items() if isinstance(v, dict) and str(v.get("skipped", "")).startswith("out of time")]
+if late:
+    lines += ["", f"not run, out of time: {', '.join(late)} (BUDGET_S)"]
 (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

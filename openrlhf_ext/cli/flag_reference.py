@@ -60,7 +60,8 @@ def render() -> str:
         "",
         "## `--latr.*`: the tree rollout (LATRConfig)",
         "",
-        "`--latr.preset NAME` starts from the released hyperparameters of a task; `--latr.config FILE` reads "
+        "`--latr.preset NAME` starts from a preset (`countdown`, `math`: the released hyperparameters of "
+        "that task; `small`: tuned here for small models on short answers); `--latr.config FILE` reads "
         "a YAML/JSON mapping; single flags override both.",
         "",
         presets,

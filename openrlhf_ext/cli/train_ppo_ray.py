@@ -293,7 +293,7 @@ def conflicts(inv: Invocation) -> list[str]:
     if inv.dapo.max_sampling_rounds < 1:
         problems.append(f"--dapo.max_sampling_rounds={inv.dapo.max_sampling_rounds}: must be >= 1")
     if backend == "vllm" and not wrong_local_backend and any(k.startswith("dapo.") for k in ours):
-        problems.append(f"{', '.join(named('dapo.'))} need --rollout.backend sglang or torch")
+        problems.append(f"{flags_need(named('dapo.'))} --rollout.backend sglang or torch")
     if mode == "local":
         if wrong_local_backend:
             problems.append(
@@ -332,7 +332,7 @@ def conflicts(inv: Invocation) -> list[str]:
             )
     else:
         if named("local."):
-            problems.append(f"{', '.join(named('local.'))} need --trainer.mode local")
+            problems.append(f"{flags_need(named('local.'))} --trainer.mode local")
         device = inv.trainer.device
         if device is not None and device not in ("cpu", "cuda"):
             problems.append(f"--trainer.device {device}: ray mode takes cpu or cuda (placement is Ray's)")
@@ -420,6 +420,11 @@ def conflicts(inv: Invocation) -> list[str]:
 
     problems += range_problems(inv)  # numbers out of range: NaN clip, batch size 0, ... (issue 13)
     return problems
+
+
+def flags_need(flags: list[str]) -> str:
+    """'--a need' / '--a, --b need' with the verb agreeing: the start of a conflict message."""
+    return f"{', '.join(flags)} {'needs' if len(flags) == 1 else 'need'}"
 
 
 def local_prompts_problems(prompts: str) -> list[str]:
@@ -608,6 +613,8 @@ def resolved(inv: Invocation) -> dict[str, Any]:
         out["local"] = dataclasses.asdict(cfg)
         if cfg.builtin_task is None:  # a prompts file: no built-in task is used (the field keeps its default)
             out["local"]["task"] = None
+        # the value the run uses: local mode filters overlong samples by default for DAPO, ray mode never
+        out["local"]["overlong_filtering"] = out["dapo"]["overlong_filtering"] = cfg.filter_overlong
     else:
         out["openrlhf"] = _namespace_dict(inv.openrlhf)
     out["openrlhf_flags_given"] = {k: _normalize(v) for k, v in sorted(inv.given.items())}

@@ -148,7 +148,7 @@ def nothing_trained_message(cfg: Any, history: list[dict[str, float]]) -> str:
             f"{acc:.3f}), so every advantage was 0"
         )
     hints = [
-        "--local.task countdown-fewshot (a task the embedded 135M model solves about 1 time in 6)",
+        "--local.task countdown-fewshot (a task the embedded 135M model solves about 1 time in 8)",
         "--rollout.temperature 1.0 or higher",
         "--rollout.n_samples_per_prompt 8 or more",
         "--algo.dynamic_filtering_enable --dapo.max_sampling_rounds 4 (over-sample until groups differ)",

@@ -81,3 +81,27 @@ def test_run_sh_worker_role_joins_the_head():
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert missing.returncode != 0 and "HEAD_ADDRESS" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("host_env", "expected"),
+    [
+        ({}, None),  # the image's own WANDB_MODE=offline
+        ({"WANDB_API_KEY": "k"}, "WANDB_MODE=online"),  # a key given: log to wandb
+        ({"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}, "WANDB_MODE"),  # what the user set wins
+        ({"WANDB_MODE": "disabled"}, "WANDB_MODE"),
+    ],
+)
+def test_run_sh_logs_wandb_online_when_a_key_is_given(host_env, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run(
+        [str(REPO / "docker/run.sh"), "scripts/dapo-latr-countdown.sh"],
+        env={**env, "DRY_RUN": "1", **host_env},
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout.strip())
+    passed = [argv[i + 1] for i, a in enumerate(argv) if a == "-e" and argv[i + 1].startswith("WANDB_MODE")]
+    assert passed == ([expected] if expected else [])
+    assert ("wandb logs online" in proc.stderr) == (expected == "WANDB_MODE=online")
+    assert "WANDB_MODE=offline" in DOCKERFILE.read_text()  # what an image run falls back to

@@ -31,3 +31,18 @@ def test_the_dry_run_fills_the_table(tmp_path):
             assert float(value) > 0, (name, value)
     parts = json.loads((tmp_path / "gpu-check.json").read_text())["parts"]
     assert parts["http"]["latr_config"]["tree_part_interval"] > 0  # the HTTP run streamed its parts
+
+
+@pytest.mark.parametrize("budget", ["1", "soon"])
+def test_the_time_budget_bounds_the_run_and_the_table_says_what_did_not_run(tmp_path, budget):
+    """BUDGET_S bounds the whole run (a device machine lends minutes): with 1 s no step starts, and the
+    table names them; a budget that is not a number of seconds is refused."""
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "BUDGET_S": budget}
+    proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    if budget == "soon":
+        assert proc.returncode == 2 and "BUDGET_S=soon: expected seconds" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "gpu-check.md").read_text()
+    assert "not run, out of time: engine, http, reference, rollout, shared_prefix (BUDGET_S)" in table, table
+    assert not list(tmp_path.glob("*.log"))  # nothing was started

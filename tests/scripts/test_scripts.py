@@ -99,6 +99,23 @@ def test_training_script_overrides_from_the_environment_and_arguments(tmp_path, 
     assert resolved["latr"]["tau_abs"] == 0.3
 
 
+@pytest.mark.parametrize("rules", ["ours", "reference", "bogus"])
+def test_latr_rules_select_the_released_codes_fork_exemption_and_fill_rules(tmp_path, data_dir, rules):
+    proc = subprocess.run(
+        [str(REPO / "scripts/grpo-latr-countdown.sh")],
+        env=env(DRY_RUN="1", OUTPUT_DIR=str(tmp_path), DATA_DIR=str(data_dir), LATR_RULES=rules),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if rules == "bogus":
+        assert proc.returncode == 2 and "LATR_RULES=bogus: expected ours or reference" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    latr = json.loads(proc.stdout)["latr"]
+    expected = ("released", "reference", "copy") if rules == "reference" else ("paper", "chars", "sample")
+    assert (latr["rel_rule"], latr["exempt_rule"], latr["fill_after_finished_root"]) == expected
+    assert latr["tau_abs"] == 0.25 and latr["lookahead_steps"] == [20, 30, 50]  # the preset either way
+
+
 @pytest.mark.parametrize("dataset", ["countdown", "math"])
 def test_missing_data_and_model_are_named_with_how_to_prepare_them(tmp_path, dataset):
     proc = subprocess.run(

@@ -103,12 +103,19 @@ def test_local_mode_maps_openrlhf_flags(capsys):
         (["--algo.dynamic_filtering_enable"], True),
         ([], False),
         (["--dapo.overlong_filtering", "false"], False),
+        (["--algo.dynamic_filtering_enable", "--dapo.overlong_filtering", "false"], False),
     ],
 )
-def test_local_mode_filters_overlong_samples_as_the_local_trainer_does(flags, filters):
+def test_local_mode_filters_overlong_samples_as_the_local_trainer_does(flags, filters, capsys):
     """Unless --dapo.overlong_filtering is given, DAPO (dynamic filtering) masks truncated samples and GRPO
-    does not: the local trainer's own default, not ray mode's flag default (off) written over it."""
+    does not: the local trainer's own default, not ray mode's flag default (off) written over it; --dry-run
+    prints the value the run uses."""
     assert local_config(parse(["--trainer.mode", "local", *flags])).filter_overlong is filters
+    code, out, err = run_main(["--trainer.mode", "local", *flags, "--dry-run"], capsys)
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["dapo"]["overlong_filtering"] is filters
+    assert printed["local"]["overlong_filtering"] is filters
 
 
 def test_local_mode_wraps_a_prompt_files_prompts_in_the_chat_template_only_when_asked(tmp_path):
@@ -209,6 +216,11 @@ DEVICE_CONFLICTS = [
         ["--train.colocate_all"],
     ),
     (["--latr.exit_scope", "batch"], ["--latr.exit_scope batch", "one prompt at a time"]),
+    (["--local.task", "countdown"], ["--local.task needs --trainer.mode local"]),
+    (
+        ["--local.task", "countdown", "--local.eval_prompts", "4"],
+        ["--local.eval_prompts, --local.task need --trainer.mode local"],
+    ),
 ]
 
 
