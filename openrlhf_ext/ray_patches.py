@@ -47,6 +47,53 @@ def _ext(obj: Any) -> dict | None:
     return getattr(args, "latr_ext", None)
 
 
+RUN_RECORD_KEY = "run_record"  # args.latr_ext[RUN_RECORD_KEY]: the name of latr-train's RunRecord actor
+
+
+class RunRecord:
+    """What OpenRLHF's PPOTrainer actor did, for latr-train's exit status: OpenRLHF's train() returns nothing
+    and its trainer runs in a Ray actor of its own, so the patches below report here (a named actor that
+    latr-train makes and reads after train() returns). A run that trained nothing must not exit 0."""
+
+    def __init__(self) -> None:
+        self.start_step = 0  # OpenRLHF's global step when fit() began (> 0: resumed from a checkpoint)
+        self.steps = 0  # train_step calls: batches the trainer updated on
+        self.informative_steps = 0  # of those, steps with a sample whose advantage was not 0
+
+    def started(self, global_step: int) -> None:
+        self.start_step = global_step
+
+    def trained(self, informative_samples: int) -> None:
+        self.steps += 1
+        self.informative_steps += informative_samples > 0
+
+    def summary(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _run_record(obj: Any) -> Any | None:
+    ext = _ext(obj)
+    name = ext.get(RUN_RECORD_KEY) if ext else None
+    if not name:
+        return None
+    import ray
+
+    try:
+        return ray.get_actor(name)
+    except ValueError:  # not made by this driver (a test calling the patches directly)
+        return None
+
+
+def informative_samples(experiences: list) -> int:
+    """Samples of a rollout batch with an advantage that is not 0 somewhere: the ones the policy loss learns
+    from (every group of a batch tied: none)."""
+    count = 0
+    for exp in experiences:
+        if exp.advantages is not None:
+            count += int((exp.advantages != 0).reshape(exp.advantages.shape[0], -1).any(dim=1).sum())
+    return count
+
+
 def _counters(generator: Any) -> dict[str, float]:
     """Dynamic-sampling counts since the last training step (a held-back batch's included)."""
     if getattr(generator, "_latr_counts", None) is None:
@@ -232,6 +279,7 @@ def _align_and_warn(samples: list) -> None:
 
 
 def apply() -> None:
+    import ray
     from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
     from openrlhf.trainer.ray import ppo_actor
@@ -316,12 +364,17 @@ def apply() -> None:
         ext = _ext(self)
         if ext is not None and ext["dapo"]["overlong_filtering"]:
             overlong_filter(experiences)
+        if ext is not None:  # for the run record: did this step have anything to learn from
+            self._latr_informative = getattr(self, "_latr_informative", 0) + informative_samples(experiences)
         return experiences
 
     def init_checkpoint_states(self):
         states = original_states(self)
         if _ext(self) is not None:
             self.samples_generator._latr_global_step = int(states.get("global_step", 0))
+            record = _run_record(self)
+            if record is not None:
+                ray.get(record.started.remote(int(states.get("global_step", 0))))
         return states
 
     def train_step(self, rollout_samples, global_step):
@@ -329,6 +382,11 @@ def apply() -> None:
         if _ext(self) is not None:
             gen = self.samples_generator
             gen._latr_global_step = next_step
+            record = _run_record(self)
+            if record is not None:
+                maker = self.experience_maker
+                ray.get(record.trained.remote(getattr(maker, "_latr_informative", 0)))
+                maker._latr_informative = 0
             record_engine_greedy(self, next_step)
             if self.args.algo.dynamic_filtering_enable:
                 counts = _counters(gen)

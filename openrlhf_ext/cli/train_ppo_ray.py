@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import sys
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,7 +345,9 @@ def conflicts(inv: Invocation) -> list[str]:
                 )
             if given.get("train.colocate_all"):
                 problems.append(
-                    "--train.colocate_all needs GPUs (CUDA IPC weight sync), not --trainer.device cpu"
+                    "--train.colocate_all is not supported with --trainer.device cpu, over either "
+                    "--vllm.sync_backend (it shares the trainer's GPUs with the engines; on a CPU give the "
+                    "engine its own logical GPU, as without the flag)"
                 )
         if backend != "vllm":  # weight-sync paths OpenRLHF has only for its vLLM engines, refused up front
             if given.get("vllm.sync_with_ray"):
@@ -416,6 +419,9 @@ def conflicts(inv: Invocation) -> list[str]:
                 problems.append(f"--sglang.server_urls lists {len(urls)} URLs for {engines} engines")
             if given.get("train.agent_func_path"):
                 problems.append("--train.agent_func_path is not supported with LATR engines")
+        from openrlhf_ext.cli.ray_checks import ray_input_problems
+
+        problems += ray_input_problems(inv)
     from openrlhf_ext.cli.range_checks import range_problems
 
     problems += range_problems(inv)  # numbers out of range: NaN clip, batch size 0, ... (issue 13)
@@ -692,6 +698,11 @@ def run_ray(inv: Invocation) -> int:
 
     args = inv.openrlhf
     cpu = inv.trainer.device == "cpu"
+    problem = None if cpu else no_gpu_problem()
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    record = None
     if inv.rollout.backend != "vllm":
         from openrlhf_ext import ray_patches, vllm_shim
 
@@ -729,7 +740,14 @@ def run_ray(inv: Invocation) -> int:
                 )
         else:
             ray.init(**resources, runtime_env={"env_vars": env_vars, "worker_process_setup_hook": hook})
+        if not cpu and not ray.cluster_resources().get("GPU"):
+            print(f"{PROG}: error: the Ray cluster has no GPUs; {NO_GPU_HINT}", file=sys.stderr)
+            return 2
         ray_patches.apply()
+        # what the trainer actor did, reported by the patches (OpenRLHF's train() returns nothing)
+        name = f"latr_run_record_{os.getpid()}_{time.time_ns()}"
+        record = ray.remote(num_cpus=0)(ray_patches.RunRecord).options(name=name).remote()
+        args.latr_ext[ray_patches.RUN_RECORD_KEY] = name
     import openrlhf.cli.train_ppo_ray as openrlhf_main
 
     if inv.rollout.backend != "vllm":
@@ -737,7 +755,73 @@ def run_ray(inv: Invocation) -> int:
 
         openrlhf_main.create_vllm_engines = functools.partial(create_rollout_engines, ext=inv.ext())
     openrlhf_main.train(args)
+    if record is None:  # --rollout.backend vllm: OpenRLHF's own run, unpatched
+        return 0
+    import ray
+
+    problem = nothing_trained_problem(ray.get(record.summary.remote()), inv)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 3
     return 0
+
+
+NO_GPU_HINT = (
+    "ray mode places OpenRLHF's actors and the engines on GPUs; on a machine without one add "
+    "--trainer.device cpu --rollout.backend torch (OpenRLHF's trainer on the CPU), or use --trainer.mode "
+    "local"
+)
+
+
+def no_gpu_problem() -> str | None:
+    """Why a GPU run cannot start here, or None: without CUDA and without a Ray cluster to join (which may
+    hold GPUs elsewhere; that case is checked once Ray is up), OpenRLHF's placement groups would wait for
+    GPUs forever."""
+    import torch
+
+    if os.environ.get("RAY_ADDRESS") or torch.cuda.is_available():
+        return None
+    import ray
+
+    if ray.is_initialized():
+        return None
+    return f"no CUDA GPU on this machine; {NO_GPU_HINT}"
+
+
+def nothing_trained_problem(record: dict[str, int], inv: Invocation) -> str | None:
+    """Why a finished ray-mode run trained nothing, or None (ray_patches.RunRecord's summary): no training
+    step ran, or every step's advantages were all 0 (every group tied). The saved policy is then the model
+    the run started from."""
+    args = inv.openrlhf
+    saved = f"the policy saved in {args.ckpt.output_dir} is the model it started from"
+    differ = (
+        "groups whose rewards differ: --rollout.temperature 1.0 or higher, --rollout.n_samples_per_prompt 8 "
+        "or more, a reward with partial credit, or prompts the model solves sometimes"
+    )
+    if record["steps"] == 0 and record["start_step"] > 0:
+        return (
+            f"nothing left to train: the run resumed at step {record['start_step']} with its data used up "
+            f"(--train.num_episodes {args.train.num_episodes}); raise --train.num_episodes to train on"
+        )
+    if record["steps"] == 0:
+        if args.algo.dynamic_filtering_enable:
+            why = (
+                f"dynamic sampling never filled a batch of {args.rollout.batch_size} prompts whose rewards "
+                "differ before the prompts ran out (its log lines above give the counts)"
+            )
+            hint = f"more prompts (--data.max_samples), --dapo.max_sampling_rounds, or {differ}"
+        else:
+            why = f"the prompts made no batch of --rollout.batch_size {args.rollout.batch_size}"
+            hint = "more prompts (--data.max_samples) or a smaller --rollout.batch_size"
+        return f"no training step ran: {why}; {saved}. Try {hint}"
+    if record["informative_steps"] == 0:
+        steps = f"{record['steps']} step{'s' if record['steps'] != 1 else ''}"
+        return (
+            f"{steps} ran, but every sample's advantage was 0 (every group's rewards "
+            f"tied), so nothing was learned; {saved}. Make {differ}, or add --algo.dynamic_filtering_enable "
+            "to keep only such groups"
+        )
+    return None
 
 
 def interrupted_message(inv: Invocation | None) -> str:
@@ -753,7 +837,7 @@ def interrupted_message(inv: Invocation | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """latr-train. Exit status: 0 done, 2 a usage error (one line, `latr-train: error: ...`), 130 interrupted
-    (Ctrl-C: one line, no traceback); local mode also 3 (nothing trained) and 4 (diverged)."""
+    (Ctrl-C: one line, no traceback), 3 nothing trained (both modes); local mode also 4 (diverged)."""
     inv = None
     try:
         try:
@@ -763,6 +847,10 @@ def main(argv: list[str] | None = None) -> int:
                 problems = local_input_problems(inv.local)
                 if problems:
                     raise ConfigError("; ".join(problems))
+            from openrlhf_ext.cli.ray_checks import ray_warnings
+
+            for warning in ray_warnings(inv):
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
             if inv.dry_run:
                 print(json.dumps(resolved(inv), indent=2, default=str))
                 return 0

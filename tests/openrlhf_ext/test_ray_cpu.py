@@ -45,16 +45,28 @@ def base_argv(model: Path, prompts: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def launch(argv: list[str], out: Path) -> dict[int, dict[str, float]]:
-    """Runs latr-train in a fresh process (its own Ray); returns {step: {tag: value}} from its tensorboard."""
+def run_latr_train(argv: list[str], out: Path) -> subprocess.CompletedProcess:
+    """latr-train in a fresh process (its own Ray), its output in out/log.txt."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, SYNC_CHECK_ENV: str(out / "engine_greedy.jsonl"), "RAY_DEDUP_LOGS": "0"}
     cmd = [sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *argv]
     # the run starts its own local Ray, which ends with its driver (no `ray stop`: other Rays may be running)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=out)
     (out / "log.txt").write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def launch(argv: list[str], out: Path) -> dict[int, dict[str, float]]:
+    """Runs latr-train, which must exit 0; returns {step: {tag: value}} from its tensorboard."""
+    proc = run_latr_train(argv, out)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return read_tensorboard(out / "tb")
+
+
+def last_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("latr-train: error: ")]
+    assert lines, proc.stderr[-3000:]
+    return lines[-1]
 
 
 def read_tensorboard(root: Path) -> dict[int, dict[str, float]]:
@@ -148,8 +160,12 @@ def test_resume_from_the_step2_checkpoint_reproduces_step3(grpo_run):
     root, argv = grpo_run["root"], grpo_run["argv"]
     shutil.copytree(root / "a" / "ckpt", root / "b" / "ckpt")
     b_argv = [*argv, "--ckpt.load_enable"]
-    for flag, value in (("--ckpt.output_dir", root / "b" / "final"), ("--ckpt.path", root / "b" / "ckpt"),
-                        ("--logger.tensorboard_dir", root / "b" / "tb")):  # fmt: skip
+    for flag, value in (
+        ("--ckpt.output_dir", root / "b" / "final"),
+        ("--ckpt.path", root / "b" / "ckpt"),
+        ("--logger.tensorboard_dir", root / "b" / "tb"),
+        ("--ckpt.save_steps", 1),
+    ):  # fmt: skip  (b also saves its last step, 3)
         b_argv[b_argv.index(flag) + 1] = str(value)
     resumed = launch(b_argv, root / "b")
     assert sorted(resumed) == [3]  # it started at OpenRLHF's restored global step
@@ -164,6 +180,25 @@ def test_resume_from_the_step2_checkpoint_reproduces_step3(grpo_run):
     # per micro-batch by OpenRLHF's logging) by up to 25% when the responses' lengths differed
     for tag in ("policy_loss", "kl", "actor_grad_norm"):
         assert again[tag] == pytest.approx(full[tag], rel=1e-5, abs=1e-7), (tag, again[tag], full[tag])
+    # and a resume of the finished run (from its step-3 checkpoint) has nothing left to train: it says so,
+    # exit 3 (it exited 0 before)
+    proc = run_latr_train(b_argv, root / "b")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert last_error_line(proc).startswith(
+        "latr-train: error: nothing left to train: the run resumed at step 3 with its data used up"
+    )
+
+
+def test_a_run_whose_groups_all_tie_learns_nothing_and_exits_3(tmp_path, tiny_model_dir):
+    """Every group's rewards tie (GRPO, no dynamic sampling): OpenRLHF's trainer runs its step with all
+    advantages 0 and saves the starting model; latr-train says that nothing was learned, exit 3."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", ["tie", "tie"])
+    argv = [*base_argv(tiny_model_dir, prompts, tmp_path / "run"), "--rollout.sampler", "stochastic"]
+    proc = run_latr_train(argv, tmp_path / "run")
+    assert proc.returncode == 3, (proc.stdout + proc.stderr)[-6000:]
+    line = last_error_line(proc)
+    assert line.startswith("latr-train: error: 1 step ran, but every sample's advantage was 0"), line
+    assert f"the policy saved in {tmp_path / 'run' / 'final'} is the model it started from" in line
 
 
 @pytest.fixture(scope="module")

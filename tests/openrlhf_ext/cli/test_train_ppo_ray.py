@@ -359,7 +359,7 @@ def test_hub_dataset_names_and_existing_paths_are_accepted(tmp_path, capsys):
         ("--data.prompt_dataset", f"{rows}, {tmp_path / 'saved'}@sub,org/name"),
         ("--eval.dataset", str(rows)),
     ]:
-        code, _, err = run_main([*RAY_BASE, flag, value, "--dry-run"], capsys)
+        code, _, err = run_main([*RAY_BASE, flag, value, "--data.input_key", "prompt", "--dry-run"], capsys)
         assert code == 0, (value, err)
 
 
