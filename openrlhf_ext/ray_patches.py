@@ -26,7 +26,9 @@ Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it
 - `BasePPOTrainer.init_checkpoint_states` / `train_step` (also on the class Ray ships for the PPOTrainer
   actor): record the global step for the above, add the rollout's dynamic-sampling counts (`dapo/*`) to the
   step's logged metrics, and (LATR_SYNC_CHECK_FILE, for tests) record engine 0's greedy response after the
-  step's weight broadcast.
+  step's weight broadcast. With `compute_advantages_and_returns` they also report to latr-train's RunRecord
+  actor the step a run started from and, per step, whether any sample had a non-zero advantage, so that a
+  run that trained nothing exits 3 instead of 0.
 """
 
 from __future__ import annotations

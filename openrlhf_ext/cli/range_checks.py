@@ -314,10 +314,12 @@ def _training_rank_problems(get: Any) -> list[str]:
         if tbs % unit and unit not in reported:
             reported.add(unit)
             groups = f" / (ring {ring} x tp {tp})" if ring * tp > 1 else ""
+            # a critic is trained only for gae, and on its own GPUs (--critic.*, 8 per node by default)
+            why = " (the critic --algo.advantage.estimator gae trains)" if role == "critic" else ""
             problems.append(
                 f"--train.batch_size {tbs} must be a positive multiple of --train.micro_batch_size {micro} x "
-                f"{dp} data-parallel {role} ranks ({ranks}{groups}) = {unit}: DeepSpeed accumulates each "
-                "update from micro-batches on every rank"
+                f"{dp} data-parallel {role} ranks{why} ({ranks}{groups}) = {unit}: DeepSpeed accumulates "
+                "each update from micro-batches on every rank"
             )
     colocated = bool(get("train.colocate_actor_ref")) or bool(get("train.colocate_all"))
     if colocated and "ref" in worlds and "actor" in worlds and worlds["ref"] != worlds["actor"]:

@@ -211,7 +211,8 @@ RING2 = "--ds.ring_attn_size 2 --ds.packing_samples"
         # the critic of PPO (gae) has its own ranks
         (
             "--algo.advantage.estimator gae --train.batch_size 4 --train.micro_batch_size 4",
-            "x 8 data-parallel critic ranks (--critic.num_nodes 1 x --critic.num_gpus_per_node 8) = 32",
+            "x 8 data-parallel critic ranks (the critic --algo.advantage.estimator gae trains) "
+            "(--critic.num_nodes 1 x --critic.num_gpus_per_node 8) = 32",
         ),
         # no GPUs for a role OpenRLHF starts (scripts/_train.sh gave 0 with NUM_GPUS=1)
         ("--actor.num_gpus_per_node 0", "--actor.num_gpus_per_node 0: must be an integer >= 1"),
