@@ -22,7 +22,9 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,7 @@ class LocalTrainer:
         # The step fit() is in and the last it finished, for the line a Ctrl-C ends the run with.
         self.step_started: int | None = None
         self.step_finished: int | None = None
+        self.interrupted = False  # set by train()'s Ctrl-C handler: fit() stops at the next step boundary
         if cfg.use_wandb:
             import wandb
 
@@ -323,6 +326,7 @@ class LocalTrainer:
             total=self.cfg.steps,
         )
         for step in bar:
+            self._stop_if_interrupted()
             self.step_started = step
             m = self.train_step(step)
             self.step_finished = step
@@ -348,6 +352,7 @@ class LocalTrainer:
                 self.evaluate(f"step{step}")
             if self.cfg.save_steps and (step % self.cfg.save_steps == 0 or step == self.cfg.steps):
                 self.save_checkpoint(step)
+        self._stop_if_interrupted()
         train_s = time.perf_counter() - train_start
         trained = sum(1 for m in history if not m.get("skipped_step"))
         if history and not trained and first == 1:  # (a resumed run trained before its checkpoint)
@@ -367,6 +372,12 @@ class LocalTrainer:
             print(text, flush=True)
             write_summary(self.out / "summary.json", data)
         return history
+
+    def _stop_if_interrupted(self) -> None:
+        """A Ctrl-C whose KeyboardInterrupt was lost (raised inside a finalizer or a callback, which Python
+        reports as "Exception ignored" and goes on) still ends the run, at the next step boundary."""
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def open_log(self, resume_step: int | None) -> None:
         from openrlhf_ext.run_log import MetricsLog
@@ -515,7 +526,8 @@ def train(cfg: LocalTrainConfig, latr: LATRConfig, prog: str | None = None) -> i
         print(f"{lead}interrupted before training started (loading the model and data)", file=sys.stderr)
         return 130
     try:
-        trainer.fit()
+        with ctrl_c_noted(trainer):
+            trainer.fit()
     except KeyboardInterrupt:
         _end_progress_bars()
         print(f"{lead}{interrupted_message(trainer)}", file=sys.stderr, flush=True)
@@ -533,6 +545,27 @@ def train(cfg: LocalTrainConfig, latr: LATRConfig, prog: str | None = None) -> i
             trainer.close()
     print(f"metrics: {trainer.out / 'metrics.csv'}, tensorboard: {trainer.out / 'tensorboard'}")
     return 0
+
+
+@contextlib.contextmanager
+def ctrl_c_noted(trainer: LocalTrainer):
+    """Ctrl-C raises KeyboardInterrupt as before, and is also noted on the trainer (`interrupted`), so that
+    fit() stops at the next step boundary if that KeyboardInterrupt is lost: one raised while Python runs a
+    finalizer (`__del__`, a weakref callback) is printed as "Exception ignored" and dropped. (With a handler
+    of ours installed, asyncio.run raises the KeyboardInterrupt itself rather than cancel its task first.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        trainer.interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _end_progress_bars() -> None:

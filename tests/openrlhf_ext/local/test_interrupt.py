@@ -102,3 +102,41 @@ def test_ctrl_c_while_loading_is_one_line(tmp_path, monkeypatch, capsys):
     assert train(LocalTrainConfig(output_dir=str(tmp_path))) == 130
     err = capsys.readouterr().err
     assert err == "latr-train: interrupted before training started (loading the model and data)\n"
+
+
+def test_a_ctrl_c_whose_keyboardinterrupt_is_lost_still_ends_the_run(
+    tmp_path, monkeypatch, capsys, tiny_model_dir
+):
+    """A KeyboardInterrupt raised where Python drops it (in a finalizer: "Exception ignored") must not let the
+    run go on to its last step: train()'s handler notes the Ctrl-C, and fit() stops at the next step. Here a
+    real SIGINT arrives during step 2's scoring and the code it lands in swallows the KeyboardInterrupt."""
+    import contextlib
+    import functools
+    import os
+    import signal
+
+    import openrlhf_ext.local_trainer as local_trainer
+
+    calls = []
+
+    def reward_that_swallows_ctrl_c(prompt, response, label):
+        calls.append(1)
+        if len(calls) == 9:  # the first response of step 2 (2 prompts x 4 per step)
+            with contextlib.suppress(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        return float(len(response) % 2), float(len(response) % 2)
+
+    monkeypatch.setattr(
+        local_trainer,
+        "LocalTrainer",
+        functools.partial(local_trainer.LocalTrainer, reward_fn=reward_that_swallows_ctrl_c),
+    )
+    cfg = LocalTrainConfig(
+        model=str(tiny_model_dir), steps=6, prompts_per_step=2, n_samples_per_prompt=4, max_new_tokens=8,
+        output_dir=str(tmp_path / "run"), task="countdown", sampler="stochastic", eval_prompts=0,
+    )  # fmt: skip
+    assert train(cfg) == 130
+    err = capsys.readouterr().err
+    assert "latr-train: interrupted after step 2; no checkpoint was saved" in err, err
+    assert len(calls) == 16  # steps 3-6 never ran
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
