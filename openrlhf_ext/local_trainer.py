@@ -89,6 +89,8 @@ class LocalTrainer:
     """Orchestration only: the parts live in openrlhf_ext.local (config, data, rollout, update, checkpoint,
     summary) and openrlhf_ext.run_log (metrics.csv + TensorBoard)."""
 
+    interrupted = False  # set by train()'s Ctrl-C handler: fit() stops at the next step boundary
+
     def __init__(
         self,
         cfg: LocalTrainConfig,
@@ -161,7 +163,6 @@ class LocalTrainer:
         # The step fit() is in and the last it finished, for the line a Ctrl-C ends the run with.
         self.step_started: int | None = None
         self.step_finished: int | None = None
-        self.interrupted = False  # set by train()'s Ctrl-C handler: fit() stops at the next step boundary
         if cfg.use_wandb:
             import wandb
 
@@ -552,8 +553,13 @@ def ctrl_c_noted(trainer: LocalTrainer):
     """Ctrl-C raises KeyboardInterrupt as before, and is also noted on the trainer (`interrupted`), so that
     fit() stops at the next step boundary if that KeyboardInterrupt is lost: one raised while Python runs a
     finalizer (`__del__`, a weakref callback) is printed as "Exception ignored" and dropped. (With a handler
-    of ours installed, asyncio.run raises the KeyboardInterrupt itself rather than cancel its task first.)"""
-    if threading.current_thread() is not threading.main_thread():
+    of ours installed, asyncio.run raises the KeyboardInterrupt itself rather than cancel its task first.)
+    Only where Python's own handler is in place: a process started with SIGINT ignored (a background job)
+    keeps ignoring it, as Python and asyncio do."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
 

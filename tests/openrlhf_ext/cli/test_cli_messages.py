@@ -5,6 +5,7 @@ training stack is imported."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -61,9 +62,12 @@ def test_ctrl_c_during_a_local_run_is_one_line_naming_the_step_and_the_checkpoin
     traceback, exit 130, one line with the step and how to continue; and that continuation works."""
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # SIGINT as a terminal leaves it (a harness may run the tests with SIGINT ignored: a background job,
+    # whose children inherit that and rightly keep ignoring Ctrl-C)
+    reset = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.Popen(
         [LATR_TRAIN, *tiny_local_run(tiny_model_dir, out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=reset,
     )  # fmt: skip
     try:
         for line in proc.stdout:  # the per-step table: interrupt once step 3 has trained

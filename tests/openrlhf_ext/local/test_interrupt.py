@@ -131,12 +131,17 @@ def test_a_ctrl_c_whose_keyboardinterrupt_is_lost_still_ends_the_run(
         "LocalTrainer",
         functools.partial(local_trainer.LocalTrainer, reward_fn=reward_that_swallows_ctrl_c),
     )
+    # Python's own SIGINT handler, as in a terminal (a harness may run the tests with SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = LocalTrainConfig(
         model=str(tiny_model_dir), steps=6, prompts_per_step=2, n_samples_per_prompt=4, max_new_tokens=8,
         output_dir=str(tmp_path / "run"), task="countdown", sampler="stochastic", eval_prompts=0,
     )  # fmt: skip
-    assert train(cfg) == 130
+    try:
+        assert train(cfg) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # train()'s handler is put back
+    finally:
+        signal.signal(signal.SIGINT, outer)
     err = capsys.readouterr().err
     assert "latr-train: interrupted after step 2; no checkpoint was saved" in err, err
     assert len(calls) == 16  # steps 3-6 never ran
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
