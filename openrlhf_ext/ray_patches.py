@@ -373,10 +373,11 @@ def apply() -> None:
     def init_checkpoint_states(self):
         states = original_states(self)
         if _ext(self) is not None:
-            self.samples_generator._latr_global_step = int(states.get("global_step", 0))
+            start = int(states.get("global_step", 0))
+            self.samples_generator._latr_global_step = start
             record = _run_record(self)
             if record is not None:
-                ray.get(record.started.remote(int(states.get("global_step", 0))))
+                ray.get(record.started.remote(start))
         return states
 
     def train_step(self, rollout_samples, global_step):

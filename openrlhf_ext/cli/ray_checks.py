@@ -39,12 +39,13 @@ def model_path_problems(model: str | None) -> list[str]:
 def first_row(path: Path) -> tuple[dict | None, str | None]:
     """The first record of a local .jsonl/.json file, or why there is none (None, None: not checked)."""
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return None, "the file is empty"
         with path.open("rb") as f:
             head = f.read(1 << 16).lstrip()
         if path.suffix.lower() == ".json" and head.startswith(b"["):
-            if path.stat().st_size > JSON_PROBE_BYTES:
+            if size > JSON_PROBE_BYTES:
                 return None, None
             rows = json.loads(path.read_bytes())
             if not rows:
@@ -67,40 +68,31 @@ def first_row(path: Path) -> tuple[dict | None, str | None]:
     return row, None
 
 
-def dataset_content_problems(flag: str, value: str | None, keys: dict[str, str | None]) -> list[str]:
-    """The local .jsonl/.json files of --data.prompt_dataset / --eval.dataset: readable JSON whose first row
-    has the fields OpenRLHF reads (`keys`: flag -> field name, e.g. --data.input_key -> prompt)."""
-    if not value:
+def json_file_problems(path: Path, keys: dict[str, str | None]) -> list[str]:
+    """Why a local .jsonl/.json prompts file cannot be read as OpenRLHF reads it: not JSON, or its first row
+    lacks a field `keys` names (flag -> field name, e.g. --data.input_key -> prompt). Other files, folders
+    and hub datasets are left to OpenRLHF's loader."""
+    if not path.is_file() or path.suffix.lower() not in (".json", ".jsonl"):
         return []
-    problems = []
-    for entry in value.split(","):
-        name = os.path.expanduser(entry.split("@")[0].strip())
-        path = Path(name)
-        if not path.is_file() or path.suffix.lower() not in (".json", ".jsonl"):
-            continue  # a hub dataset, a folder or another format: OpenRLHF's loader's to judge
-        row, why = first_row(path)
-        if why:
-            problems.append(f"--{flag} {entry}: {why}")
-            continue
-        if row is None:
-            continue
-        for key_flag, key in keys.items():
-            if key is not None and key not in row:
-                fields = ", ".join(sorted(map(str, row))) or "none"
-                problems.append(
-                    f"--{flag} {entry}: its rows have no field {key!r} (--{key_flag} {key}); the first row's "
-                    f"fields: {fields}"
-                )
-    return problems
+    row, why = first_row(path)
+    if why:
+        return [why]
+    if row is None:
+        return []
+    fields = ", ".join(sorted(map(str, row))) or "none"
+    return [
+        f"its rows have no field {key!r} (--{key_flag} {key}); the first row's fields: {fields}"
+        for key_flag, key in keys.items()
+        if key is not None and key not in row
+    ]
 
 
 def checkpoint_problems(ckpt: Any) -> list[str]:
     """A new run (no --ckpt.load_enable) that saves checkpoints into a --ckpt.path holding another run's
     would overwrite some of them and OpenRLHF's retention would delete others, mixing the two runs."""
-    if getattr(ckpt, "load_enable", False) or (getattr(ckpt, "save_steps", -1) or -1) <= 0:
+    if ckpt.load_enable or ckpt.save_steps <= 0:
         return []
-    root = Path(os.path.expanduser(str(ckpt.path)))
-    actor = root / "_actor"
+    actor = Path(ckpt.path).expanduser() / "_actor"
     saved = sorted(p.name for p in actor.glob("global_step*")) if actor.is_dir() else []
     if not saved:
         return []
@@ -112,12 +104,10 @@ def checkpoint_problems(ckpt: Any) -> list[str]:
 
 
 def ray_input_problems(inv: Any) -> list[str]:
-    """Everything above, for a ray-mode invocation with one of our backends or OpenRLHF's."""
+    """Everything above but the prompt files' content (checked where their names are, dataset_problems), for
+    a ray-mode invocation with one of our backends or OpenRLHF's."""
     args, given, backend = inv.openrlhf, inv.given, inv.rollout.backend
     problems = model_path_problems(given.get("actor.model_name_or_path"))
-    keys = {"data.input_key": args.data.input_key, "data.label_key": args.data.label_key}
-    for flag in ("data.prompt_dataset", "eval.dataset"):
-        problems += dataset_content_problems(flag, given.get(flag), keys)
     problems += checkpoint_problems(args.ckpt)
     zero = args.ds.zero_stage
     if zero not in (0, 1, 2, 3):

@@ -387,8 +387,10 @@ def conflicts(inv: Invocation) -> list[str]:
                 "--trainer.reward_timeout_s bounds the LATR engines' reward calls; --rollout.backend vllm "
                 "runs OpenRLHF's own engines, which call the reward themselves"
             )
+        # the fields OpenRLHF reads from every row of the prompt and eval files
+        keys = {"data.input_key": inv.openrlhf.data.input_key, "data.label_key": inv.openrlhf.data.label_key}
         for flag in ("data.prompt_dataset", "eval.dataset"):
-            problems += dataset_problems(flag, given.get(flag))
+            problems += dataset_problems(flag, given.get(flag), keys)
         probs, prompts = given.get("data.prompt_probs"), given.get("data.prompt_dataset")
         if probs is not None and prompts:
             datasets = len(prompts.split(","))
@@ -454,12 +456,15 @@ def local_prompts_problems(prompts: str) -> list[str]:
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".py")
 
 
-def dataset_problems(flag: str, value: str | None) -> list[str]:
+def dataset_problems(flag: str, value: str | None, keys: dict[str, str | None] | None = None) -> list[str]:
     """--data.prompt_dataset / --eval.dataset as OpenRLHF's blending_datasets splits them (comma-separated
     entries, each NAME[@DATA_DIR]): an entry that names a local path must exist. The rule: an entry is a
     local path when it is absolute, starts with `.` or `~`, has more than one `/`, or ends in a data-file
     suffix (.json, .jsonl, .csv, .parquet, .arrow, .py); otherwise (NAME or ORG/NAME) it is a Hugging Face hub
-    dataset, unless a local path of that name exists, and is not checked here."""
+    dataset, unless a local path of that name exists, and is not checked here. A local .jsonl/.json file
+    must also be JSON whose first row has the fields `keys` names (ray_checks.json_file_problems)."""
+    from openrlhf_ext.cli.ray_checks import json_file_problems
+
     if value is None:
         return []
     problems = []
@@ -481,6 +486,8 @@ def dataset_problems(flag: str, value: str | None) -> list[str]:
                 f". or ~, more than one '/', or a {'/'.join(DATA_FILE_SUFFIXES)} file; a Hugging Face hub "
                 "dataset is named NAME or ORG/NAME)"
             )
+        elif keys is not None:
+            problems += [f"--{flag} {name}: {why}" for why in json_file_problems(Path(path), keys)]
     return problems
 
 
