@@ -628,8 +628,12 @@ class LATRRolloutActor:
         if self._group_name is None:
             raise RuntimeError("update_weight before init_process_group")
         if self.backend == "sglang":
+            # SGLang keeps its radix cache across a weight update unless asked to flush it, and OpenRLHF
+            # resets it only with --vllm.enable_prefix_caching: the sync's last tensor (empty_cache=True,
+            # ppo_actor.py broadcast_to_vllm) asks for the flush, or KV of the old weights would serve the
+            # next rollout's shared prefixes (the prompts' template, a repeated prompt).
             await self.engine.update_weights_from_distributed(
-                [name], [dtype], [list(shape)], self._group_name, flush_cache=False
+                [name], [dtype], [list(shape)], self._group_name, flush_cache=bool(empty_cache)
             )
             return
         tensor = torch.empty(shape, dtype=dtype)

@@ -29,6 +29,9 @@ Each wrapper does nothing unless `args.latr_ext` (set by latr-train) asks for it
   step's weight broadcast. With `compute_advantages_and_returns` they also report to latr-train's RunRecord
   actor the step a run started from and, per step, whether any sample had a non-zero advantage, so that a
   run that trained nothing exits 3 instead of 0.
+- `ActorPPOTrainer._init_vllm_sync_group`: the same weight-sync group, but an engine that cannot join (an
+  SGLang server refusing the master address, say) fails the run at once with its error, instead of after
+  the trainer's 300 s wait for it.
 """
 
 from __future__ import annotations
@@ -270,6 +273,67 @@ def record_engine_greedy(trainer: Any, step: int) -> None:
         f.write(json.dumps({"step": step, "prompt": SYNC_CHECK_PROMPT, "tokens": tokens}) + "\n")
 
 
+def init_weight_sync_group(actor: Any, backend: str) -> None:
+    """OpenRLHF's `ActorPPOTrainer._init_vllm_sync_group` (ppo_actor.py:108-151), the same group, but an
+    engine that fails to join stops the run at once with its own error. OpenRLHF asks the engines to join and
+    then blocks in its own side of the group until every rank arrived, reading the engines' replies only
+    afterwards: an engine's refusal (e.g. an SGLang server that does not allow the master address) surfaced
+    after the store's 300 s timeout as "1/2 clients joined". Here the trainer's side waits in a daemon thread
+    while the engines' replies are read as they come. (latr-train refuses --vllm.sync_with_ray up front.)"""
+    import socket
+    import threading
+    from concurrent.futures import Future
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    import ray
+    from openrlhf.trainer.ray import ppo_actor
+
+    from openrlhf_ext.vllm_shim import OPENRLHF_GROUP_NAME
+
+    master_address = ray._private.services.get_node_ip_address()
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        master_port = sock.getsockname()[1]
+    vllm = actor.strategy.args.vllm
+    world_size = vllm.num_engines * vllm.tensor_parallel_size + 1
+    replies = [
+        engine.init_process_group.remote(
+            master_address,
+            master_port,
+            i * vllm.tensor_parallel_size + 1,
+            world_size,
+            OPENRLHF_GROUP_NAME,
+            backend=backend,
+            use_ray=False,
+        )
+        for i, engine in enumerate(actor.vllm_engines)
+    ]
+    group: Future = Future()
+
+    def join() -> None:  # rank 0 hosts the store: this returns once every engine rank has joined
+        try:
+            group.set_result(
+                ppo_actor.stateless_init_process_group(
+                    master_address, master_port, 0, world_size, torch.cuda.current_device()
+                )
+            )
+        except BaseException as e:
+            group.set_exception(e)
+
+    threading.Thread(target=join, name="latr-weight-sync-group", daemon=True).start()
+    pending = replies
+    while True:
+        try:
+            actor._model_update_group = group.result(timeout=0.5)
+            break
+        except FutureTimeout:
+            pass
+        if pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            ray.get(ready)  # an engine that could not join raises here, with its error
+    ray.get(replies)
+
+
 def _align_and_warn(samples: list) -> None:
     missing = align_info_keys(samples)
     if missing:
@@ -299,6 +363,12 @@ def apply() -> None:
     original_states = trainer.init_checkpoint_states
     original_train_step = trainer.train_step
     original_ppo_train = ppo_actor.ActorPPOTrainer.ppo_train
+    original_sync_group = ppo_actor.ActorPPOTrainer._init_vllm_sync_group
+
+    def _init_vllm_sync_group(self, backend):
+        if _ext(self) is None:
+            return original_sync_group(self, backend)
+        return init_weight_sync_group(self, backend)
 
     def _generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **kwargs):
         if _ext(self) is None:
@@ -405,6 +475,7 @@ def apply() -> None:
     trainer.train_step = train_step
     # a plain class, built inside the PolicyModelActor worker (ppo_actor.py:585): patching it there reaches it
     ppo_actor.ActorPPOTrainer.ppo_train = ppo_train
+    ppo_actor.ActorPPOTrainer._init_vllm_sync_group = _init_vllm_sync_group
     # PPOTrainer is a Ray actor class: Ray copied its methods onto the class it ships to the actor process
     # when the module was imported (ppo_trainer.py:449 `@ray.remote`), so the base-class patch above does not
     # reach it. The shipped class is pickled from this (the driver's) process, with these attributes.

@@ -140,6 +140,7 @@ def test_control_switch_admits_only_loopback_callers_and_the_key_admits_anyone(t
         ({"master_port": "29500"}, "master_port"),
         ({"master_port": 29500.5}, "master_port"),
         ({"master_address": "8.8.8.8"}, "master_address"),
+        ({"master_address": "203.0.113.77"}, "master_address"),  # TEST-NET-3: nobody's own address
         ({"master_address": "no-such-host.invalid"}, "master_address"),
         ({"master_address": ""}, "master_address"),
         ({"master_address": 127}, "master_address"),
@@ -158,6 +159,33 @@ def test_weight_group_set_up_is_validated_before_anything_opens(control_server, 
     assert time.monotonic() - t0 < 1.5  # refused at once, no rendezvous attempted
     with socket.socket() as s:  # the server did not open a listener on the port it was given
         s.bind(("0.0.0.0", port))
+
+
+def outbound_address() -> str | None:
+    """This machine's address on its outbound interface, found as Ray finds its node IP (a UDP socket's
+    connect sends nothing), or None where it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("203.0.113.1", 9))  # TEST-NET-3: only the route is looked up
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_master_on_another_address_of_this_machine_is_allowed(control_server):
+    """OpenRLHF's trainer names Ray's node IP as the group's master, not loopback: on this machine it is as
+    trusted as loopback (the server is bound to 127.0.0.1 here, and 8.8.8.8 stays refused, above)."""
+    address = outbound_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    body = {**weight_group_body(free_port(), "own"), "master_address": address}
+    # (a refused server never joins: the group's store gives up after 10 s, failing the test)
+    group, joined = join_weight_group(control_server.url, body, timeout=30, timeout_s=10)
+    assert joined is not None and joined.json()["success"], joined and joined.text
+    del group
+    destroy = {"group_name": "own"}
+    requests.post(control_server.url + "/destroy_weights_update_group", json=destroy, timeout=10)
 
 
 def test_weight_group_json_errors_are_400(control_server):

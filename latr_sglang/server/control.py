@@ -232,8 +232,21 @@ async def update_weights_from_tensor(request: Request):
 
 
 # ---- SGLang's distributed weight update -------------------------------------------------------------------
+def _is_this_machines_address(ip: str) -> bool:
+    """Whether `ip` is one of this machine's own interface addresses: a socket can bind to it. A trainer on
+    the same machine names one (Ray's node IP, e.g. OpenRLHF's master_address), as trusted as loopback."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
 def _allowed_master(state: ServerState, address: str) -> None:
-    """The master must be on an allowed interface: loopback, the server's bind address, or a listed one."""
+    """The master must be on an allowed interface: this machine's (loopback or another of its addresses),
+    the server's bind address, or a listed one."""
     allowed = state.config.weight_update_masters
     if "*" in allowed or address in allowed:
         return
@@ -245,10 +258,12 @@ def _allowed_master(state: ServerState, address: str) -> None:
     host = state.config.host
     bind = set() if host in ("0.0.0.0", "::", "") else {host}
     for ip in resolved:
-        if not (ipaddress.ip_address(ip).is_loopback or ip in bind or ip in allowed):
+        if ipaddress.ip_address(ip).is_loopback or ip in bind or ip in allowed:
+            continue
+        if not _is_this_machines_address(ip):
             raise RequestError(
-                f"master_address={address!r} ({ip}) is not an allowed interface: loopback, the bind address, "
-                "or one given with --weight-update-masters"
+                f"master_address={address!r} ({ip}) is not an allowed interface: this machine's, the bind "
+                "address, or one given with --weight-update-masters"
             )
 
 

@@ -37,8 +37,8 @@ class ServerConfig:
     weight_update_masters: tuple[str, ...] = field(
         default=(),
         metadata=help_text(
-            "addresses a weight-update group's master_address may name besides loopback and the bind "
-            "address ('*': any)"
+            "addresses a weight-update group's master_address may name besides this machine's own "
+            "(loopback and its other interfaces) and the bind address ('*': any)"
         ),
     )
     weight_update_timeout_s: float = field(

@@ -20,6 +20,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,10 +339,14 @@ def conflicts(inv: Invocation) -> list[str]:
         if device is not None and device not in ("cpu", "cuda"):
             problems.append(f"--trainer.device {device}: ray mode takes cpu or cuda (placement is Ray's)")
         if device == "cpu":
-            if backend != "torch":
+            # SGLang servers the user started (--sglang.server_urls) are the engines' own business: on a CPU,
+            # `latr-sglang serve` speaks SGLang's HTTP API; only launching SGLang's runtime needs a GPU.
+            if backend == "vllm" or (backend == "sglang" and not inv.sglang.server_urls):
                 problems.append(
-                    f"--trainer.device cpu rolls out with the torch engine, not --rollout.backend {backend} "
-                    "(SGLang's and vLLM's runtimes need GPUs); add --rollout.backend torch"
+                    f"--trainer.device cpu rolls out with the torch engine, or over SGLang's HTTP API with "
+                    f"--sglang.server_urls, not --rollout.backend {backend} launching its runtime (SGLang's "
+                    "and vLLM's runtimes need GPUs); add --rollout.backend torch, or start servers "
+                    "(`latr-sglang serve --enable-weight-updates` on a CPU) and pass --sglang.server_urls"
                 )
             if given.get("train.colocate_all"):
                 problems.append(
@@ -418,7 +423,10 @@ def conflicts(inv: Invocation) -> list[str]:
                 )
             urls = [u for u in (inv.sglang.server_urls or "").split(",") if u]
             if urls and engines and len(urls) != engines:
-                problems.append(f"--sglang.server_urls lists {len(urls)} URLs for {engines} engines")
+                problems.append(
+                    f"--sglang.server_urls lists {len(urls)} URL{'s' * (len(urls) != 1)} for {engines} "
+                    f"engine{'s' * (engines != 1)}: one per engine"
+                )
             if given.get("train.agent_func_path"):
                 problems.append("--train.agent_func_path is not supported with LATR engines")
         from openrlhf_ext.cli.ray_checks import ray_input_problems
@@ -761,16 +769,39 @@ def run_ray(inv: Invocation) -> int:
         from openrlhf_ext.engine_actor import create_rollout_engines
 
         openrlhf_main.create_vllm_engines = functools.partial(create_rollout_engines, ext=inv.ext())
-    openrlhf_main.train(args)
+    import ray
+
+    try:
+        openrlhf_main.train(args)
+    except ray.exceptions.RayTaskError as e:
+        # The error of an actor, nested once per actor that waited on another (driver -> trainer actor ->
+        # engine actor), is printed by Ray as its tracebacks, then buried under the actors' log lines: the
+        # tracebacks stay, the actors are stopped (their logs end), and the innermost error comes last.
+        traceback.print_exc()
+        ray.shutdown()
+        print(f"{PROG}: error: {innermost_remote_error(e)}", file=sys.stderr)
+        return 1
     if record is None:  # --rollout.backend vllm: OpenRLHF's own run, unpatched
         return 0
-    import ray
 
     problem = nothing_trained_problem(ray.get(record.summary.remote()), inv)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 3
     return 0
+
+
+def innermost_remote_error(error: BaseException) -> str:
+    """'Type: message' of the error that started a chain of Ray task errors (each actor that waited on another
+    wraps its error once; an exception of the user's type arrives as a RayTaskError subclass of it)."""
+    from ray.exceptions import RayTaskError
+
+    while isinstance(error, RayTaskError):
+        cause = getattr(error, "cause", None)
+        if cause is None or cause is error:
+            break
+        error = cause
+    return f"{type(error).__name__}: {error}"
 
 
 NO_GPU_HINT = (

@@ -257,6 +257,63 @@ def test_sglang_backend_actor_launches_a_server_and_takes_weights_over_http(ray_
     ray.get(actor.shutdown.remote())
 
 
+def test_an_sglang_backed_sync_asks_the_server_to_flush_its_cache_at_the_last_tensor(tiny_model_dir):
+    """SGLang keeps its radix cache across /update_weights_from_distributed unless the request sets
+    flush_cache, and OpenRLHF calls reset_prefix_cache only with --vllm.enable_prefix_caching: the sync's
+    last tensor (OpenRLHF's empty_cache=True) asks the server for the flush, the others do not. Our server
+    (a real HTTP server on 127.0.0.1) counts the flushes it was asked for."""
+    import asyncio
+
+    from latr_sglang.engines.torch_engine import TorchEngine
+    from latr_sglang.engines.weight_sync import WeightSyncGroup
+    from latr_sglang.server import ServerThread
+
+    engine = TorchEngine.from_pretrained(str(tiny_model_dir))
+    server = ServerThread(engine, enable_weight_updates=True).start()
+    received: list[str] = []
+    flushed_after: list[int] = []  # how many tensors had arrived at each flush the server was asked for
+    update, flush = engine.update_weights, engine.flush_cache
+
+    async def counting_update(tensors):
+        received.extend(tensors)
+        await update(tensors)
+
+    async def counting_flush():
+        flushed_after.append(len(received))
+        await flush()
+
+    engine.update_weights, engine.flush_cache = counting_update, counting_flush
+    actor = LATRRolloutActor(str(tiny_model_dir), backend="sglang", sglang_url=server.url)
+    from transformers import AutoModelForCausalLM
+
+    # the weights it already holds, under the names OpenRLHF's trainer sends
+    weights = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict()
+    names = list(weights)[:3]
+
+    async def sync() -> None:
+        port = free_port()
+        joining = actor.init_process_group("127.0.0.1", port, 1, 2, "openrlhf", "gloo", False)
+        trainer, _ = await asyncio.gather(
+            asyncio.to_thread(WeightSyncGroup, "127.0.0.1", port, 0, 2, "gloo", "openrlhf"), joining
+        )
+        for i, name in enumerate(names):
+            tensor = weights[name].contiguous()
+            last = i == len(names) - 1
+            await asyncio.gather(
+                actor.update_weight(name, tensor.dtype, tuple(tensor.shape), empty_cache=last),
+                asyncio.to_thread(trainer.broadcast, tensor, 0),
+            )
+
+    try:
+        asyncio.run(sync())
+    finally:
+        actor.shutdown()
+        server.stop()
+        engine.close_sync()
+    assert received == names
+    assert flushed_after == [len(names)]
+
+
 TIE_REWARD = """
 import torch
 def reward_func(queries, prompts, labels, **kwargs):

@@ -3,7 +3,9 @@ Ray, DeepSpeed on its CPU accelerator over gloo, PolicyModelActor + ReferenceMod
 engine actors with the torch engine, OpenRLHF's weight broadcast to them; a tiny random model. Only CUDA is
 stood in for (openrlhf_ext/cpu_mode.py). Three launches are shared by all assertions (each ~1-2 min on 2
 cores): GRPO + LATR for 3 steps with a checkpoint at step 2, its resume from that checkpoint, and DAPO with
-dynamic sampling + stochastic sampling."""
+dynamic sampling + stochastic sampling. One more runs the GPU topology's wire path: the engines behind
+SGLang's HTTP API (`--rollout.backend sglang --sglang.server_urls`, served by `latr-sglang serve`), the
+weights through /init_weights_update_group + /update_weights_from_distributed."""
 
 import json
 import math
@@ -11,11 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from server_helpers import free_port, serve_command
 
+from latr_sglang.engines.sglang_launch import ServerProcess
 from openrlhf_ext.ray_patches import SYNC_CHECK_ENV, SYNC_CHECK_PROMPT
 
 REWARD = str(Path(__file__).with_name("ray_cpu_reward.py"))
@@ -249,3 +254,76 @@ def test_dp2_dapo_zero2_with_colocated_reference(tmp_path, tiny_model_dir):
         assert m["rollout/num_samples"] == 8 and m["actor_grad_norm"] > 0
         assert 0 < m["dynamic_filtering_pass_rate"] <= 1
     assert sum(m["dapo/groups_generated"] - m["dapo/groups_kept"] for m in metrics.values()) > 0
+
+
+def sglang_argv(model: Path, prompts: Path, out: Path, url: str) -> list[str]:
+    """base_argv with the engines behind SGLang's HTTP API at `url` (one engine)."""
+    argv = base_argv(model, prompts, out)
+    argv[argv.index("--rollout.backend") + 1] = "sglang"
+    return [*argv, "--sglang.server_urls", url]
+
+
+def test_grpo_latr_over_sglangs_http_api_trains_and_the_server_serves_the_trained_policy(
+    tmp_path, tiny_model_dir
+):
+    """The whole trainer with its engine behind SGLang's HTTP API, as on GPUs with --sglang.server_urls:
+    rollouts through /generate (tree-phase parts streamed), the weights of every step broadcast to the server
+    over the group it joined with /init_weights_update_group (at Ray's node address, which the server allows
+    as this machine's own), the server then decoding what the trained policy decodes."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", ["mix"] * 6)
+    port = free_port()
+    serve = serve_command(tiny_model_dir, port, "--enable-weight-updates")
+    server = ServerProcess(serve, f"http://127.0.0.1:{port}", tmp_path / "serve.log", timeout_s=120)
+    try:
+        argv = [
+            *sglang_argv(tiny_model_dir, prompts, tmp_path / "run", server.url),
+            "--latr.lookahead_steps", "4,8", "--latr.chunk_size", "4", "--latr.tau_abs", "0.01",
+            "--latr.tau_rel", "0.9",
+        ]  # fmt: skip
+        metrics = launch(argv, tmp_path / "run")
+    finally:
+        server.stop()
+    assert sorted(metrics) == [1, 2, 3]
+    for m in metrics.values():
+        assert m["rollout/num_samples"] == 8 and m["actor_grad_norm"] > 0
+        assert "latr/branches_created" in m
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("POST /init_weights_update_group 200") == 1
+    num_tensors = len(weights(tiny_model_dir))
+    # OpenRLHF broadcasts after every step (the first one too, before it trains nothing new)
+    assert log.count("POST /update_weights_from_distributed 200") >= 3 * num_tensors
+    generate = [line for line in log.splitlines() if "POST /generate " in line]
+    assert generate and all(" 200 " in line for line in generate), generate[:5]
+    final = weights(tmp_path / "run" / "final")
+    assert any(not torch.equal(weights(tiny_model_dir)[k], final[k]) for k in final)
+    engine = {
+        r["step"]: r["tokens"]
+        for r in map(json.loads, (tmp_path / "run" / "engine_greedy.jsonl").read_text().splitlines())
+    }
+    assert engine[3] == greedy_of(tmp_path / "run" / "final")  # the server holds the trained weights
+
+
+def test_an_engine_that_cannot_join_the_weight_sync_stops_the_run_at_once_naming_why(
+    tmp_path, tiny_model_dir
+):
+    """A server started without --enable-weight-updates refuses /init_weights_update_group. OpenRLHF's trainer
+    waited 300 s for it at the group's store and failed with "1/2 clients joined"; now the run stops as soon
+    as the engine's answer is in, its error the last line."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", ["mix"] * 2)
+    port = free_port()
+    server = ServerProcess(
+        serve_command(tiny_model_dir, port), f"http://127.0.0.1:{port}", tmp_path / "serve.log", timeout_s=120
+    )
+    try:
+        started = time.monotonic()
+        proc = run_latr_train(sglang_argv(tiny_model_dir, prompts, tmp_path / "run", server.url), tmp_path)
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        f"latr-train: error: RequestError: {server.url}/init_weights_update_group: "
+        "/init_weights_update_group is disabled: start the server with --api-key, or with "
+        "--enable-weight-updates (loopback callers only)"
+    )
+    assert took < 200, took  # not the store's 300 s

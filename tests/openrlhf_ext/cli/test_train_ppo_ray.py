@@ -143,7 +143,7 @@ CONFLICTS = [
     ),
     (["--trainer.max_steps", "5"], ["--trainer.max_steps"]),
     (["--local.eval_prompts", "5"], ["--local.eval_prompts"]),
-    (["--sglang.server_urls", "http://a:1"], ["lists 1 URLs for 2 engines"]),
+    (["--sglang.server_urls", "http://a:1"], ["lists 1 URL for 2 engines: one per engine"]),
     (["--train.partial_rollout_enable"], ["OpenRLHF rejects", "async_enable"]),
     # weight-sync paths only OpenRLHF's vLLM engines have: refused before anything starts
     (["--vllm.sync_with_ray"], ["--vllm.sync_with_ray is not supported with --rollout.backend sglang"]),
@@ -210,6 +210,10 @@ DEVICE_CONFLICTS = [
         ["--trainer.device", "cpu"],
         ["--trainer.device cpu", "--rollout.backend sglang", "add --rollout.backend"],
     ),
+    (
+        ["--trainer.device", "cpu", "--rollout.backend", "vllm"],
+        ["--trainer.device cpu", "--rollout.backend vllm", "--sglang.server_urls"],
+    ),
     (["--trainer.device", "tpu"], ["--trainer.device tpu"]),
     (
         ["--rollout.backend", "torch", "--trainer.device", "cpu", "--train.colocate_all"],
@@ -230,6 +234,15 @@ def test_ray_mode_refuses_what_cannot_take_effect(extra, named, capsys):
     assert code == 2, err
     for piece in named:
         assert piece in err
+
+
+def test_cpu_mode_takes_sglang_servers_the_user_started(capsys):
+    """On a CPU the engines may sit behind SGLang's HTTP API (`latr-sglang serve`): only launching SGLang's
+    runtime needs a GPU."""
+    argv = [*RAY_BASE, "--trainer.device", "cpu", "--sglang.server_urls"]
+    argv.append("http://127.0.0.1:30000,http://127.0.0.1:30001")  # RAY_BASE's 2 engines
+    code, _, err = run_main([*argv, "--dry-run"], capsys)
+    assert code == 0, err
 
 
 def test_trainer_device_is_one_flag_for_both_modes(capsys):
